@@ -1,0 +1,48 @@
+"""Loaders for the data sets of the hashing literature, with their standard splits.
+
+Every loader returns a `PairedDataset` (two modalities, or `texts=None` for single-modal image
+data); `Split` holds the row indices of the standard protocol (query / train / database).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+def data_root() -> Path:
+    """Where the real data sets live: $HASHSEARCH_DATA, else ../shared/data beside the checkout."""
+    env = os.environ.get("HASHSEARCH_DATA")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return Path.cwd().parent / "shared" / "data"
+
+
+@dataclass
+class PairedDataset:
+    """Rows i of `images`, `texts` and `labels` describe the same item."""
+
+    name: str
+    images: np.ndarray | None  # (n, d) float32 features, or (n, c, h, w) float32 pixels
+    texts: np.ndarray | None  # (n, t) float32 bag-of-words / topic vectors
+    labels: np.ndarray  # (n, c) uint8 multi-hot (single-label sets are one-hot)
+    synthetic: bool = False
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Split:
+    """Row indices of the retrieval protocol: queries, training items, and the database searched."""
+
+    query: np.ndarray
+    train: np.ndarray
+    database: np.ndarray

@@ -1,0 +1,1 @@
+"""Hashing learners with a scikit-learn-like API: fit, then encode to packed codes."""

@@ -1,0 +1,1 @@
+"""Numba kernels for Hamming-space search (installed as hashsearch.kernels)."""
