@@ -29,5 +29,132 @@ def main() -> None:
     """Learned binary codes and exact Hamming search."""
 
 
+# --- index commands (STORAGE): logic in hashsearch/codefiles.py and querying.py -----------------
+
+@main.command("build-index")
+@click.argument("codes", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(), help="Index directory to write (replaced atomically).")
+@click.option("--backend", type=click.Choice(["numba", "faiss", "mih"]), default="numba", show_default=True)
+@click.option("--ids", "ids_path", type=click.Path(dir_okay=False), help="int64 ids (.npy), one per code.")
+@click.option("--nbits", type=int, help="Code width in bits (tells a uint8 0/1 bit matrix from packed bytes).")
+@click.option("--column", help="Parquet column holding the codes (binary, fixed_size_binary or list).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Backend parameter, repeatable.")
+@click.option("--batch-size", type=int, default=1 << 22, show_default=True, help="Codes added per step.")
+@click.option("--metadata/--no-metadata", default=True, show_default=True,
+              help="Keep a Parquet file's other columns as per-item metadata in the index.")
+@one_line_errors
+def build_index_command(codes, out, backend, ids_path, nbits, column, params, batch_size, metadata) -> None:
+    """Build an index from CODES (.npy or .parquet) and save it to --out."""
+    from hashsearch import codefiles, querying
+
+    code_file = codefiles.read_codes(codes, nbits=nbits, column=column, with_metadata=metadata)
+    if code_file.note:
+        click.echo(code_file.note, err=True)
+    ids = codefiles.read_ids(ids_path, code_file.codes.shape[0]) if ids_path else None
+    index = querying.build_index(code_file, out, backend=backend, ids=ids,
+                                 params=querying.parse_params(params), batch_size=batch_size)
+    click.echo(f"wrote {out}: {len(index)} codes of {index.nbits} bits, backend {backend}", err=True)
+
+
+@main.command("query")
+@click.argument("index_dir", type=click.Path(file_okay=False))
+@click.argument("queries", type=click.Path(dir_okay=False))
+@click.option("--topk", type=int, help="The K nearest codes per query (ties by ascending id).")
+@click.option("--radius", type=int, help="Every code within Hamming distance R (inclusive).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Result file (jsonl: default stdout; parquet: required).")
+@click.option("--column", help="Parquet column holding the query codes.")
+@click.option("--batch-size", type=int, default=1024, show_default=True, help="Queries searched per step.")
+@one_line_errors
+def query_command(index_dir, queries, topk, radius, fmt, out, column, batch_size) -> None:
+    """Search the index in INDEX_DIR with the codes in QUERIES (.npy or .parquet)."""
+    from hashsearch import codefiles, querying
+    from hashsearch.errors import InvalidInputError
+    from hashsearch.index import HammingIndex
+
+    if fmt == "parquet" and out is None:
+        raise InvalidInputError("--format parquet needs --out FILE")
+    index = HammingIndex.load(index_dir, mmap=True)
+    query_file = codefiles.read_codes(queries, nbits=index.nbits, column=column)
+    if query_file.note:
+        click.echo(query_file.note, err=True)
+    batches = querying.search_batches(index, query_file.codes, topk=topk, radius=radius, batch_size=batch_size)
+    querying.write_results(batches, fmt, out, stdout=click.get_text_stream("stdout"))
+
+
+@main.command("info")
+@click.argument("index_dir", type=click.Path(file_okay=False))
+@click.option("--no-verify", is_flag=True, help="Skip the SHA-256 checks (sizes and schema are still checked).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
+@one_line_errors
+def info_command(index_dir, no_verify, as_json) -> None:
+    """Describe an index: bits, count, backend, bytes on disk and per item, checksums."""
+    import json
+
+    from hashsearch import querying
+
+    info = querying.describe_index(index_dir, verify=not no_verify)
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        click.echo("\n".join(querying.format_info(info)))
+
+
+@main.command("bench")
+@click.option("--quick", "mode", flag_value="quick", default=True, help="A few minutes on 2 cores (default).")
+@click.option("--full", "mode", flag_value="full", help="The whole grid: nbits 16-128, n up to 10^7, learners' defaults.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for report.md, results.json, PNGs.")
+@click.option("--models", "models_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Read trained models from this folder instead of training them.")
+@click.option("--sections", default=None, help="Comma-separated subset of physical,latency,storage,accuracy,scale.")
+@click.option("--threads", type=int, default=None, help="Threads for FAISS and numba (default: every core).")
+@one_line_errors
+def bench_command(mode: str, out_dir: str, models_dir: str | None, sections: str | None, threads: int | None) -> None:
+    """Measure size, speed and accuracy; write DIR/report.md, results.json and plots."""
+    from hashsearch.bench.runner import SECTIONS, run
+
+    chosen = tuple(s.strip() for s in sections.split(",")) if sections else SECTIONS
+    report = run(mode, out_dir, models_dir=models_dir, sections=chosen, threads=threads)
+    click.echo(f"wrote {report}")
+
+
+# --- the main job (DCMH): logic in hashsearch/demo.py ----------------------------------------------
+
+@main.command("demo")
+@click.option("--data", default=None, help="Data set name or file (default: the embedded seeded synthetic paired set).")
+@click.option("--nbits", type=int, default=32, show_default=True, help="Code width in bits.")
+@click.option("--epochs", type=int, default=30, show_default=True, help="DCMH training epochs.")
+@click.option("--k", type=int, default=5, show_default=True, help="Results shown per example query.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data, split and training.")
+@one_line_errors
+def demo_command(data: str | None, nbits: int, epochs: int, k: int, seed: int) -> None:
+    """Train DCMH, encode both modalities, index them, query text->image and image->text, print MAP."""
+    from hashsearch.demo import run_demo
+
+    run_demo(data=data, nbits=nbits, epochs=epochs, k=k, seed=seed, echo=click.echo)
+
+
+# --- eval (DATA+METRICS): logic in hashsearch/evaluation.py --------------------------------------
+
+@main.command("eval")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", required=True, help="Data set name (wikipedia, mirflickr, nuswide, mnist, digits, synthetic) or a .mat/.npz/.parquet file.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Report folder (default: MODEL_DIR/eval-<data>).")
+@click.option("--topk", type=int, default=1000, show_default=True, help="K of mAP@K and the end of the top-K curve.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the standard split.")
+@one_line_errors
+def eval_command(model_dir: str, data: str, out_dir: str | None, topk: int, seed: int) -> None:
+    """Score a trained model on the data set's standard split: report.md, results.json, PNG curves."""
+    from pathlib import Path
+
+    from hashsearch.evaluation import run_eval
+
+    out = out_dir or str(Path(model_dir) / f"eval-{Path(data).stem}")
+    result, report = run_eval(model_dir, data, out, topk=topk, seed=seed)
+    for task, scores in result["tasks"].items():
+        click.echo(f"{result['dataset']} {result['nbits']} bits {task}: mAP@all {scores['map_all']:.4f}  "
+                   f"mAP@{scores['k']} {scores['map_at_k']:.4f}  P@H<={scores['radius']} {scores['precision_within_radius']:.4f}")
+    click.echo(f"wrote {report}", err=True)
+
 if __name__ == "__main__":
     main()

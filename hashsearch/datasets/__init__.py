@@ -34,6 +34,7 @@ class PairedDataset:
     texts: np.ndarray | None  # (n, t) float32 bag-of-words / topic vectors
     labels: np.ndarray  # (n, c) uint8 multi-hot (single-label sets are one-hot)
     synthetic: bool = False
+    predefined: Split | None = None  # the split shipped with the data (e.g. wikipedia's train/test), if any
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -46,3 +47,18 @@ class Split:
     query: np.ndarray
     train: np.ndarray
     database: np.ndarray
+
+
+# Loaders, splits and the dispatcher live in submodules; they import the classes above.
+from hashsearch.datasets.crossmodal import load_mirflickr, load_nuswide, load_paired_file, load_wikipedia  # noqa: E402
+from hashsearch.datasets.images import load_digits, load_mnist5k  # noqa: E402
+from hashsearch.datasets.sift import SiftSmall, load_sift_small  # noqa: E402
+from hashsearch.datasets.splits import per_class_split, random_split, standard_split  # noqa: E402
+from hashsearch.datasets.synthetic import synthetic_paired  # noqa: E402
+from hashsearch.datasets.registry import NAMES, load  # noqa: E402
+
+__all__ = [
+    "NAMES", "PairedDataset", "SiftSmall", "Split", "data_root", "load", "load_digits", "load_mirflickr",
+    "load_mnist5k", "load_nuswide", "load_paired_file", "load_sift_small", "load_wikipedia", "per_class_split",
+    "random_split", "standard_split", "synthetic_paired",
+]

@@ -1,0 +1,190 @@
+"""Accuracy of every learner on every real data set at nbits 16/32/64: mAP@all, mAP@k, P@r<=2, the
+PR curve by Hamming radius and top-K precision, in the DCMH paper's layout (methods x task x bits).
+
+Cross-modal learners (DCMH, SCM, CCA-ITQ) run where a set has both modalities (I->T, T->I);
+single-modal learners (DPSH, SCHN, ITQ, LSH) run on each modality a set has (I->I, T->T).
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from hashsearch import datasets, metrics
+from hashsearch.bench.config import BenchConfig
+from hashsearch.index import HammingIndex
+from hashsearch.models.training import load_model
+
+CROSS, SINGLE = "cross", "single"
+LOADERS = {"wikipedia": "load_wikipedia", "mirflickr25k": "load_mirflickr", "nuswide10500": "load_nuswide",
+           "mnist5k": "load_mnist5k", "siftsmall": "load_sift_small"}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A learner of the table: `target` is "module:Class"; deep learners train for `epochs`."""
+
+    name: str
+    kind: str
+    target: str
+    deep: bool
+    budget: tuple[str, ...] = ("epochs",)  # constructor arguments set to `epochs` in short runs
+    budget_fixed: tuple[tuple[str, int], ...] = ()  # and these, fixed, in short runs
+    modalities: tuple[str, ...] = ("I", "T")  # single-modal learners: the inputs they are made for
+
+    def make(self, nbits: int, seed: int, epochs: int | None) -> Any:
+        """A fresh learner; with `epochs` (quick runs) its training budget is cut to that."""
+        module, _, cls_name = self.target.partition(":")
+        cls = getattr(importlib.import_module(module), cls_name)
+        params = inspect.signature(cls).parameters
+        kwargs: dict[str, Any] = {"seed": seed}
+        if epochs is not None:
+            kwargs.update({name: epochs for name in self.budget}, **dict(self.budget_fixed))
+        for quiet in ("progress", "verbose"):  # the runner shows its own progress bar
+            if quiet in params:
+                kwargs[quiet] = False
+        return cls(nbits, **kwargs)
+
+
+METHODS = (
+    Method("DCMH", CROSS, "hashsearch.models.dcmh:DCMH", deep=True),
+    Method("SCM", CROSS, "hashsearch.models.baselines:SCM", deep=False),
+    Method("CCA-ITQ", CROSS, "hashsearch.models.baselines:CCAITQ", deep=False),
+    Method("SCHN", SINGLE, "hashsearch.models.schn:SCHN", deep=True, budget=("max_iter",),
+           budget_fixed=(("max_epoch", 1), ("num_samples", 1000), ("label_dim", 128), ("latent_dim", 256),
+                         ("mlp_hidden", 256)),
+           modalities=("I",)),  # an image hasher (AlexNet features in the paper)
+    Method("DPSH", SINGLE, "hashsearch.models.dpsh:DPSH", deep=True),
+    Method("ITQ", SINGLE, "hashsearch.models.baselines:ITQ", deep=False),
+    Method("LSH", SINGLE, "hashsearch.models.baselines:LSH", deep=False),
+)
+
+
+def load_dataset(name: str) -> datasets.PairedDataset | datasets.SiftSmall:
+    """A real data set by its folder-style name (see LOADERS)."""
+    if name not in LOADERS:
+        raise ValueError(f"unknown data set {name!r}; choose from {', '.join(LOADERS)}")
+    return getattr(datasets, LOADERS[name])()
+
+
+def tasks_of(ds: datasets.PairedDataset, method: Method) -> list[tuple[str, str, str]]:
+    """(task label, query modality, database modality) pairs that `method` answers on `ds`."""
+    have = [m for m, arr in (("I", ds.images), ("T", ds.texts)) if arr is not None]
+    if method.kind == CROSS:
+        return [("I→T", "I", "T"), ("T→I", "T", "I")] if len(have) == 2 else []
+    return [] if len(have) == 2 else [(f"{m}→{m}", m, m) for m in have if m in method.modalities]
+
+
+def flat(x: np.ndarray) -> np.ndarray:
+    """Rows as flat float32 feature vectors (pixels (n, c, h, w) become (n, c*h*w))."""
+    return np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32)
+
+
+def fit_and_encode(method: Method, ds: datasets.PairedDataset, split: datasets.Split, modality: str,
+                   nbits: int, cfg: BenchConfig) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
+    """Train (or load from cfg.models_dir) one learner; packed (query, database) codes per modality."""
+    saved = cfg.models_dir / ds.name / f"{method.name}-{nbits}" if cfg.models_dir else None
+    t0 = time.perf_counter()
+    epochs = cfg.accuracy_epochs if method.deep else None
+    if saved is not None and saved.exists():
+        model, origin = load_model(saved), f"loaded {saved}"
+    else:
+        model = method.make(nbits, cfg.seed, epochs)
+        tr, lab = split.train, ds.labels[split.train]
+        if method.kind == CROSS:
+            model.fit(ds.images[tr], ds.texts[tr], lab)
+        else:
+            x = ds.images if modality == "I" else ds.texts
+            model.fit(x[tr] if method.deep else flat(x[tr]), lab)
+        origin = f"trained {epochs} epochs" if epochs else "trained (defaults)"
+    codes = {}
+    for m in ("I", "T") if method.kind == CROSS else (modality,):
+        x = ds.images if m == "I" else ds.texts
+        if method.kind == CROSS:
+            enc = model.encode_image if m == "I" else model.encode_text
+        else:
+            enc, x = model.encode, (x if method.deep else flat(x))
+        codes[m] = (enc(x[split.query]), enc(x[split.database]))
+    return codes, {"origin": origin, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def score(q: np.ndarray, db: np.ndarray, ql: np.ndarray, dbl: np.ndarray, nbits: int, cfg: BenchConfig) -> dict:
+    """The table's metrics and the curves of one (query codes, database codes) pair."""
+    precision, recall = metrics.pr_curve_by_radius(q, db, ql, dbl, nbits)
+    ks = [k for k in cfg.accuracy_topk if k <= len(db)]
+    return {"map_all": metrics.mean_average_precision(q, db, ql, dbl, nbits),
+            "map_k": metrics.mean_average_precision(q, db, ql, dbl, nbits, k=cfg.map_k),
+            "p_r2": metrics.precision_within_radius(q, db, ql, dbl, nbits, radius=2),
+            "precision": np.asarray(precision).tolist(), "recall": np.asarray(recall).tolist(),
+            "topk": ks, "topk_precision": metrics.topk_precision_curve(q, db, ql, dbl, nbits, ks=ks).tolist()}
+
+
+def neighbour_recall(ds: datasets.SiftSmall, cfg: BenchConfig, true_k: int = 10) -> list[dict]:
+    """Unlabelled descriptors: the share of each query's `true_k` Euclidean neighbours found in its
+    Hamming top K, for the unsupervised learners (LSH, ITQ) at every nbits."""
+    rows = []
+    truth = ds.groundtruth[:, :true_k]
+    for method in (m for m in METHODS if m.kind == SINGLE and not m.deep):
+        for nbits in cfg.accuracy_nbits:
+            model = method.make(nbits, cfg.seed, None).fit(ds.base)
+            index = HammingIndex(nbits)
+            index.add(model.encode(ds.base))
+            _, ids = index.search(model.encode(ds.queries), max(cfg.accuracy_topk))
+            recall = {f"recall@{k}": float(np.mean([np.isin(t, i[:k]).mean() for t, i in zip(truth, ids)]))
+                      for k in cfg.accuracy_topk}
+            rows.append({"dataset": ds.name, "method": method.name, "nbits": nbits, "true_k": true_k, **recall})
+    return rows
+
+
+def accuracy_section(cfg: BenchConfig) -> dict:
+    """Rows of the accuracy table, curves at the widest code, notes, and learned codes for the scale run."""
+    rows, curves, notes, feature_dims, recall = [], {}, [], {}, []
+    learned: tuple[np.ndarray | None, str] = (None, "")
+    loaded = {}
+    for name in cfg.accuracy_datasets:
+        ds = load_dataset(name)
+        if isinstance(ds, datasets.SiftSmall):  # no labels: recall of the true Euclidean neighbours
+            feature_dims[f"{name} descriptor"] = ds.base.shape[1]
+            recall += neighbour_recall(ds, cfg)
+            continue
+        for mod, arr in (("image", ds.images), ("text", ds.texts)):
+            if arr is not None:
+                feature_dims[f"{name} {mod}"] = int(np.prod(arr.shape[1:]))
+        loaded[name] = (ds, datasets.standard_split(ds, seed=cfg.seed))
+    deep_ok = set(cfg.deep_datasets if cfg.deep_datasets is not None else loaded)
+    jobs = [(name, m, task, nbits) for name, (ds, _) in loaded.items() for m in METHODS
+            if name in deep_ok or not m.deep for task in tasks_of(ds, m) for nbits in cfg.accuracy_nbits]
+    if set(loaded) - deep_ok:
+        notes.append(f"- Deep learners skipped on {', '.join(sorted(set(loaded) - deep_ok))} in this "
+                     f"{cfg.mode} run (time budget); `--full` trains them everywhere.")
+    cache: dict = {}
+    for name, method, (task, qm, dm), nbits in tqdm(jobs, desc="accuracy (set, method, task, bits)"):
+        ds, split = loaded[name]
+        key = (name, method.name, nbits, None if method.kind == CROSS else qm)
+        if key not in cache:
+            try:
+                cache[key] = fit_and_encode(method, ds, split, qm, nbits, cfg)
+            except Exception as exc:  # a learner that cannot run here is named in the notes, the rest go on
+                cache[key] = None
+                notes.append(f"- {method.name} on {name} ({nbits} bits) failed: {type(exc).__name__}: {exc}")
+        if cache[key] is None:
+            continue
+        codes, info = cache[key]
+        s = score(codes[qm][0], codes[dm][1], ds.labels[split.query], ds.labels[split.database], nbits, cfg)
+        rows.append({"dataset": name, "method": method.name, "task": task, "nbits": nbits, **info,
+                     **{k: s[k] for k in ("map_all", "map_k", "p_r2")}})
+        if nbits == max(cfg.accuracy_nbits):
+            c = curves.setdefault((name, task), {"dataset": name, "task": task, "nbits": nbits, "methods": {}})
+            c["methods"][method.name] = {k: s[k] for k in ("precision", "recall", "topk", "topk_precision")}
+        if learned[0] is None and method.deep and nbits == cfg.scale_nbits:
+            learned = (codes[dm][1], f"{method.name} {name} {task} database codes, {nbits} bits")
+    epochs = f"{cfg.accuracy_epochs} epochs (quick run: far from converged)" if cfg.accuracy_epochs else "defaults"
+    notes.insert(0, f"- Deep learners trained for {epochs}; mAP@k uses k = {cfg.map_k}; P@r≤2 is pooled over "
+                    "all query–database pairs; relevance = at least one shared label.")
+    return {"rows": rows, "curves": list(curves.values()), "notes": notes, "map_k": cfg.map_k, "recall": recall,
+            "feature_dims": feature_dims, "learned": learned}

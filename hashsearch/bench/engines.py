@@ -1,0 +1,91 @@
+"""The search engines the benchmark compares, behind one small interface: ours (HammingIndex with
+the numba scan or multi-index hashing) and raw FAISS (IndexBinaryFlat, IndexBinaryMultiHash with
+`nflip` set so that radius search is exact).
+
+Every engine answers `knn(q, k) -> (D, I)` and `lookup(q, r) -> (lims, D, I)` with an INCLUSIVE
+radius (distance <= r) and int32 distances / int64 ids, so results compare cell for cell.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import faiss
+import numpy as np
+
+from hashsearch.errors import InvalidInputError
+from hashsearch.mih import default_substrings
+
+OURS, MIH, FAISS_FLAT, FAISS_MULTIHASH = "ours", "mih", "faiss-flat", "faiss-multihash"
+ENGINES = (OURS, FAISS_FLAT, FAISS_MULTIHASH, MIH)
+# FAISS's multi-hash k-NN only sees candidates within `nflip` flips of a key: not exact, so it is
+# timed for hash lookup only.
+KNN_ENGINES = (OURS, FAISS_FLAT, MIH)
+
+
+class Engine(Protocol):
+    name: str
+
+    def knn(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def lookup(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+class HammingEngine:
+    """Our `HammingIndex` with backend "numba" (linear scan) or "mih"."""
+
+    def __init__(self, name: str, codes: np.ndarray, nbits: int):
+        from hashsearch.index import HammingIndex
+
+        self.name = name
+        self.index = HammingIndex(nbits, backend="numba" if name == OURS else "mih")
+        self.index.add(codes)
+
+    def knn(self, queries, k):
+        return self.index.search(queries, k)
+
+    def lookup(self, queries, radius):
+        return self.index.range_search(queries, radius)
+
+
+class FaissEngine:
+    """Raw FAISS binary index; range radius passed as r + 1 because FAISS's bound is strict."""
+
+    def __init__(self, name: str, codes: np.ndarray, nbits: int):
+        self.name = name
+        if name == FAISS_FLAT:
+            self.index = faiss.IndexBinaryFlat(nbits)
+        else:
+            nhash = default_substrings(nbits, len(codes))  # the same m as our MIH
+            self.index = faiss.IndexBinaryMultiHash(nbits, nhash, nbits // nhash)
+        self.index.add(codes)
+
+    def knn(self, queries, k):
+        if self.name != FAISS_FLAT:
+            raise InvalidInputError(f"{self.name} k-NN is not exact; time it with lookup only")
+        d, i = self.index.search(queries, k)
+        return d.astype(np.int32, copy=False), i
+
+    def lookup(self, queries, radius):
+        if self.name == FAISS_MULTIHASH:  # pigeonhole: some substring is within radius // nhash
+            self.index.nflip = radius // self.index.nhash
+        lims, d, i = self.index.range_search(queries, radius + 1)
+        return lims.astype(np.int64), d.astype(np.int32), i.astype(np.int64)
+
+
+def build_engine(name: str, codes: np.ndarray, nbits: int) -> Engine:
+    """An engine holding `codes` under ids 0..n-1."""
+    if name in (OURS, MIH):
+        return HammingEngine(name, codes, nbits)
+    if name in (FAISS_FLAT, FAISS_MULTIHASH):
+        return FaissEngine(name, codes, nbits)
+    raise InvalidInputError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
+
+
+def sort_ranges(lims: np.ndarray, d: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each query's range results ordered by (distance, id), so engines can be compared exactly."""
+    d, i = d.copy(), i.copy()
+    for q in range(len(lims) - 1):
+        s = slice(lims[q], lims[q + 1])
+        order = np.lexsort((i[s], d[s]))
+        d[s], i[s] = d[s][order], i[s][order]
+    return lims, d, i

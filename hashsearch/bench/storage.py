@@ -1,0 +1,79 @@
+"""Bytes per item: raw features, float embeddings, packed codes, and each engine's index on disk and
+in memory. Memory is the growth of resident memory while building the index in a fresh process
+(spawned, so no allocator state or earlier arrays muddle the figure)."""
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import os
+import tempfile
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from hashsearch.bench.engines import ENGINES, FAISS_FLAT, FAISS_MULTIHASH, build_engine
+
+
+def resident_bytes() -> int:
+    """Resident set size of this process (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def path_bytes(path: Path) -> int:
+    """Size of a file, or of every file under a directory."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def save_engine(engine, path: Path) -> None:
+    """Write an engine's index the way a user would: FAISS's writer or HammingIndex.save."""
+    if engine.name in (FAISS_FLAT, FAISS_MULTIHASH):
+        faiss.write_index_binary(engine.index, str(path))
+    else:
+        engine.index.save(path)
+
+
+def _probe(codes_path: str, name: str, nbits: int, out_dir: str) -> tuple[int, int]:
+    """Child process: resident growth while building `name` over the codes, then its size on disk."""
+    codes = np.load(codes_path)
+    gc.collect()
+    before = resident_bytes()
+    engine = build_engine(name, codes, nbits)
+    gc.collect()
+    memory = resident_bytes() - before
+    target = Path(out_dir) / f"index-{name}"
+    save_engine(engine, target)
+    return memory, path_bytes(target)
+
+
+def index_footprint(codes: np.ndarray, nbits: int, engines: tuple[str, ...] = ENGINES) -> list[dict]:
+    """Per engine: memory and disk bytes per item for an index over `codes`."""
+    ctx = mp.get_context("spawn")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        codes_path = os.path.join(tmp, "codes.npy")
+        np.save(codes_path, codes)
+        for name in engines:
+            with ctx.Pool(1) as pool:  # a fresh interpreter per engine; errors re-raise here
+                memory, disk = pool.apply(_probe, (codes_path, name, nbits, tmp))
+            rows.append({"item": f"index: {name}", "nbits": nbits, "n": len(codes),
+                         "memory_bytes_per_item": memory / len(codes), "disk_bytes_per_item": disk / len(codes)})
+    return rows
+
+
+def representation_sizes(nbits: int, feature_dims: dict[str, int]) -> list[dict]:
+    """Bytes per item of float32 raw features (per data set and modality), float embeddings, codes."""
+    rows = [{"item": f"raw features: {name}", "nbits": None, "memory_bytes_per_item": 4 * d,
+             "disk_bytes_per_item": 4 * d} for name, d in feature_dims.items()]
+    rows.append({"item": "float32 embedding", "nbits": nbits, "memory_bytes_per_item": 4 * nbits,
+                 "disk_bytes_per_item": 4 * nbits})
+    rows.append({"item": "packed code", "nbits": nbits, "memory_bytes_per_item": nbits // 8,
+                 "disk_bytes_per_item": nbits // 8})
+    return rows

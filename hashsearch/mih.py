@@ -1,0 +1,99 @@
+"""Multi-index hashing: a sub-linear, exact radius and k-NN search structure over binary codes.
+
+The codes are split into m disjoint substrings; table i holds the rows sorted by substring i
+(sorted keys, row positions and the codes in that order: flat arrays, no per-bucket objects). Radius search probes the
+buckets near each query substring and verifies the candidates (see `hashsearch.kernels.mih`).
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+from hashsearch.errors import InvalidInputError
+from hashsearch.kernels import mih as kernels
+
+MAX_SUBSTRING_BITS = 64
+
+
+def default_substrings(nbits: int, n: int) -> int:
+    """m ~ nbits / log2(n) (Norouzi et al.), at least 1 and with substrings of at most 64 bits."""
+    m = max(1, round(nbits / math.log2(max(n, 2))))
+    return max(m, -(-nbits // MAX_SUBSTRING_BITS))
+
+
+def _query_chunks(nq: int) -> list[tuple[int, int]]:
+    """Split nq queries into one contiguous chunk a thread (fewer when there are fewer queries)."""
+    nchunks = max(1, min(nq, numba.get_num_threads()))
+    edges = np.linspace(0, nq, nchunks + 1).astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+class MultiIndexHash:
+    """Multi-index hash tables over uint64-word codes (rows of `words`), answering by row position."""
+
+    def __init__(self, words: np.ndarray, nbits: int, m: int | None = None,
+                 probe_cost: float = kernels.PROBE_COST):
+        """Build the tables; `m` substrings (default from n and nbits); `probe_cost`: rows of linear
+        scan one bucket probe is worth, deciding when a query is scanned instead (0: always probe)."""
+        n = words.shape[0]
+        m = default_substrings(nbits, n) if m is None else int(m)
+        if not (1 <= m <= nbits) or -(-nbits // m) > MAX_SUBSTRING_BITS:
+            raise InvalidInputError(
+                f"number of substrings m={m} must lie in [{-(-nbits // MAX_SUBSTRING_BITS)}, {nbits}] "
+                f"for {nbits}-bit codes (substrings of at most {MAX_SUBSTRING_BITS} bits)"
+            )
+        self.words, self.nbits, self.m, self.probe_cost = words, nbits, m, float(probe_cost)
+        bounds = np.linspace(0, nbits, m + 1).astype(np.int64)
+        self.lo, self.ln = bounds[:-1].copy(), np.diff(bounds)
+        keys = kernels.substring_keys(words, self.lo, self.ln)
+        # positions fit in uint32 below 2**32 rows: half the memory of int64 for large indexes
+        pdtype = np.uint32 if n < 2**32 else np.int64
+        self.perm = np.empty((m, n), pdtype)
+        self.scodes = np.empty((m,) + words.shape, np.uint64)
+        for i in range(m):
+            self.perm[i] = np.argsort(keys[i], kind="stable")
+            keys[i] = keys[i][self.perm[i]]
+            np.take(words, self.perm[i], axis=0, out=self.scodes[i])
+        self.skeys = keys
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of the tables (not counting the codes themselves)."""
+        return self.skeys.nbytes + self.perm.nbytes + self.scodes.nbytes
+
+    def _run(self, fn, nq: int):
+        chunks = _query_chunks(nq)
+        if len(chunks) == 1:
+            return [fn(*chunks[0])]
+        with ThreadPoolExecutor(len(chunks)) as pool:
+            return list(pool.map(lambda c: fn(*c), chunks))
+
+    def range_search(self, q: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows within `radius` (inclusive) of each query word row: CSR (lims, distances, positions)
+        sorted by (distance, position) within each query."""
+        parts = self._run(
+            lambda a, b: kernels.range_chunk(q, a, b, self.words, self.scodes, self.skeys, self.perm, self.lo, self.ln, radius,
+                                               self.probe_cost),
+            q.shape[0],
+        )
+        counts = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        lims = np.zeros(q.shape[0] + 1, np.int64)
+        np.cumsum(counts, out=lims[1:])
+        dist = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int32)
+        pos = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
+        return lims, dist, pos
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k by growing the radius: (nq, k) int32 distances and int64 positions."""
+        nq = q.shape[0]
+        out_d = np.empty((nq, 1, k), np.int32)
+        out_j = np.empty((nq, 1, k), np.int64)
+        self._run(
+            lambda a, b: kernels.knn_chunk(q, a, b, self.words, self.scodes, self.skeys, self.perm, self.lo, self.ln,
+                                           k, self.nbits, self.probe_cost, out_d, out_j),
+            nq,
+        )
+        return out_d[:, 0], out_j[:, 0]

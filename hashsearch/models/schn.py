@@ -1,0 +1,270 @@
+"""SCHN: Semantically Cycle-consistent Hashing Networks (Wang et al., ACM TOMM), single-modal search.
+
+Three spaces, as in the authors' code (JalinWang/SCHN, main_tomm.py): the visual space (image
+encoder -> tanh codes U_image), a semantic space inferred from labels (label MLP c -> 1024 -> 512
+-> tanh codes U_label), and a transitive latent space: attention across the batch (queries/keys the
+label features, values the image features), a one-layer GCN over the batch similarity graph and a
+sigmoid hash layer (U_latent). Cycle mappings go back from the latent space to image codes (values:
+label features) and to label codes (values: image features); discriminators tell real codes from
+reconstructed ones (the cyclic adversarial module). Database codes B are learned asymmetrically by
+discrete cyclic coordinate descent (DCC) with the extra α·U_label + β·U_latent terms.
+
+Differences from the authors' setting, forced by this machine: no pretrained AlexNet (a small CNN on
+pixels or an MLP on features, trained from scratch, hence Adam lr 1e-3 rather than 4e-5); the
+authors' step-wise lr decay of the adversarial optimisers is left out.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from hashsearch.codes import encode_sign
+from hashsearch.errors import InvalidInputError
+from hashsearch.models.single_modal import DeepImageHasher, label_similarity, sign_plus
+
+class CodeMLP(nn.Module):
+    """in -> hidden -> ReLU -> feature_dim -> ReLU (features) -> linear -> tanh (codes): the authors'
+    MLP_feature_output (hidden 1024, features 512), used for the label net, the reconstruction nets
+    and the discriminators."""
+
+    def __init__(self, input_dim: int, output_dim: int, hidden: int = 1024, feature_dim: int = 512):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(input_dim, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, feature_dim), nn.ReLU(inplace=True))
+        self.hash_layer = nn.Sequential(nn.Linear(feature_dim, output_dim), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.net(x)
+        return feats, self.hash_layer(feats)
+
+
+class LatentGCN(nn.Module):
+    """One graph convolution over the batch graph (ReLU(A·X·W + b)), dropout, then a sigmoid hash layer."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, nbits: int, dropout: float = 0.5):
+        super().__init__()
+        self.weight = nn.Linear(input_dim, hidden_dim, bias=False)
+        self.bias = nn.Parameter(torch.zeros(hidden_dim))
+        self.dropout = nn.Dropout(dropout)
+        self.hash_layer = nn.Linear(hidden_dim, nbits)
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = F.relu(adj @ self.weight(x) + self.bias)
+        return feats, torch.sigmoid(self.hash_layer(self.dropout(feats)))
+
+
+def batch_attention(att: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Single-head attention whose sequence is the batch itself (each item attends to the others)."""
+    out, _ = att(query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1), need_weights=False)
+    return out.squeeze(1)
+
+
+class CycleNet(nn.Module):
+    """Latent space and the two cycle mappings back to image and label codes (authors' lat-as-key net;
+    their widths: label features 512, latent 1024, MLP hidden 1024)."""
+
+    def __init__(self, image_dim: int, nbits: int, label_dim: int = 512, latent_dim: int = 1024,
+                 mlp_hidden: int = 1024, dropout: float = 0.5):
+        super().__init__()
+        self.att_latent = nn.MultiheadAttention(label_dim, 1, kdim=label_dim, vdim=image_dim)
+        self.gcn = LatentGCN(label_dim, latent_dim, nbits, dropout)
+        self.att_image_rec = nn.MultiheadAttention(latent_dim, 1, kdim=latent_dim, vdim=label_dim)
+        self.att_label_rec = nn.MultiheadAttention(latent_dim, 1, kdim=latent_dim, vdim=image_dim)
+        self.image_rec = CodeMLP(latent_dim, nbits, mlp_hidden, label_dim)
+        self.label_rec = CodeMLP(latent_dim, nbits, mlp_hidden, label_dim)
+
+    def forward(self, f_image: torch.Tensor, f_label: torch.Tensor, adj: torch.Tensor) -> dict[str, torch.Tensor]:
+        fused = batch_attention(self.att_latent, f_label, f_label, f_image)
+        latent, u_latent = self.gcn(fused, adj)
+        u_image_rec = self.image_rec(batch_attention(self.att_image_rec, latent, latent, f_label))[1]
+        u_label_rec = self.label_rec(batch_attention(self.att_label_rec, latent, latent, f_image))[1]
+        return {"latent": u_latent, "image_rec": u_image_rec, "label_rec": u_label_rec}
+
+
+class Discriminator(nn.Module):
+    """Probability that image / label codes are real rather than reconstructed: two MLPs, (tanh + 1) / 2."""
+
+    def __init__(self, nbits: int, mlp_hidden: int = 1024, feature_dim: int = 512):
+        super().__init__()
+        self.image = CodeMLP(nbits, 1, mlp_hidden, feature_dim)
+        self.label = CodeMLP(nbits, 1, mlp_hidden, feature_dim)
+
+    def forward(self, u_image: torch.Tensor, u_label: torch.Tensor) -> torch.Tensor:
+        return torch.cat([(self.image(u_image)[1] + 1) / 2, (self.label(u_label)[1] + 1) / 2]).view(-1)
+
+
+def similarity_loss(U: torch.Tensor, B: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """Pairwise similarity preservation, (12 / bits) · mean((bits · S − U Bᵀ)²), as in the authors' code."""
+    nbits = U.shape[1]
+    return ((nbits * S - U @ B.T) ** 2).mean() * 12 / nbits
+
+
+def quantization_loss(U: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """mean((U − B)²): outputs pulled towards their binary codes."""
+    return ((U - B) ** 2).mean()
+
+
+def reconstruction_loss(rec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cycle consistency: mean squared error between reconstructed and real codes."""
+    return ((rec - target) ** 2).mean()
+
+
+def adversarial_loss(prob: torch.Tensor, real: bool) -> torch.Tensor:
+    """Binary cross-entropy of discriminator probabilities against all-real or all-fake targets."""
+    return F.binary_cross_entropy(prob, torch.full_like(prob, 1.0 if real else 0.0))
+
+
+def soft_similarity(S: torch.Tensor) -> torch.Tensor:
+    """The authors' soft ±1 similarity for DCC ("benefits convergence"): with S± = 2S − 1 and
+    r = ΣS± / Σ(1 − S±), returns S± (1 + r) − r: similar pairs stay 1, dissimilar ones move towards 0."""
+    s = 2 * S - 1
+    denom = (1 - s).sum()
+    r = s.sum() / denom if denom > 0 else torch.zeros((), dtype=s.dtype)
+    return s * (1 + r) - r
+
+
+def dcc_update(B: torch.Tensor, U: torch.Tensor, S: torch.Tensor, gamma: float, u_label: torch.Tensor,
+               u_latent: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """Discrete cyclic coordinate descent for the sampled database codes B (m x bits), one bit at a time:
+    B_k = sign(Q_k − B'(U'ᵀ U_k) + α U_label,k + β U_latent,k) with Q = bits · Sᵀ U + γ U (ADSH's step + SCHN's terms)."""
+    nbits = U.shape[1]
+    B = B.clone()
+    Q = nbits * S.T @ U + gamma * U
+    for k in range(nbits):
+        rest = torch.arange(nbits, device=U.device) != k
+        B[:, k] = sign_plus(Q[:, k] - B[:, rest] @ (U[:, rest].T @ U[:, k]) + alpha * u_label[:, k] + beta * u_latent[:, k])
+    return B
+
+
+class SCHN(DeepImageHasher):
+    """`SCHN(nbits, seed=0).fit(x, labels).encode(x)` -> packed uint8 codes from the visual space.
+
+    Training follows the authors' loop: `max_iter` rounds, each sampling `num_samples` database items,
+    training `max_epoch` epochs on them in batches (cycle loss step, discriminator step, generator
+    step), then updating their codes B by DCC. Weights: `gamma` (quantisation, 10), `alpha` (label
+    codes in DCC, 2), `beta` (latent codes in DCC, 0.1) from the authors; `semantic_weight`,
+    `latent_weight`, `rec_weight`, `adv_weight` (1 each: the authors sum the terms unweighted).
+    Widths `label_dim`, `latent_dim`, `mlp_hidden` default to the authors' 512 / 1024 / 1024; smaller
+    ones make CPU training affordable.
+    `train_codes_` holds the learned database codes of the training items (the asymmetric protocol).
+    """
+
+    def __init__(self, nbits: int, seed: int = 0, gamma: float = 10.0, alpha: float = 2.0, beta: float = 0.1,
+                 semantic_weight: float = 1.0, latent_weight: float = 1.0, rec_weight: float = 1.0,
+                 adv_weight: float = 1.0, max_iter: int = 10, max_epoch: int = 3, num_samples: int = 2000,
+                 gcn_dropout: float = 0.5, label_dim: int = 512, latent_dim: int = 1024, mlp_hidden: int = 1024,
+                 lr: float = 1e-3, weight_decay: float = 1e-5, batch_size: int = 64,
+                 feature_dim: int = 512, device: str | None = None, verbose: bool = True):
+        super().__init__(nbits, seed=seed, feature_dim=feature_dim, lr=lr, weight_decay=weight_decay,
+                         batch_size=batch_size, device=device, verbose=verbose)
+        weights = dict(gamma=gamma, alpha=alpha, beta=beta, semantic_weight=semantic_weight,
+                       latent_weight=latent_weight, rec_weight=rec_weight, adv_weight=adv_weight)
+        bad = [k for k, v in weights.items() if v < 0]
+        if bad or min(max_iter, max_epoch, num_samples) < 1 or not 0 <= gcn_dropout < 1:
+            raise InvalidInputError(f"SCHN needs non-negative weights (bad: {bad}), max_iter, max_epoch, "
+                                    f"num_samples >= 1 and 0 <= gcn_dropout < 1")
+        for k, v in weights.items():
+            setattr(self, k, float(v))
+        self.max_iter, self.max_epoch, self.num_samples = int(max_iter), int(max_epoch), int(num_samples)
+        self.gcn_dropout = float(gcn_dropout)
+        self.label_dim, self.latent_dim, self.mlp_hidden = int(label_dim), int(latent_dim), int(mlp_hidden)
+        self.train_codes_: np.ndarray | None = None
+        self.loss_history: list[dict[str, float]] = []
+
+    def build_networks(self, n_classes: int, dev: torch.device) -> tuple[nn.Module, CycleNet, Discriminator]:
+        """Label net, cycle net and discriminator (the image encoder is `self.encoder`)."""
+        label_net = CodeMLP(n_classes, self.nbits, self.mlp_hidden, self.label_dim).to(dev)
+        cycle = CycleNet(self.feature_dim, self.nbits, self.label_dim, self.latent_dim, self.mlp_hidden,
+                         self.gcn_dropout).to(dev)
+        return label_net, cycle, Discriminator(self.nbits, self.mlp_hidden, self.label_dim).to(dev)
+
+    def cycle_losses(self, out: dict[str, torch.Tensor], B: torch.Tensor, S: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every term of the main (non-adversarial) objective for one batch, and their weighted total."""
+        terms = {}
+        for space, weight in (("image", 1.0), ("label", self.semantic_weight), ("latent", self.latent_weight)):
+            terms[f"sim_{space}"] = weight * similarity_loss(out[space], B, S)
+            terms[f"quant_{space}"] = weight * self.gamma * quantization_loss(out[space], B)
+        terms["rec_image"] = self.rec_weight * reconstruction_loss(out["image_rec"], out["image"])
+        terms["rec_label"] = self.rec_weight * reconstruction_loss(out["label_rec"], out["label"])
+        terms["total"] = sum(terms.values())
+        return terms
+
+    def forward_all(self, label_net: nn.Module, cycle: CycleNet, x: torch.Tensor, lab: torch.Tensor,
+                    adj: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Codes of the three spaces and the two reconstructions for one batch (the cycle net sees
+        detached image/label features, as in the authors' code)."""
+        f_image, u_image = self.encoder(x)
+        f_label, u_label = label_net(lab)
+        out = cycle(f_image.detach(), f_label.detach(), adj)
+        return {"image": u_image, "label": u_label, **out}
+
+    def fit(self, x: np.ndarray, labels: np.ndarray) -> "SCHN":
+        """Train on images/features `x` (the database / training items) with class ids or multi-hot labels."""
+        xt, lt, dev = self._start_fit(x, labels)
+        xt, lt = xt.to(dev), lt.to(dev)
+        n, m = len(xt), min(self.num_samples, len(xt))
+        gen = torch.Generator().manual_seed(self.seed)
+        label_net, cycle, disc = self.build_networks(lt.shape[1], dev)
+        params = [*self.encoder.parameters(), *label_net.parameters(), *cycle.parameters()]
+        opt_main = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt_g = torch.optim.Adam(cycle.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        B_all = torch.zeros(n, self.nbits, device=dev)
+        sampled = torch.zeros(n, dtype=torch.bool, device=dev)
+        for module in (self.encoder, label_net, cycle, disc):
+            module.train()
+        self.loss_history = []
+        for _ in tqdm(range(self.max_iter), desc=f"SCHN {self.nbits} bits", disable=not self.verbose):
+            sample = torch.randperm(n, generator=gen)[:m].to(dev)
+            xs, ls = xt[sample], lt[sample]
+            U = {k: torch.zeros(m, self.nbits, device=dev) for k in ("image", "label", "latent")}
+            sums: dict[str, float] = {}
+            for _epoch in range(self.max_epoch):
+                for idx in self._batches(m, gen):
+                    idx = idx.to(dev)
+                    terms = self._train_step(label_net, cycle, disc, opt_main, opt_d, opt_g,
+                                            xs[idx], ls[idx], B_all[sample[idx]], U, idx)
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0.0) + v * len(idx)
+            self.loss_history.append({k: v / (m * self.max_epoch) for k, v in sums.items()})
+            S_soft = soft_similarity(label_similarity(ls, lt))[:, sample]
+            B_all[sample] = dcc_update(B_all[sample], U["image"], S_soft, self.gamma, U["label"], U["latent"],
+                                       self.alpha, self.beta)
+            sampled[sample] = True
+        self._store_train_codes(B_all, sampled, xt)
+        return self
+
+    def _train_step(self, label_net: nn.Module, cycle: CycleNet, disc: Discriminator, opt_main: torch.optim.Optimizer,
+                    opt_d: torch.optim.Optimizer, opt_g: torch.optim.Optimizer, x: torch.Tensor, lab: torch.Tensor,
+                    B: torch.Tensor, U: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, float]:
+        """One batch: main objective step, then discriminator and generator (cycle net) steps; records U."""
+        adj = label_similarity(lab, lab)
+        terms = self.cycle_losses(self.forward_all(label_net, cycle, x, lab, adj), B, adj)
+        opt_main.zero_grad()
+        terms["total"].backward()
+        opt_main.step()
+        with torch.no_grad():  # fresh codes after the step; the encoders get no adversarial gradient
+            (f_image, u_image), (f_label, u_label) = self.encoder(x), label_net(lab)
+        out = cycle(f_image, f_label, adj)
+        loss_d = adversarial_loss(disc(u_image, u_label), True) + adversarial_loss(
+            disc(out["image_rec"].detach(), out["label_rec"].detach()), False)
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        loss_g = self.adv_weight * adversarial_loss(disc(out["image_rec"], out["label_rec"]), True)
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        U["image"][idx], U["label"][idx], U["latent"][idx] = u_image, u_label, out["latent"].detach()
+        return {**{k: v.item() for k, v in terms.items()}, "disc": loss_d.item(), "gen": loss_g.item()}
+
+    def _store_train_codes(self, B_all: torch.Tensor, sampled: torch.Tensor, xt: torch.Tensor) -> None:
+        """Packed learned codes of the training items; items never sampled get their encoder codes."""
+        B = B_all.cpu().numpy()
+        missing = ~sampled.cpu().numpy()
+        if missing.any():
+            B[missing] = self._hash_outputs(xt[torch.from_numpy(missing).to(xt.device)])
+        self.train_codes_ = encode_sign(B)

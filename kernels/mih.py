@@ -1,0 +1,195 @@
+"""Multi-index hashing kernels (Norouzi, Punjani & Fleet): probe substring tables, verify, dedupe.
+
+Codes are uint64 words; substring i is the bit range [lo[i], lo[i] + ln[i]) of the row read as one
+little-endian bit string (padding bits are zero, so only the first nbits are used). Table i is the
+substring keys sorted (`skeys[i]`), the row positions in that order (`perm[i]`) and the codes in that
+order (`scodes[i]`), so that a bucket's candidates are verified by reading memory sequentially.
+A row within radius r of a query has some substring i within radii[i] = floor((i + r + 1 - m) / m)
+(the tight pigeonhole rule); each row is reported by the first such table only, which dedupes
+without a bitmap. Queries whose probe count times `cost` (rows a probe is worth) exceeds n fall back to a linear scan.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from hashsearch.kernels.popcount import popcount64
+from hashsearch.kernels.scan import _range_task, _topk_task, emit_sorted
+
+PROBE_COST = 2048.0  # a probe (binary search + bucket walk) costs about as much as scanning this many rows
+
+
+@njit(inline="always", cache=True)
+def substring(words, row, lo, ln):
+    """Bits [lo, lo + ln) of a row of uint64 words as an integer key (ln <= 64)."""
+    w = lo >> 6
+    b = lo & 63
+    key = words[row, w] >> np.uint64(b)
+    if b + ln > 64:
+        key |= words[row, w + 1] << np.uint64(64 - b)
+    if ln < 64:
+        key &= (np.uint64(1) << np.uint64(ln)) - np.uint64(1)
+    return key
+
+
+@njit(parallel=True, cache=True)
+def substring_keys(words, lo, ln):
+    """(m, n) keys of every row for each substring."""
+    m, n = lo.shape[0], words.shape[0]
+    keys = np.empty((m, n), np.uint64)
+    for j in prange(n):
+        for i in range(m):
+            keys[i, j] = substring(words, j, lo[i], ln[i])
+    return keys
+
+
+@njit(cache=True)
+def radii(m, r):
+    """Substring radii of the tight rule: floor((i + r + 1 - m) / m), -1 meaning 'not probed'."""
+    out = np.empty(m, np.int64)
+    for i in range(m):
+        out[i] = (i + r + 1 - m) // m
+    return out
+
+
+@njit(cache=True)
+def probe_count(ln, rad):
+    """Number of bucket probes for substring radii `rad`: sum of C(ln[i], s) for s <= rad[i]."""
+    total = 0.0
+    for i in range(ln.shape[0]):
+        c = 1.0
+        for s in range(rad[i] + 1):
+            if s > 0:
+                c = c * (ln[i] - s + 1) / s
+            total += c
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _append(od, oj, c, d, j):
+    """Append (d, j) at c, doubling the buffers when full; returns the (maybe new) buffers."""
+    if c == od.shape[0]:
+        nd = np.empty(2 * c, np.int32)
+        nj = np.empty(2 * c, np.int64)
+        nd[:c] = od
+        nj[:c] = oj
+        od, oj = nd, nj
+    od[c] = d
+    oj[c] = j
+    return od, oj
+
+
+@njit(cache=True, nogil=True)
+def _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, od, oj, c):
+    """Append every row within r of query qi (unsorted); returns buffers and new count."""
+    m = lo.shape[0]
+    rad = radii(m, r)
+    qk = np.empty(m, np.uint64)
+    for i in range(m):
+        qk[i] = substring(q, qi, lo[i], ln[i])
+    idx = np.empty(64, np.int64)
+    for i in range(m):
+        keys = skeys[i]
+        for s in range(min(rad[i], ln[i]) + 1):
+            for t in range(s):  # first combination of s flipped bits
+                idx[t] = t
+            while True:
+                key = qk[i]
+                for t in range(s):
+                    key ^= np.uint64(1) << np.uint64(idx[t])
+                a = np.searchsorted(keys, key)
+                rows = scodes[i]  # the codes in this table's order: a bucket is read sequentially
+                while a < keys.shape[0] and keys[a] == key:
+                    d = 0
+                    for w in range(rows.shape[1]):
+                        d += popcount64(q[qi, w] ^ rows[a, w])
+                    first = d <= r
+                    for i2 in range(i if first else 0):
+                        if popcount64(substring(rows, a, lo[i2], ln[i2]) ^ qk[i2]) <= rad[i2]:
+                            first = False  # an earlier table reports this row
+                            break
+                    if first:
+                        od, oj = _append(od, oj, c, d, perm[i, a])
+                        c += 1
+                    a += 1
+                # next combination of s positions out of ln[i]
+                t = s - 1
+                while t >= 0 and idx[t] == ln[i] - s + t:
+                    t -= 1
+                if t < 0:
+                    break
+                idx[t] += 1
+                for u in range(t + 1, s):
+                    idx[u] = idx[u - 1] + 1
+    return od, oj, c
+
+
+@njit(cache=True, nogil=True)
+def _sort_segment(od, oj, a, b, n):
+    """Sort od/oj[a:b] by (distance, position)."""
+    if b - a > 1:
+        key = od[a:b].astype(np.int64) * (n + 1) + oj[a:b]
+        order = np.argsort(key)
+        od[a:b] = od[a:b][order]
+        oj[a:b] = oj[a:b][order]
+
+
+@njit(cache=True, nogil=True)
+def _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, od, oj, c):
+    """Rows within r of query qi appended sorted by (distance, position): by probing the tables,
+    or by a linear scan when probing would cost more."""
+    n = words.shape[0]
+    start = c
+    if probe_count(ln, radii(lo.shape[0], r)) * cost > n:
+        qv = q[qi:qi + 1]
+        at = np.zeros((1, 1), np.int64)  # the count, then where to write
+        _range_task(qv, 0, 1, words, 0, n, r, 0, at, od[:0], oj[:0], at)
+        cnt = at[0, 0]
+        if c + cnt > od.shape[0]:
+            nd = np.empty(max(2 * od.shape[0], c + cnt), np.int32)
+            nj = np.empty(nd.shape[0], np.int64)
+            nd[:c] = od[:c]
+            nj[:c] = oj[:c]
+            od, oj = nd, nj
+        at[0, 0] = c
+        _range_task(qv, 0, 1, words, 0, n, r, 0, at, od, oj, at)
+        c += cnt
+    else:
+        od, oj, c = _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, od, oj, c)
+    _sort_segment(od, oj, start, c, n)
+    return od, oj, c
+
+
+@njit(cache=True, nogil=True)
+def range_chunk(q, q0, q1, words, scodes, skeys, perm, lo, ln, r, cost):
+    """Radius search for queries q0..q1: (counts per query, distances, positions), rows sorted."""
+    counts = np.zeros(q1 - q0, np.int64)
+    od = np.empty(1024, np.int32)
+    oj = np.empty(1024, np.int64)
+    c = 0
+    for qi in range(q0, q1):
+        before = c
+        od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, od, oj, c)
+        counts[qi - q0] = c - before
+    return counts, od[:c].copy(), oj[:c].copy()
+
+
+@njit(cache=True, nogil=True)
+def knn_chunk(q, q0, q1, words, scodes, skeys, perm, lo, ln, k, maxd, cost, out_d, out_j):
+    """Top-k for queries q0..q1 by growing the radius until k rows lie within it (exact: the k-th
+    nearest is then inside); queries whose probing would cost more than a scan are scanned."""
+    n = words.shape[0]
+    m = lo.shape[0]
+    od = np.empty(max(1024, 2 * k), np.int32)
+    oj = np.empty(od.shape[0], np.int64)
+    for qi in range(q0, q1):
+        r = 0
+        while True:
+            if probe_count(ln, radii(m, r)) * cost > n:
+                _topk_task(q, qi, qi + 1, words, 0, n, k, maxd, out_d, out_j, 0)
+                break
+            od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, od, oj, 0)
+            if c >= k or r >= maxd:
+                emit_sorted(od, oj, c, k, maxd, out_d[qi, 0], out_j[qi, 0])
+                break
+            r += 1

@@ -1,0 +1,39 @@
+"""Hardware popcount for numba: `popcount64` lowers to llvm's `ctpop`, i.e. the `popcnt` instruction
+(and `vpopcntq` where a loop vectorises on AVX-512 VPOPCNTDQ), because `np.bitwise_count` does not
+compile inside numba."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic
+
+
+@intrinsic
+def _ctpop_u64(typingctx, x):
+    """llvm.ctpop on a uint64, returned as uint64."""
+    if x != types.uint64:
+        return None
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return sig, codegen
+
+
+@njit(inline="always", cache=True)
+def popcount64(x: np.uint64) -> np.int64:
+    """Number of set bits of a uint64 word."""
+    return np.int64(_ctpop_u64(np.uint64(x)))
+
+
+def as_words(codes: np.ndarray) -> np.ndarray:
+    """View packed uint8 codes (n, nbytes) as uint64 words (n, ceil(nbytes / 8)), zero-padding each
+    row to a whole word when needed (zero padding leaves Hamming distances unchanged)."""
+    n, nbytes = codes.shape
+    nwords = -(-nbytes // 8)
+    if nbytes == nwords * 8:
+        return np.ascontiguousarray(codes).view(np.uint64)
+    padded = np.zeros((n, nwords * 8), dtype=np.uint8)
+    padded[:, :nbytes] = codes
+    return padded.view(np.uint64)

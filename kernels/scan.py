@@ -1,0 +1,267 @@
+"""Linear-scan Hamming search over codes held as uint64 words (see `popcount.as_words`).
+
+Exact top-k and radius search. Distances are small integers (0..nbits), so top-k keeps candidates
+below a shrinking threshold and selects with a histogram (counting select) instead of a heap; the
+results come out sorted by (distance, position), so ties go to the smaller position. Queries are
+processed in groups that share each database block while it sits in L1; when there are fewer
+queries than threads, each query's scan is split over database parts and merged (FAISS keeps a
+single query on one thread).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from hashsearch.kernels.popcount import popcount64
+
+PAD_DISTANCE = np.int32(np.iinfo(np.int32).max)  # what FAISS returns past the last result
+BLOCK = 256  # database rows per block: 256 rows x 16 words (1024 bits) = 32 KiB, one L1
+QGROUP = 8  # queries that share one database block
+MIN_PART = 1 << 15  # fewest database rows worth a thread of their own
+
+
+@njit(inline="always", cache=True)
+def row_distance(q: np.ndarray, qi: int, db: np.ndarray, j: int) -> int:
+    """Hamming distance between query row qi and database row j."""
+    s = 0
+    for w in range(db.shape[1]):
+        s += popcount64(q[qi, w] ^ db[j, w])
+    return s
+
+
+@njit(inline="always", cache=True, nogil=True)
+def _block_min(q, qi, db, j0, j1):
+    """Minimum distance from query qi to rows j0..j1: a pure reduction, the cheapest way to skip a
+    block that holds no candidate."""
+    mn = 1 << 30
+    if db.shape[1] == 1:  # 64-bit codes: a contiguous 1-D slice, which LLVM vectorises (vpopcntq)
+        qw = q[qi, 0]
+        blk = db.reshape(db.shape[0])[j0:j1]
+        for t in range(blk.shape[0]):
+            mn = min(mn, popcount64(qw ^ blk[t]))
+    else:
+        for t in range(j1 - j0):
+            mn = min(mn, row_distance(q, qi, db, j0 + t))
+    return mn
+
+
+@njit(cache=True, nogil=True)
+def _block_distances(q, qi, db, j0, j1, buf):
+    """Distances from query qi to rows j0..j1 into buf[:j1 - j0]; returns their minimum."""
+    mn = 1 << 30
+    if db.shape[1] == 1:
+        qw = q[qi, 0]
+        blk = db.reshape(db.shape[0])[j0:j1]
+        for t in range(blk.shape[0]):
+            d = popcount64(qw ^ blk[t])
+            buf[t] = d
+            mn = min(mn, d)
+    else:
+        for t in range(j1 - j0):
+            d = row_distance(q, qi, db, j0 + t)
+            buf[t] = d
+            mn = min(mn, d)
+    return mn
+
+
+@njit(cache=True, nogil=True)
+def emit_sorted(cd, cj, c, k, maxd, out_d, out_j):
+    """Write the first k of candidates (cd, cj)[:c] in (distance, input order) order, padding with
+    (PAD_DISTANCE, -1): a stable counting sort, since distances lie in 0..maxd."""
+    start = np.zeros(maxd + 2, np.int64)
+    for t in range(c):
+        start[cd[t] + 1] += 1
+    for d in range(1, maxd + 2):
+        start[d] += start[d - 1]
+    for t in range(c):
+        s = start[cd[t]]
+        start[cd[t]] = s + 1
+        if s < k:
+            out_d[s] = cd[t]
+            out_j[s] = cj[t]
+    for s in range(min(c, k), k):
+        out_d[s] = PAD_DISTANCE
+        out_j[s] = -1
+
+
+@njit(cache=True, nogil=True)
+def _compact(cd, cj, c, k, hist):
+    """Keep the k best of c > k candidates (held in scan order); return the new count and the
+    threshold T: later rows qualify only if their distance is < T (ties at T lose to earlier rows)."""
+    acc = 0
+    t_ = 0
+    while acc + hist[t_] < k:
+        acc += hist[t_]
+        t_ += 1
+    keep_eq = k - acc
+    kept = 0
+    for t in range(c):
+        d = cd[t]
+        if d < t_ or (d == t_ and keep_eq > 0):
+            if d == t_:
+                keep_eq -= 1
+            cd[kept] = d
+            cj[kept] = cj[t]
+            kept += 1
+    hist[t_] = k - acc
+    hist[t_ + 1:] = 0
+    return kept, t_
+
+
+@njit(cache=True, nogil=True)
+def _topk_task(q, g0, g1, db, j0, j1, k, maxd, out_d, out_j, part):
+    """Top-k of queries g0..g1 over database rows j0..j1 into out_*[query, part, :]."""
+    ng = g1 - g0
+    cap = min(k + 64, j1 - j0 + 1)  # small: compacting often tightens the threshold sooner
+    cd = np.empty((ng, cap), np.int32)
+    cj = np.empty((ng, cap), np.int64)
+    hist = np.zeros((ng, maxd + 1), np.int64)
+    cnt = np.zeros(ng, np.int64)
+    thr = np.full(ng, maxd + 1, np.int64)
+    buf = np.empty(BLOCK, np.int32)
+    for b0 in range(j0, j1, BLOCK):
+        b1 = min(b0 + BLOCK, j1)
+        for g in range(ng):
+            t_ = thr[g]
+            if _block_min(q, g0 + g, db, b0, b1) >= t_:
+                continue
+            _block_distances(q, g0 + g, db, b0, b1, buf)
+            c = cnt[g]
+            for t in range(b1 - b0):
+                d = buf[t]
+                if d < t_:
+                    cd[g, c] = d
+                    cj[g, c] = b0 + t
+                    hist[g, d] += 1
+                    c += 1
+                    if c == cap:
+                        c, t_ = _compact(cd[g], cj[g], c, k, hist[g])
+            cnt[g] = c
+            thr[g] = t_
+    for g in range(ng):
+        emit_sorted(cd[g], cj[g], cnt[g], k, maxd, out_d[g0 + g, part], out_j[g0 + g, part])
+
+
+@njit(parallel=True, cache=True)
+def _topk_parallel(q, db, k, maxd, gsize, nparts):
+    nq, n = q.shape[0], db.shape[0]
+    ngroups = -(-nq // gsize)
+    part_d = np.empty((nq, nparts, k), np.int32)
+    part_j = np.empty((nq, nparts, k), np.int64)
+    for task in prange(ngroups * nparts):
+        grp, part = task // nparts, task % nparts
+        g0 = grp * gsize
+        _topk_task(q, g0, min(g0 + gsize, nq), db, part * n // nparts, (part + 1) * n // nparts,
+                   k, maxd, part_d, part_j, part)
+    if nparts == 1:
+        return part_d[:, 0], part_j[:, 0]
+    out_d = np.empty((nq, k), np.int32)
+    out_j = np.empty((nq, k), np.int64)
+    for qi in prange(nq):  # merge: parts hold ascending positions, so input order breaks ties
+        cd = part_d[qi].ravel()
+        cj = part_j[qi].ravel()
+        valid = cj >= 0
+        emit_sorted(cd[valid], cj[valid], valid.sum(), k, maxd, out_d[qi], out_j[qi])
+    return out_d, out_j
+
+
+def _split(nq: int, n: int) -> tuple[int, int]:
+    """(queries a group, database parts) that keep every thread busy."""
+    nthreads = numba.get_num_threads()
+    if nq >= nthreads:
+        return max(1, min(QGROUP, nq // nthreads)), 1
+    return 1, max(1, min(nthreads // max(nq, 1), n // MIN_PART))
+
+
+def topk(q: np.ndarray, db: np.ndarray, k: int, maxd: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest rows of `db` (uint64 words) for each query: (nq, k) int32 distances and int64
+    positions sorted by (distance, position), padded with (PAD_DISTANCE, -1) when k > n.
+    `maxd` bounds every distance (the code length in bits)."""
+    gsize, nparts = _split(q.shape[0], db.shape[0])
+    return _topk_parallel(q, db, k, maxd, gsize, nparts)
+
+
+@njit(cache=True, nogil=True)
+def _range_task(q, g0, g1, db, j0, j1, r, part, counts, out_d, out_j, starts):
+    """Rows j0..j1 within r of queries g0..g1, a database block at a time for the whole group:
+    counted into counts[query, part] when out_d is empty, else written from out_*[starts[query, part]]."""
+    fill = out_d.shape[0] > 0
+    buf = np.empty(BLOCK, np.int32)
+    cur = np.zeros(g1 - g0, np.int64)
+    if fill:
+        for g in range(g1 - g0):
+            cur[g] = starts[g0 + g, part]
+    for b0 in range(j0, j1, BLOCK):
+        b1 = min(b0 + BLOCK, j1)
+        for g in range(g1 - g0):
+            if _block_min(q, g0 + g, db, b0, b1) > r:
+                continue
+            _block_distances(q, g0 + g, db, b0, b1, buf)
+            c = cur[g]
+            for t in range(b1 - b0):
+                if buf[t] <= r:
+                    if fill:
+                        out_d[c] = buf[t]
+                        out_j[c] = b0 + t
+                    c += 1
+            cur[g] = c
+    if not fill:
+        for g in range(g1 - g0):
+            counts[g0 + g, part] = cur[g]
+
+
+@njit(cache=True, nogil=True)
+def sort_rows(lims, dist, pos, maxd):
+    """Sort each CSR row by (distance, position) in place, for rows already in ascending position."""
+    for qi in range(lims.shape[0] - 1):
+        a, b = lims[qi], lims[qi + 1]
+        if b - a > 1:
+            tmp_d = dist[a:b].copy()
+            tmp_j = pos[a:b].copy()
+            emit_sorted(tmp_d, tmp_j, b - a, b - a, maxd, dist[a:b], pos[a:b])
+
+
+@njit(parallel=True, cache=True)
+def _range_parallel(q, db, r, maxd, gsize, nparts):
+    nq, n = q.shape[0], db.shape[0]
+    ngroups = -(-nq // gsize)
+    counts = np.zeros((nq, nparts), np.int64)
+    none_d = np.empty(0, np.int32)
+    none_j = np.empty(0, np.int64)
+    for task in prange(ngroups * nparts):  # pass 1: count
+        grp, part = task // nparts, task % nparts
+        g0 = grp * gsize
+        _range_task(q, g0, min(g0 + gsize, nq), db, part * n // nparts, (part + 1) * n // nparts, r, part,
+                    counts, none_d, none_j, counts)
+    starts = np.zeros(nq * nparts + 1, np.int64)
+    starts[1:] = np.cumsum(counts.ravel())
+    dist = np.empty(starts[-1], np.int32)
+    pos = np.empty(starts[-1], np.int64)
+    starts2d = starts[:-1].reshape(nq, nparts)
+    for task in prange(ngroups * nparts):  # pass 2: fill, each (query, part) at its own offset
+        grp, part = task // nparts, task % nparts
+        g0 = grp * gsize
+        _range_task(q, g0, min(g0 + gsize, nq), db, part * n // nparts, (part + 1) * n // nparts, r, part,
+                    counts, dist, pos, starts2d)
+    lims = starts[::nparts].copy()
+    for qi in prange(nq):
+        sort_rows(lims[qi:qi + 2], dist, pos, maxd)
+    return lims, dist, pos
+
+
+def range_search(q: np.ndarray, db: np.ndarray, radius: int, maxd: int):
+    """All rows of `db` within `radius` (inclusive) of each query, in CSR form (lims, distances,
+    positions) like `faiss.IndexBinary.range_search`, each row sorted by (distance, position)."""
+    gsize, nparts = _split(q.shape[0], db.shape[0])
+    return _range_parallel(q, db, radius, maxd, gsize, nparts)
+
+
+@njit(parallel=True, cache=True)
+def hamming_distances(q: np.ndarray, db: np.ndarray) -> np.ndarray:
+    """All (nq, n) Hamming distances as int32."""
+    out = np.empty((q.shape[0], db.shape[0]), np.int32)
+    for qi in prange(q.shape[0]):
+        for j in range(db.shape[0]):
+            out[qi, j] = row_distance(q, qi, db, j)
+    return out

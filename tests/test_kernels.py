@@ -1,0 +1,131 @@
+"""Kernels (popcount, linear-scan top-k and radius search) against the numpy brute-force oracle."""
+import numba
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from hashsearch.codes import hamming_bruteforce
+from hashsearch.kernels import scan
+from hashsearch.kernels.popcount import as_words, popcount64
+
+NBITS = [8, 16, 24, 64, 72, 128, 200, 512, 1024]
+
+
+def oracle_topk(q, db, k):
+    """(distances, positions) sorted by (distance, position), padded like FAISS."""
+    full = hamming_bruteforce(q, db)
+    d = np.full((len(q), k), scan.PAD_DISTANCE, np.int32)
+    j = np.full((len(q), k), -1, np.int64)
+    for i in range(len(q)):
+        order = np.lexsort((np.arange(len(db)), full[i]))[:k]
+        d[i, :order.size], j[i, :order.size] = full[i][order], order
+    return d, j
+
+
+def oracle_range(q, db, r):
+    full = hamming_bruteforce(q, db)
+    rows = [np.nonzero(full[i] <= r)[0] for i in range(len(q))]
+    rows = [m[np.lexsort((m, full[i][m]))] for i, m in enumerate(rows)]
+    lims = np.concatenate([[0], np.cumsum([m.size for m in rows])])
+    pos = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    dist = np.concatenate([full[i][m] for i, m in enumerate(rows)]) if rows else np.zeros(0, np.int32)
+    return lims, dist, pos
+
+
+@st.composite
+def code_sets(draw, max_n=300):
+    """Query and database codes; often drawn from a tiny pool so that duplicates and ties abound."""
+    nbits = draw(st.sampled_from(NBITS))
+    n = draw(st.integers(0, max_n))
+    nq = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    pool = draw(st.sampled_from([0, 1, 2, 5]))  # 0: uniform random codes
+    if pool:
+        base = rng.integers(0, 256, (pool, nbits // 8), dtype=np.uint8)
+        db = base[rng.integers(0, pool, n)]
+        q = base[rng.integers(0, pool, nq)]
+    else:
+        db = rng.integers(0, 256, (n, nbits // 8), dtype=np.uint8)
+        q = rng.integers(0, 256, (nq, nbits // 8), dtype=np.uint8)
+    return nbits, np.ascontiguousarray(q), np.ascontiguousarray(db)
+
+
+def test_popcount_matches_numpy():
+    x = np.random.default_rng(0).integers(0, 2**63, 1000, dtype=np.int64).view(np.uint64)
+    x[:3] = [0, np.iinfo(np.uint64).max, 1 << 63]
+
+    @numba.njit
+    def counts(a):
+        out = np.empty(a.size, np.int64)
+        for i in range(a.size):
+            out[i] = popcount64(a[i])
+        return out
+
+    assert (counts(x) == np.bitwise_count(x)).all()
+    asm = "".join(counts.inspect_asm().values())
+    assert "popcnt" in asm  # the hardware instruction, not a bit-twiddling loop
+
+
+def test_as_words_pads_without_changing_distances():
+    rng = np.random.default_rng(1)
+    for nbits in (8, 24, 72, 200):
+        a = rng.integers(0, 256, (5, nbits // 8), dtype=np.uint8)
+        w = as_words(a)
+        assert w.dtype == np.uint64 and w.shape == (5, -(-nbits // 64))
+        assert (scan.hamming_distances(w, w) == hamming_bruteforce(a, a)).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(code_sets(), st.integers(1, 320))
+def test_topk_matches_oracle(data, k):
+    nbits, q, db = data
+    d, j = scan.topk(as_words(q), as_words(db), k, nbits)
+    ed, ej = oracle_topk(q, db, k)
+    assert d.dtype == np.int32 and j.dtype == np.int64
+    assert (d == ed).all() and (j == ej).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(code_sets(), st.integers(0, 1024))
+def test_range_search_matches_oracle(data, r):
+    nbits, q, db = data
+    r = min(r, nbits)
+    lims, dist, pos = scan.range_search(as_words(q), as_words(db), r, nbits)
+    el, ed, ep = oracle_range(q, db, r)
+    assert (lims == el).all() and (dist == ed).all() and (pos == ep).all()
+
+
+@settings(max_examples=20, deadline=None)
+@given(code_sets(), st.integers(1, 50), st.integers(2, 4))
+def test_database_split_over_parts_merges_exactly(data, k, nparts):
+    """The path a single query takes on many threads: the scan is split and the parts merged."""
+    nbits, q, db = data
+    d, j = scan._topk_parallel(as_words(q), as_words(db), k, nbits, 1, nparts)
+    ed, ej = oracle_topk(q, db, k)
+    assert (d == ed).all() and (j == ej).all()
+    lims, dist, pos = scan._range_parallel(as_words(q), as_words(db), nbits // 3, nbits, 2, nparts)
+    el, edist, epos = oracle_range(q, db, nbits // 3)
+    assert (lims == el).all() and (dist == edist).all() and (pos == epos).all()
+
+
+def test_topk_boundaries_hand_computed():
+    db = np.array([[0b0000_0000], [0b1111_1111], [0b0000_0001], [0b0000_0001], [0b0000_0011]], np.uint8)
+    q = np.array([[0b0000_0000]], np.uint8)
+    d, j = scan.topk(as_words(q), as_words(db), 7, 8)
+    assert d.tolist() == [[0, 1, 1, 2, 8, scan.PAD_DISTANCE, scan.PAD_DISTANCE]]
+    assert j.tolist() == [[0, 2, 3, 4, 1, -1, -1]]
+    lims, dist, pos = scan.range_search(as_words(q), as_words(db), 1, 8)  # inclusive radius
+    assert lims.tolist() == [0, 3] and dist.tolist() == [0, 1, 1] and pos.tolist() == [0, 2, 3]
+    lims, dist, pos = scan.range_search(as_words(q), as_words(db), 8, 8)
+    assert pos.tolist() == [0, 2, 3, 4, 1]
+
+
+def test_topk_on_long_scan_shrinks_threshold_exactly():
+    """Enough rows that the candidate buffer is compacted many times; ties at the threshold."""
+    rng = np.random.default_rng(2)
+    db = rng.integers(0, 256, (20000, 8), dtype=np.uint8)
+    db[::7] = db[3]
+    q = np.ascontiguousarray(np.vstack([db[3], rng.integers(0, 256, (3, 8), dtype=np.uint8)]))
+    d, j = scan.topk(as_words(q), as_words(db), 100, 64)
+    ed, ej = oracle_topk(q, db, 100)
+    assert (d == ed).all() and (j == ej).all()

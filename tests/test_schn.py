@@ -1,0 +1,151 @@
+"""SCHN: every loss term on hand-made cases, DCC descent, gradient routing, a short real fit, persistence."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hashsearch.codes import validate_codes
+from hashsearch.datasets import load_digits, standard_split
+from hashsearch.errors import InvalidInputError
+from hashsearch.metrics import mean_average_precision
+from hashsearch.models import schn
+from hashsearch.models.schn import SCHN
+from hashsearch.models.training import load_model
+
+SMALL = dict(label_dim=32, latent_dim=64, mlp_hidden=64, feature_dim=32)
+
+
+def test_similarity_loss_hand_case():
+    U = torch.tensor([[1.0, -1.0]])
+    B = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+    S = torch.tensor([[1.0, 0.0]])
+    # bits·S = [2, 0], U Bᵀ = [2, −2]: squared errors [0, 4], mean 2, times 12 / 2 bits
+    assert schn.similarity_loss(U, B, S).item() == pytest.approx(12.0)
+
+
+def test_quantization_reconstruction_and_adversarial_hand_cases():
+    U = torch.tensor([[0.5, -1.0], [0.0, 1.0]])
+    B = torch.tensor([[1.0, -1.0], [1.0, 1.0]])
+    assert schn.quantization_loss(U, B).item() == pytest.approx((0.25 + 0 + 1 + 0) / 4)
+    assert schn.reconstruction_loss(U, B).item() == pytest.approx(1.25 / 4)
+    half = torch.full((4,), 0.5)
+    assert schn.adversarial_loss(half, True).item() == pytest.approx(math.log(2))
+    sure = torch.tensor([0.9, 0.9])
+    assert schn.adversarial_loss(sure, True).item() == pytest.approx(-math.log(0.9))
+    assert schn.adversarial_loss(sure, False).item() == pytest.approx(-math.log(0.1))
+
+
+def test_soft_similarity_hand_cases():
+    # S± = [1, −1, −1]: r = −1 / 4, so similar stays 1 and dissimilar becomes −0.5
+    got = schn.soft_similarity(torch.tensor([[1.0, 0.0, 0.0]]))
+    torch.testing.assert_close(got, torch.tensor([[1.0, -0.5, -0.5]]))
+    balanced = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    torch.testing.assert_close(schn.soft_similarity(balanced), 2 * balanced - 1)
+    torch.testing.assert_close(schn.soft_similarity(torch.ones(2, 2)), torch.ones(2, 2))  # no dissimilar pair
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dcc_update_never_increases_its_objective(seed):
+    """DCC minimises ‖B Uᵀ‖² − 2 tr(Bᵀ P), P = bits·SᵀU + γU + αU_label + βU_latent, one bit at a time."""
+    g = torch.Generator().manual_seed(seed)
+    m, bits, gamma, alpha, beta = 30, 8, 10.0, 2.0, 0.1
+    U, Ul, Ulat = (torch.rand(m, bits, generator=g) * 2 - 1 for _ in range(3))
+    S = schn.soft_similarity((torch.rand(m, m, generator=g) > 0.7).float())
+    B = torch.where(torch.rand(m, bits, generator=g) > 0.5, 1.0, -1.0)
+    P = bits * S.T @ U + gamma * U + alpha * Ul + beta * Ulat
+
+    def objective(b):
+        return ((b @ U.T) ** 2).sum() - 2 * (b * P).sum()
+
+    new = schn.dcc_update(B, U, S, gamma, Ul, Ulat, alpha, beta)
+    assert set(new.unique().tolist()) <= {-1.0, 1.0}
+    assert objective(new) <= objective(B) + 1e-3
+    again = schn.dcc_update(new, U, S, gamma, Ul, Ulat, alpha, beta)
+    assert objective(again) <= objective(new) + 1e-3
+
+
+def tiny_setup(nbits=16, batch=6, n_classes=3):
+    model = SCHN(nbits, verbose=False, **SMALL)
+    x = np.random.default_rng(0).random((batch, 1, 8, 8)).astype(np.float32)
+    labels = np.arange(batch) % n_classes
+    xt, lt, dev = model._start_fit(x, labels)
+    label_net, cycle, disc = model.build_networks(n_classes, dev)
+    adj = schn.label_similarity(lt, lt)
+    return model, label_net, cycle, disc, xt, lt, adj
+
+
+def test_every_term_has_the_right_shape_and_gradients_reach_the_right_networks():
+    model, label_net, cycle, disc, xt, lt, adj = tiny_setup()
+    out = model.forward_all(label_net, cycle, xt, lt, adj)
+    for key in ("image", "label", "latent", "image_rec", "label_rec"):
+        assert out[key].shape == (6, 16), key
+    assert ((out["latent"] > 0) & (out["latent"] < 1)).all()  # sigmoid latent codes, as the authors
+    B = torch.where(torch.randn(6, 16) >= 0, 1.0, -1.0)
+    terms = model.cycle_losses(out, B, adj)
+    assert set(terms) == {f"{t}_{s}" for t in ("sim", "quant") for s in ("image", "label", "latent")} | {
+        "rec_image", "rec_label", "total"}
+    for name, term in terms.items():
+        assert term.ndim == 0 and torch.isfinite(term), name
+    assert terms["total"].item() == pytest.approx(sum(v.item() for k, v in terms.items() if k != "total"), rel=1e-5)
+    for name, net in (("sim_image", model.encoder), ("sim_label", label_net), ("sim_latent", cycle.gcn),
+                      ("rec_image", cycle.image_rec), ("rec_label", cycle.label_rec)):
+        grads = torch.autograd.grad(terms[name], list(net.parameters()), retain_graph=True, allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), f"{name} does not reach its network"
+    # the cycle net sees detached features: the latent term must not train the image encoder
+    grads = torch.autograd.grad(terms["sim_latent"], list(model.encoder.parameters()), retain_graph=True, allow_unused=True)
+    assert all(g is None for g in grads)
+    probs = disc(out["image_rec"], out["label_rec"])
+    assert probs.shape == (12,) and ((probs >= 0) & (probs <= 1)).all()
+    gen = schn.adversarial_loss(probs, True)
+    grads = torch.autograd.grad(gen, list(cycle.parameters()), allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_weights_scale_their_terms():
+    model, label_net, cycle, disc, xt, lt, adj = tiny_setup()
+    model.encoder.eval(), cycle.eval()  # no dropout / batch statistics: identical forward passes
+    B = torch.where(torch.randn(6, 16) >= 0, 1.0, -1.0)
+    with torch.no_grad():
+        out = model.forward_all(label_net, cycle, xt, lt, adj)
+        base = model.cycle_losses(out, B, adj)
+        model.semantic_weight, model.rec_weight, model.gamma = 3.0, 0.5, 20.0
+        scaled = model.cycle_losses(out, B, adj)
+    assert scaled["sim_label"].item() == pytest.approx(3 * base["sim_label"].item(), rel=1e-5)
+    assert scaled["rec_image"].item() == pytest.approx(0.5 * base["rec_image"].item(), rel=1e-5)
+    assert scaled["quant_image"].item() == pytest.approx(2 * base["quant_image"].item(), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_digits()
+    split = standard_split(data, seed=0, queries_per_class=25, n_train=500)  # train: a slice of the database
+    return data.images, data.labels, split.query, split.train
+
+
+def test_short_fit_on_digits_beats_untrained_encoder(digits, tmp_path):
+    x, y, q, db = digits
+    settings = dict(max_iter=2, max_epoch=2, num_samples=500, verbose=False, **SMALL)
+    untrained = SCHN(16, **{**settings, "lr": 0.0, "max_iter": 1, "max_epoch": 1}).fit(x[db], y[db])  # initial weights
+    model = SCHN(16, **settings).fit(x[db], y[db])
+    codes = model.encode(x[db])
+    validate_codes(codes, 16)
+    validate_codes(model.train_codes_, 16)
+    assert len(model.train_codes_) == len(db) and len(model.loss_history) == 2
+    maps = [mean_average_precision(m.encode(x[q]), m.encode(x[db]), y[q], y[db], 16) for m in (untrained, model)]
+    assert maps[1] > maps[0] + 0.2, maps
+    model.save(tmp_path / "schn")
+    loaded = load_model(tmp_path / "schn")
+    assert isinstance(loaded, SCHN) and loaded.alpha == 2.0 and loaded.latent_dim == SMALL["latent_dim"]
+    np.testing.assert_array_equal(loaded.encode(x[q]), model.encode(x[q]))
+
+
+def test_invalid_settings_are_named():
+    with pytest.raises(InvalidInputError, match="gamma"):
+        SCHN(16, gamma=-1)
+    with pytest.raises(InvalidInputError, match="max_iter"):
+        SCHN(16, max_iter=0)
+    with pytest.raises(InvalidInputError, match="labels are required"):
+        SCHN(16, verbose=False).fit(np.zeros((4, 1, 8, 8), np.float32), None)

@@ -1,0 +1,346 @@
+"""Index persistence: round trips, zero-copy mmap, atomic replacement, and refusal of damaged indexes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hashsearch import storage
+from hashsearch.errors import CorruptIndexError, InvalidInputError
+from hashsearch.storage import CODES_FILE, MANIFEST, METADATA_FILE, index_size, read_index, write_index
+
+
+def random_codes(n: int, nbits: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, nbits // 8), dtype=np.uint8)
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A 64-bit index of 500 codes with shuffled ids and one metadata column."""
+    codes = random_codes(500, 64)
+    ids = np.random.default_rng(1).permutation(10_000)[:500].astype(np.int64)
+    write_index(tmp_path / "ix", codes, ids, 64, backend="numba", params={"threads": 2},
+                metadata=pa.table({"label": np.arange(500) % 7}))
+    return tmp_path / "ix", codes, ids
+
+
+def edit_manifest(path: Path, **changes) -> None:
+    manifest = json.loads((path / MANIFEST).read_text())
+    manifest.update(changes)
+    (path / MANIFEST).write_text(json.dumps(manifest))
+
+
+def mapped_files(address: int) -> list[str]:
+    """Files whose memory mapping in this process contains `address` (Linux /proc/self/maps)."""
+    hits = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split()
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        if lo <= address < hi and len(parts) >= 6:
+            hits.append(parts[5])
+    return hits
+
+
+# ------------------------------------------------------------------------------------ round trips
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 60), nbytes=st.integers(1, 128), seed=st.integers(0, 2**16),
+       id_kind=st.sampled_from(["none", "range", "shuffled"]), mmap=st.booleans())
+def test_round_trip_property(tmp_path_factory, n, nbytes, seed, id_kind, mmap):
+    codes = random_codes(n, nbytes * 8, seed)
+    ids = {"none": None, "range": np.arange(n) + seed,
+           "shuffled": np.random.default_rng(seed).permutation(n) * 3 - 7}[id_kind]
+    path = tmp_path_factory.mktemp("rt") / "ix"
+    write_index(path, codes, ids, nbytes * 8, backend="mih", params={"m": 2})
+    got = read_index(path, mmap=mmap)
+    np.testing.assert_array_equal(got.codes, codes)
+    np.testing.assert_array_equal(got.ids, np.arange(n) if ids is None else ids)
+    assert got.codes.dtype == np.uint8 and got.codes.shape == (n, nbytes)
+    assert got.ids.dtype == np.int64
+    assert (got.nbits, got.backend, got.params, got.count) == (nbytes * 8, "mih", {"m": 2}, n)
+
+
+def test_metadata_and_manifest(saved):
+    path, codes, ids = saved
+    got = read_index(path)
+    assert got.metadata.column("label").to_pylist() == list(np.arange(500) % 7)
+    m = got.manifest
+    assert (m["format"], m["format_version"], m["nbits"], m["count"]) == ("hashsearch-index", 1, 64, 500)
+    assert set(m["files"]) == {CODES_FILE, METADATA_FILE}
+    for name, entry in m["files"].items():
+        assert entry["bytes"] == (path / name).stat().st_size
+        assert entry["sha256"] == storage.sha256_file(path / name)
+
+
+def test_dict_metadata_is_accepted(tmp_path):
+    write_index(tmp_path / "ix", random_codes(3, 8), None, 8, backend="numba", params={},
+                metadata={"name": ["a", "b", "c"]})
+    assert read_index(tmp_path / "ix").metadata.column("name").to_pylist() == ["a", "b", "c"]
+
+
+def test_sequential_ids_are_not_stored(tmp_path):
+    codes = random_codes(1000, 64)
+    write_index(tmp_path / "seq", codes, np.arange(50, 1050), 64, backend="numba", params={})
+    write_index(tmp_path / "any", codes, np.arange(1000)[::-1], 64, backend="numba", params={})
+    seq = read_index(tmp_path / "seq")
+    assert seq.manifest["ids"] == {"stored": False, "start": 50} and seq.id_start == 50
+    assert seq.stored_ids is None and "ids" not in vars(seq)  # made only when asked for
+    np.testing.assert_array_equal(seq.ids, np.arange(50, 1050))
+    assert read_index(tmp_path / "any").id_start is None
+    extra = index_size(tmp_path / "any") - index_size(tmp_path / "seq")
+    assert 8 * 1000 <= extra < 8 * 1000 + 200  # stored ids cost their 8 bytes, little more
+
+
+# --------------------------------------------------------------------------------- memory mapping
+
+def test_mmap_gives_read_only_views_of_the_file(saved):
+    path, codes, ids = saved
+    before = pa.total_allocated_bytes()
+    got = read_index(path, mmap=True)
+    # the small metadata table is read into memory, the codes and ids are not
+    assert pa.total_allocated_bytes() - before < codes.nbytes + ids.nbytes
+    for arr in (got.codes, got.ids):
+        assert not arr.flags.writeable and not arr.flags.owndata
+        assert mapped_files(arr.__array_interface__["data"][0]) == [str((path / CODES_FILE).resolve())]
+    np.testing.assert_array_equal(got.codes, codes)
+    with pytest.raises(ValueError):
+        got.codes[0, 0] = 1
+
+
+def test_without_mmap_reads_into_memory(saved):
+    path, codes, _ = saved
+    before = pa.total_allocated_bytes()
+    got = read_index(path, mmap=False)
+    assert pa.total_allocated_bytes() - before >= codes.nbytes
+    assert mapped_files(got.codes.__array_interface__["data"][0]) != [str((path / CODES_FILE).resolve())]
+    np.testing.assert_array_equal(got.codes, codes)
+
+
+def test_views_outlive_the_index_object(saved):
+    path, codes, _ = saved
+    view = read_index(path).codes[:10]
+    import gc
+    gc.collect()
+    np.testing.assert_array_equal(view, codes[:10])
+
+
+# ------------------------------------------------------------------------------- atomic replacing
+
+def test_overwrite_replaces_the_whole_index(saved):
+    path, _, _ = saved
+    new = random_codes(20, 128, seed=5)
+    write_index(path, new, None, 128, backend="faiss", params={})
+    got = read_index(path)
+    assert got.nbits == 128 and got.metadata is None and not (path / METADATA_FILE).exists()
+    np.testing.assert_array_equal(got.codes, new)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ix"]  # no temporary or old directories
+
+
+def test_failed_write_leaves_old_index_intact(saved, monkeypatch):
+    path, codes, ids = saved
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage.pq, "write_table", boom)
+    with pytest.raises(OSError, match="disk full"):
+        write_index(path, random_codes(500, 64, 9), None, 64, backend="numba", params={},
+                    metadata={"x": np.zeros(500)})
+    got = read_index(path)
+    np.testing.assert_array_equal(got.codes, codes)
+    np.testing.assert_array_equal(got.ids, ids)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ix"]
+
+
+def test_refuses_to_overwrite_what_is_not_an_index(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "thesis.tex").write_text("precious")
+    (tmp_path / "file").write_text("precious")
+    for target in ("docs", "file"):
+        with pytest.raises(InvalidInputError, match="not overwriting"):
+            write_index(tmp_path / target, random_codes(2, 8), None, 8, backend="numba", params={})
+    assert (tmp_path / "docs" / "thesis.tex").read_text() == "precious"
+    (tmp_path / "empty").mkdir()
+    write_index(tmp_path / "empty", random_codes(2, 8), None, 8, backend="numba", params={})
+    assert read_index(tmp_path / "empty").count == 2
+
+
+# -------------------------------------------------------------------------------- refused indexes
+
+def flip_last_code_byte(path: Path) -> None:
+    """Change one byte of code data (size unchanged): only the checksum can notice."""
+    got = read_index(path, verify=False)
+    offset = got.codes.__array_interface__["data"][0] - _file_base(path / CODES_FILE)
+    del got
+    data = bytearray((path / CODES_FILE).read_bytes())
+    data[offset] ^= 0xFF
+    (path / CODES_FILE).write_bytes(bytes(data))
+
+
+def _file_base(file: Path) -> int:
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[5] == str(file.resolve()) and int(parts[2], 16) == 0:
+            return int(parts[0].split("-")[0], 16)
+    raise AssertionError("file not mapped")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: (p / MANIFEST).unlink(), "manifest.json: missing"),
+    (lambda p: (p / MANIFEST).write_text("{not json"), "not valid JSON"),
+    (lambda p: edit_manifest(p, format="something-else"), "not a hashsearch-index manifest"),
+    (lambda p: edit_manifest(p, format_version=99), "unknown format version 99"),
+    (lambda p: edit_manifest(p, nbits="64"), "field 'nbits'"),
+    (lambda p: (p / CODES_FILE).unlink(), "codes.arrow: missing"),
+    (lambda p: (p / METADATA_FILE).unlink(), "metadata.parquet: missing"),
+    (lambda p: (p / CODES_FILE).write_bytes((p / CODES_FILE).read_bytes()[:-100]), "codes.arrow: truncated"),
+    (lambda p: (p / CODES_FILE).write_bytes((p / CODES_FILE).read_bytes() + b"x"), "has extra bytes"),
+    (flip_last_code_byte, "codes.arrow: checksum mismatch"),
+])
+def test_damaged_index_is_refused(saved, damage, message):
+    path = saved[0]
+    damage(path)
+    with pytest.raises(CorruptIndexError, match=message):
+        read_index(path)
+
+
+def test_truncated_file_with_matching_manifest_is_refused(saved):
+    """Even if the manifest was rewritten to match, a cut Arrow file does not parse."""
+    path = saved[0]
+    data = (path / CODES_FILE).read_bytes()[:-64]
+    (path / CODES_FILE).write_bytes(data)
+    files = json.loads((path / MANIFEST).read_text())["files"]
+    files[CODES_FILE] = {"bytes": len(data), "sha256": storage.sha256_file(path / CODES_FILE)}
+    edit_manifest(path, files=files)
+    with pytest.raises(CorruptIndexError, match="codes.arrow: unreadable Arrow IPC file"):
+        read_index(path)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"count": 499}, "500 rows but the manifest says 499"),
+    ({"nbits": 128}, "does not match the manifest"),
+    ({"ids": {"stored": False, "start": 0}}, "does not match the manifest"),
+])
+def test_manifest_disagreeing_with_arrow_schema_is_refused(saved, changes, message):
+    path = saved[0]
+    edit_manifest(path, **changes)
+    with pytest.raises(CorruptIndexError, match=message):
+        read_index(path, verify=False)
+
+
+def test_verify_false_skips_hashing_but_checks_sizes(saved):
+    path, codes, _ = saved
+    flip_last_code_byte(path)
+    got = read_index(path, verify=False)  # same size, valid Arrow: accepted without hashing
+    assert (got.codes != codes).sum() == 1
+    (path / CODES_FILE).write_bytes((path / CODES_FILE).read_bytes()[:-8])
+    with pytest.raises(CorruptIndexError, match="truncated"):
+        read_index(path, verify=False)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no index at"):
+        read_index(tmp_path / "nowhere")
+
+
+def test_interrupted_swap_names_the_old_index(tmp_path):
+    """A crash between moving the old index aside and renaming the new one in: say where it is."""
+    write_index(tmp_path / "ix", random_codes(4, 8), None, 8, backend="numba", params={})
+    (tmp_path / "ix").rename(tmp_path / ".ix.old-123")
+    with pytest.raises(FileNotFoundError, match=r"interrupted: the previous index is in .*\.ix\.old-123"):
+        read_index(tmp_path / "ix")
+
+
+# ---------------------------------------------------------------------------------- input errors
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"codes": np.zeros((4, 8), np.int32)}, "dtype uint8"),
+    ({"codes": np.zeros((4, 8), np.uint8), "nbits": 32}, "nbits is 32"),
+    ({"ids": np.arange(3)}, "one per code"),
+    ({"ids": np.arange(4.0)}, "must be integers"),
+    ({"metadata": {"x": [1, 2]}}, "metadata has 2 rows but there are 4 codes"),
+    ({"params": {"f": object()}}, "JSON-serialisable"),
+    ({"backend": ""}, "backend must be"),
+])
+def test_bad_input_is_refused_before_writing(tmp_path, kwargs, message):
+    args = {"codes": np.zeros((4, 8), np.uint8), "ids": None, "nbits": 64, "backend": "numba",
+            "params": {}, "metadata": None} | kwargs
+    with pytest.raises(InvalidInputError, match=message):
+        write_index(tmp_path / "ix", args.pop("codes"), args.pop("ids"), args.pop("nbits"), **args)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------ size budget
+
+def test_flat_storage_overhead_is_within_ten_percent(tmp_path):
+    """n = 100k 64-bit codes with sequential ids: bytes on disk at most 1.10 x the raw codes."""
+    codes = random_codes(100_000, 64)
+    write_index(tmp_path / "ix", codes, None, 64, backend="numba", params={})
+    assert index_size(tmp_path / "ix") <= 1.10 * codes.nbytes
+
+
+# ---------------------------------------------------------------- HammingIndex through this format
+
+@pytest.mark.parametrize("backend, params", [("numba", {}), ("faiss", {"nhash": 2}), ("mih", {"m": 2})])
+def test_hamming_index_keeps_backend_and_params(tmp_path, backend, params):
+    from hashsearch.index import HammingIndex
+
+    index = HammingIndex(32, backend=backend, **params)
+    index.add(random_codes(10, 32))
+    index.save(tmp_path / "ix")
+    loaded = HammingIndex.load(tmp_path / "ix")
+    assert (loaded.backend, loaded.params, loaded.nbits, len(loaded)) == (backend, params, 32, 10)
+
+
+def test_hamming_index_save_load_add_remove(tmp_path):
+    """Search results of a loaded index are checked here on FAISS (the CLI tests search the others)."""
+    from hashsearch.codes import hamming_bruteforce
+    from hashsearch.index import HammingIndex
+
+    codes = random_codes(400, 64, seed=3)
+    ids = np.random.default_rng(4).permutation(5000)[:400]
+    index = HammingIndex(64, backend="faiss")
+    index.add(codes, ids, metadata={"row": np.arange(400)})
+    index.save(tmp_path / "ix")
+
+    loaded = HammingIndex.load(tmp_path / "ix", mmap=True)
+    assert (loaded.nbits, loaded.backend, len(loaded)) == (64, "faiss", 400)
+    assert mapped_files(loaded.codes.__array_interface__["data"][0]) == [str((tmp_path / "ix" / CODES_FILE).resolve())]
+    queries = random_codes(5, 64, seed=5)
+    for got, want in zip(loaded.search(queries, 10), index.search(queries, 10)):
+        np.testing.assert_array_equal(got, want)
+
+    more = random_codes(50, 64, seed=6)
+    loaded.add(more, np.arange(10_000, 10_050), metadata={"row": np.arange(400, 450)})
+    assert loaded.remove(ids[:30]) == 30
+    loaded.save(tmp_path / "ix")  # over the directory its own codes are mapped from
+
+    again = HammingIndex.load(tmp_path / "ix", mmap=False)
+    keep = np.isin(np.arange(400), np.arange(30), invert=True)
+    want_ids = np.concatenate([ids[keep], np.arange(10_000, 10_050)])
+    want_codes = np.concatenate([codes[keep], more])
+    order = np.argsort(want_ids)
+    np.testing.assert_array_equal(again.ids, want_ids[order])
+    np.testing.assert_array_equal(again.codes, want_codes[order])
+    assert again.metadata.column("row").to_pylist() == np.concatenate(
+        [np.arange(400)[keep], np.arange(400, 450)])[order].tolist()
+    dist, got_ids = again.search(queries, 3)
+    truth = hamming_bruteforce(queries, want_codes)
+    for q in range(5):
+        best = sorted(zip(truth[q].tolist(), want_ids.tolist()))[:3]
+        assert list(zip(dist[q].tolist(), got_ids[q].tolist())) == best
+
+
+def test_hamming_index_with_default_ids_stores_no_ids(tmp_path):
+    from hashsearch.index import HammingIndex
+
+    index = HammingIndex(64)
+    index.add(random_codes(100, 64))
+    index.save(tmp_path / "ix")
+    assert read_index(tmp_path / "ix").manifest["ids"] == {"stored": False, "start": 0}
+    np.testing.assert_array_equal(HammingIndex.load(tmp_path / "ix").ids, np.arange(100))
