@@ -79,7 +79,7 @@ def query_command(index_dir, queries, topk, radius, fmt, out, column, batch_size
     if query_file.note:
         click.echo(query_file.note, err=True)
     batches = querying.search_batches(index, query_file.codes, topk=topk, radius=radius, batch_size=batch_size)
-    querying.write_results(batches, fmt, out, stdout=click.get_text_stream("stdout"))
+    querying.write_results(batches, fmt, out, stdout=sys.stdout)
 
 
 @main.command("info")
