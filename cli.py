@@ -102,19 +102,22 @@ def info_command(index_dir, no_verify, as_json) -> None:
 
 @main.command("bench")
 @click.option("--quick", "mode", flag_value="quick", default=True, help="A few minutes on 2 cores (default).")
-@click.option("--full", "mode", flag_value="full", help="The whole grid: nbits 16-128, n up to 10^7, learners' defaults.")
+@click.option("--full", "mode", flag_value="full", help="The whole grid: nbits 16-128, n up to 10^7, learners' recommended settings.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for report.md, results.json, PNGs.")
 @click.option("--models", "models_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Read trained models from this folder instead of training them.")
 @click.option("--sections", default=None, help="Comma-separated subset of physical,latency,storage,accuracy,scale.")
-@click.option("--threads", type=int, default=None, help="Threads for FAISS and numba (default: every core).")
+@click.option("--threads", type=int, default=None, help="Threads for FAISS, numba and torch (default: every core).")
+@click.option("--set", "settings", multiple=True, metavar="FIELD=VALUE",
+              help="Change one setting of the grid, e.g. --set sizes=1e4,1e6 --set accuracy_epochs=20 (repeatable).")
 @one_line_errors
-def bench_command(mode: str, out_dir: str, models_dir: str | None, sections: str | None, threads: int | None) -> None:
+def bench_command(mode: str, out_dir: str, models_dir: str | None, sections: str | None, threads: int | None,
+                  settings: tuple[str, ...]) -> None:
     """Measure size, speed and accuracy; write DIR/report.md, results.json and plots."""
     from hashsearch.bench.runner import SECTIONS, run
 
     chosen = tuple(s.strip() for s in sections.split(",")) if sections else SECTIONS
-    report = run(mode, out_dir, models_dir=models_dir, sections=chosen, threads=threads)
+    report = run(mode, out_dir, models_dir=models_dir, sections=chosen, threads=threads, settings=settings)
     click.echo(f"wrote {report}")
 
 

@@ -31,27 +31,30 @@ from hashsearch.models.dpsh import DPSH  # noqa: E402
 from hashsearch.models.schn import SCHN  # noqa: E402
 
 # Training budgets per data set, sized so SCHN and DPSH see about the same number of image passes
-# (SCHN: max_iter x max_epoch x num_samples; DPSH: epochs x training size). SCHN widths are cut from
-# the authors' 512/1024/1024 so that all runs fit the shared 2-core CPU.
+# (SCHN: max_iter x max_epoch x num_samples; DPSH: epochs x training size). SCHN runs more, shorter
+# rounds (1 epoch each) than the authors' 3-epoch rounds: better on a validation split held out of the
+# digits training set (0.992 vs 0.986 mAP@all at 16 bits) for the same image passes, as each round also
+# updates the database codes B. SCHN widths are cut from the authors' 512/1024/1024 for the shared CPU.
 SETTINGS = {
-    "mnist5k": {"schn": dict(max_iter=5, max_epoch=3, num_samples=2000), "dpsh": dict(epochs=8)},
-    "digits": {"schn": dict(max_iter=5, max_epoch=3, num_samples=1000), "dpsh": dict(epochs=9)},
+    "mnist5k": {"schn": dict(max_iter=15, max_epoch=1, num_samples=2000), "dpsh": dict(epochs=8)},
+    "digits": {"schn": dict(max_iter=15, max_epoch=1, num_samples=1000), "dpsh": dict(epochs=9)},
 }
 SCHN_WIDTHS = dict(label_dim=256, latent_dim=512, mlp_hidden=512)
+ENCODER = dict(feature_dim=256)  # one image backbone (SmallCNN + batch norm, 256 features) for SCHN and DPSH
 
 
 def learners(name: str, nbits: int, seed: int) -> dict:
     """The four learners of one table row group, with this data set's training budget."""
     cfg = SETTINGS[name]
     return {
-        "SCHN": SCHN(nbits, seed=seed, **SCHN_WIDTHS, **cfg["schn"]),
-        "DPSH": DPSH(nbits, seed=seed, **cfg["dpsh"]),
+        "SCHN": SCHN(nbits, seed=seed, **ENCODER, **SCHN_WIDTHS, **cfg["schn"]),
+        "DPSH": DPSH(nbits, seed=seed, **ENCODER, **cfg["dpsh"]),
         "ITQ": ITQ(nbits, seed=seed),
         "LSH": LSH(nbits, seed=seed),
     }
 
 
-def evaluate(name: str, nbits_list: list[int], seed: int, topk: int) -> list[dict]:
+def evaluate(name: str, nbits_list: list[int], seed: int, topk: int, threads: int) -> list[dict]:
     """Fit every learner on the split's training items; mAP of query codes against database codes."""
     data = load(name)
     split = standard_split(data, seed=seed)
@@ -62,6 +65,7 @@ def evaluate(name: str, nbits_list: list[int], seed: int, topk: int) -> list[dic
         for method, model in learners(name, nbits, seed).items():
             deep = method in ("SCHN", "DPSH")
             feats = x if deep else flat
+            torch.set_num_threads(threads)  # numba's OpenMP layer (used by the mAP ranking) resets it
             t0 = time.perf_counter()
             model.fit(feats[split.train], y[split.train])
             train_s = time.perf_counter() - t0
@@ -79,14 +83,15 @@ def evaluate(name: str, nbits_list: list[int], seed: int, topk: int) -> list[dic
     return rows
 
 
-def markdown(rows: list[dict], topk: int, command: str, seconds: float, threads: int) -> str:
+def markdown(rows: list[dict], topk: int, command: str, seconds: float, threads: int, load: tuple[float, float]) -> str:
     """Results table per data set: one line per method, mAP@all / mAP@topk per code length."""
     nbits_list = sorted({r["nbits"] for r in rows})
     lines = [
         "# SCHN vs DPSH-style baseline vs ITQ / LSH (single-modal image retrieval)",
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; machine: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPU cores **shared with 5 other engineers' jobs** (load average 6-12), torch "
+        f"{os.cpu_count()} CPU cores **shared with other engineers' jobs** (1-min load average {load[0]:.1f} at the"
+        f" start, {load[1]:.1f} at the end), torch "
         f"{torch.__version__} CPU, {threads} torch thread(s); total run {seconds / 60:.1f} min",
         f"- command: `{command}`",
         "- split: the literature's per-class protocol (MNIST-5k: 100 queries a class = 1,000 queries, database the"
@@ -109,7 +114,12 @@ def markdown(rows: list[dict], topk: int, command: str, seconds: float, threads:
             lines.append(f"| {method} | " + " | ".join(
                 f"{cells[b]['map_all']:.4f} / {cells[b][f'map_{topk}']:.4f}" for b in nbits_list)
                 + " | " + " / ".join(str(cells[b]["train_s"]) for b in nbits_list) + " |")
-        lines.append("")
+        best = {b: max((r for r in rows if r["dataset"] == name and r["nbits"] == b and r["method"].startswith("SCHN")),
+                       key=lambda r: r["map_all"]) for b in nbits_list}
+        dpsh = {r["nbits"]: r for r in rows if r["dataset"] == name and r["method"] == "DPSH"}
+        lines += ["", "Best SCHN row minus DPSH, mAP@all: " + ", ".join(
+            f"{b} bits {best[b]['map_all'] - dpsh[b]['map_all']:+.4f} ({best[b]['method']})"
+            for b in nbits_list if b in dpsh), ""]
     return "\n".join(lines)
 
 
@@ -138,14 +148,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/schn.md"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    start = time.perf_counter()
+    start, load_start = time.perf_counter(), os.getloadavg()[0]
     rows = []
     for name in args.datasets.split(","):
-        rows += evaluate(name, [int(b) for b in args.nbits.split(",")], args.seed, args.topk)
+        rows += evaluate(name, [int(b) for b in args.nbits.split(",")], args.seed, args.topk, args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown(rows, args.topk, "python " + " ".join(sys.argv), time.perf_counter() - start,
-                                       args.threads))
+                                       args.threads, (load_start, os.getloadavg()[0])))
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     plot(rows, args.out.with_suffix(".png"))
     print(f"wrote {args.out}")

@@ -1,7 +1,8 @@
 """Latency of Hamming ranking (k = 1, 10, 100, 1000) and hash lookup (r = 0..3) for every engine,
-nbits 16/32/64/128 and n = 10^4..10^7 (10^8 with --hashsearch-huge), one query and batched.
+nbits 16/32/64/128 and n = 10^4, 10^5 (10^4..10^7 with --hashsearch-full, 10^8 with --hashsearch-huge),
+one query (on one thread, as `hashsearch bench` does) and batched (every core).
 
-    pytest benchmarks/bench_latency.py --benchmark-only [-k "64b and n1000000"]
+    pytest benchmarks/bench_latency.py --benchmark-only [--hashsearch-full] [-k "64b and n1000000"]
 
 The workloads are hashsearch.bench's (the same as `hashsearch bench`); their results are checked
 against the brute-force oracle in tests/test_bench.py.
@@ -15,7 +16,7 @@ from conftest import database_sizes, record_percentiles
 
 from hashsearch.bench import scale
 from hashsearch.bench.engines import ENGINES, build_engine
-from hashsearch.bench.latency import BATCH, SINGLE, engines_for, workloads
+from hashsearch.bench.latency import BATCH, SINGLE, engines_for, using_threads, workloads
 
 NBITS = (16, 32, 64, 128)
 ITEMS = workloads((1, 10, 100, 1000), (0, 1, 2, 3), (SINGLE, BATCH))
@@ -49,5 +50,7 @@ def bench_latency(benchmark, cell) -> None:
     cycle = itertools.cycle(calls)
     rounds = 100 if work.mode == SINGLE else 10
     benchmark.group = f"{work.op}{work.param}-{nbits}b-n{n}-{work.mode}"
-    benchmark.pedantic(lambda: next(cycle)(), rounds=rounds, iterations=1, warmup_rounds=1)
+    with using_threads(1 if work.mode == SINGLE else None) as threads:
+        benchmark.pedantic(lambda: next(cycle)(), rounds=rounds, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["threads"] = threads
     record_percentiles(benchmark, per_call)

@@ -14,10 +14,10 @@ from hashsearch.datasets import PairedDataset, load, standard_split, synthetic_p
 from hashsearch.errors import InvalidInputError
 from hashsearch.index import HammingIndex
 from hashsearch.metrics import mean_average_precision
-from hashsearch.models.dcmh import DCMH
+from hashsearch.models.dcmh import DCMH, FEATURE_SETTINGS
 
-# Quick settings for the demo (a minute or two on 2 CPU cores); the paper's defaults are DCMH()'s.
-DEMO_SETTINGS = dict(optimizer="adam", lr=(1e-3, 1e-4), weight_decay=0.0, text_hidden=1024, image_hidden=(512,))
+# The feature-MLP settings, minus the epoch count the caller chooses (the paper's defaults are DCMH()'s).
+DEMO_SETTINGS = {k: v for k, v in FEATURE_SETTINGS.items() if k != "epochs"}
 SYNTHETIC_SIZE = dict(n=2000, n_classes=10, image_dim=64, text_dim=32, max_labels=2, noise=1.0)
 
 

@@ -29,6 +29,7 @@ from hashsearch.errors import CorruptIndexError, InvalidInputError, UnknownIdErr
 from hashsearch.kernels import scan
 from hashsearch.kernels.popcount import as_words
 from hashsearch.mih import MultiIndexHash
+from hashsearch.storage import check_ids, check_metadata, read_index, write_index
 
 PAD_DISTANCE = int(scan.PAD_DISTANCE)
 BACKENDS = ("numba", "faiss", "mih")
@@ -59,31 +60,31 @@ def _check_params(backend: str, params: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if v is None else allowed[k](v)) for k, v in params.items()}
 
 
-def _check_ids(ids: Any, n: int) -> np.ndarray:
-    ids = np.asarray(ids)
-    if ids.ndim != 1 or ids.shape[0] != n:
-        raise InvalidInputError(f"ids must be a 1-D array of {n} integers, got shape {ids.shape}")
-    if n and not np.issubdtype(ids.dtype, np.integer):
-        raise InvalidInputError(f"ids must be integers, got dtype {ids.dtype}")
-    ids = ids.astype(np.int64)
-    if n and ids.min() < 0:
-        raise InvalidInputError(f"ids must be non-negative (-1 marks padding), got {ids.min()}")
-    return ids
+class GrowingRows:
+    """Rows kept in one array with spare capacity that doubles when full: n appends cost O(total
+    rows) copied, not O(n * total), and the rows stay one contiguous array for the kernels."""
 
+    def __init__(self, rows: np.ndarray):
+        self._data = rows
+        self._n = rows.shape[0]
 
-def _check_metadata(metadata: Any, n: int) -> pa.Table | None:
-    if metadata is None:
-        return None
-    if isinstance(metadata, dict):
-        try:
-            metadata = pa.table(metadata)
-        except (pa.ArrowException, TypeError, ValueError) as exc:
-            raise InvalidInputError(f"metadata dict is not a table of equal-length columns: {exc}") from None
-    if not isinstance(metadata, pa.Table):
-        raise InvalidInputError(f"metadata must be a pyarrow Table or a dict of columns, got {type(metadata).__name__}")
-    if metadata.num_rows != n:
-        raise InvalidInputError(f"metadata has {metadata.num_rows} rows but {n} codes were given")
-    return metadata
+    @property
+    def array(self) -> np.ndarray:
+        return self._data[:self._n]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held, spare capacity included."""
+        return self._data.nbytes
+
+    def append(self, rows: np.ndarray) -> None:
+        need = self._n + rows.shape[0]
+        if need > self._data.shape[0]:
+            grown = np.empty((max(need, 2 * self._data.shape[0]),) + self._data.shape[1:], self._data.dtype)
+            grown[:self._n] = self.array
+            self._data = grown
+        self._data[self._n:need] = rows
+        self._n = need
 
 
 class HammingIndex:
@@ -93,10 +94,9 @@ class HammingIndex:
         self.nbits = check_nbits(nbits)
         self.backend = backend
         self.params = _check_params(backend, params)
-        # codes (and explicit ids) in ascending id order; appended batches wait in these lists and are
-        # joined once, on first use, so that adding in batches costs no repeated copying
-        self._code_chunks: list[np.ndarray] = [np.empty((0, nbits // 8), np.uint8)]
-        self._id_chunks: list[np.ndarray] | None = None  # None: ids are _id_start + position
+        # codes (and explicit ids) in ascending id order, in buffers that grow by doubling
+        self._code_rows = GrowingRows(np.empty((0, nbits // 8), np.uint8))
+        self._id_rows: GrowingRows | None = None  # None: ids are _id_start + position
         self._n = 0
         self._id_start = 0
         self._metadata: pa.Table | None = None
@@ -111,26 +111,22 @@ class HammingIndex:
 
     @property
     def _codes(self) -> np.ndarray:
-        if len(self._code_chunks) > 1:
-            self._code_chunks = [np.concatenate(self._code_chunks)]
-        return self._code_chunks[0]
+        return self._code_rows.array
 
     @property
     def _ids(self) -> np.ndarray | None:
-        if self._id_chunks is not None and len(self._id_chunks) > 1:
-            self._id_chunks = [np.concatenate(self._id_chunks)]
-        return None if self._id_chunks is None else self._id_chunks[0]
+        return None if self._id_rows is None else self._id_rows.array
 
     def _set(self, codes: np.ndarray, ids: np.ndarray | None) -> None:
-        self._code_chunks = [codes]
-        self._id_chunks = None if ids is None else [ids]
+        self._code_rows = GrowingRows(codes)
+        self._id_rows = None if ids is None else GrowingRows(ids)
         self._n = codes.shape[0]
         self._engine = None
 
     def _last_id(self) -> int:
         if self._n == 0:
             return -1
-        return self._id_start + self._n - 1 if self._id_chunks is None else int(self._id_chunks[-1][-1])
+        return self._id_start + self._n - 1 if self._id_rows is None else int(self._id_rows.array[-1])
 
     def __len__(self) -> int:
         return self.ntotal
@@ -157,9 +153,10 @@ class HammingIndex:
 
     @property
     def nbytes(self) -> int:
-        """Memory held: codes, explicit ids and the backend's structures (not counting FAISS's copy)."""
+        """Memory held: codes and explicit ids (with their spare capacity) and the backend's structures
+        (not counting FAISS's copy)."""
         extra = self._engine.nbytes if isinstance(self._engine, MultiIndexHash) else 0
-        return self._codes.nbytes + (0 if self._ids is None else self._ids.nbytes) + extra
+        return self._code_rows.nbytes + (0 if self._id_rows is None else self._id_rows.nbytes) + extra
 
     # ------------------------------------------------------------------ mutation
     def add(self, codes: np.ndarray, ids: np.ndarray | None = None, metadata: pa.Table | dict | None = None) -> None:
@@ -167,12 +164,15 @@ class HammingIndex:
         metadata rows. Raises InvalidInputError on bad codes, negative or duplicate ids."""
         codes = validate_codes(codes, self.nbits)
         n = codes.shape[0]
-        metadata = _check_metadata(metadata, n)
+        metadata = check_metadata(metadata, n)
         if self.ntotal and (metadata is None) != (self._metadata is None):
             raise InvalidInputError("metadata must be given with every add or with none "
                                     f"(the index {'has' if self._metadata is not None else 'has no'} metadata)")
         last = self._last_id()
-        ids = _check_ids(np.arange(last + 1, last + 1 + n) if ids is None else ids, n)
+        if ids is not None:  # None: the range after `last`, never built unless ids are stored
+            ids = check_ids(ids, n)
+            if n and ids.min() < 0:
+                raise InvalidInputError(f"ids must be non-negative (-1 marks padding), got {ids.min()}")
         if n == 0:
             return
         if self._metadata is not None:
@@ -180,15 +180,17 @@ class HammingIndex:
                 metadata = pa.concat_tables([self._metadata, metadata])
             except pa.ArrowInvalid as exc:
                 raise InvalidInputError(f"metadata columns differ from the index's: {exc}") from None
-        increasing = n == 1 or bool(np.all(np.diff(ids) > 0))
-        if increasing and ids[0] > last:  # the common case: appending keeps the order by id
-            if self._n == 0 and ids[-1] - ids[0] == n - 1:
-                self._id_start = int(ids[0])  # a plain range: ids need no memory
-            elif self._id_chunks is None and not (ids[0] == last + 1 and ids[-1] - ids[0] == n - 1):
-                self._id_chunks = [self.ids]
-            if self._id_chunks is not None:
-                self._id_chunks.append(ids)
-            self._code_chunks.append(codes.copy())
+        if ids is None or ((n == 1 or bool(np.all(np.diff(ids) > 0))) and ids[0] > last):
+            # the common case: appending keeps the order by id
+            first = last + 1 if ids is None else int(ids[0])
+            is_range = ids is None or ids[-1] - ids[0] == n - 1
+            if self._n == 0 and is_range:
+                self._id_start = first  # a plain range: ids need no memory
+            elif self._id_rows is None and not (first == last + 1 and is_range):
+                self._id_rows = GrowingRows(self.ids)
+            if self._id_rows is not None:
+                self._id_rows.append(np.arange(first, first + n) if ids is None else ids)
+            self._code_rows.append(codes)
             self._n += n
             self._engine = None
         else:
@@ -326,30 +328,24 @@ class HammingIndex:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
         """Write the index (codes, ids, backend and params, metadata) with `storage.write_index`."""
-        from hashsearch.storage import write_index
-
         write_index(path, self._codes, None if (self._ids is None and self._id_start == 0) else self.ids,
                     self.nbits, backend=self.backend, params=self.params, metadata=self._metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True) -> "HammingIndex":
         """Open an index saved by `save`; with mmap=True the codes stay a read-only memory map."""
-        from hashsearch.storage import read_index
-
         stored = read_index(path, mmap=mmap)
         index = cls(stored.nbits, backend=stored.backend, **stored.params)
-        ids = stored.ids
-        if stored.manifest["ids"]["stored"]:
-            if ids.size > 1 and not np.all(np.diff(ids) > 0):
-                order = np.argsort(ids, kind="stable")
-                ids = ids[order]
-                if np.any(ids[1:] == ids[:-1]):
-                    raise CorruptIndexError(f"{path}: duplicate ids")
-                stored.codes = stored.codes[order]
-                stored.metadata = None if stored.metadata is None else stored.metadata.take(order)
-            index._set(stored.codes, np.asarray(ids, np.int64))
-        else:
-            index._id_start = int(stored.manifest["ids"]["start"])
-            index._set(stored.codes, None)
+        ids = stored.stored_ids  # None when ids are a plain range: never materialise one
+        if ids is None:
+            index._id_start = int(stored.id_start)
+        elif ids.size > 1 and not np.all(np.diff(ids) > 0):
+            order = np.argsort(ids, kind="stable")
+            ids = ids[order]
+            if np.any(ids[1:] == ids[:-1]):
+                raise CorruptIndexError(f"{path}: duplicate ids")
+            stored.codes = stored.codes[order]
+            stored.metadata = None if stored.metadata is None else stored.metadata.take(order)
+        index._set(stored.codes, ids)
         index._metadata = stored.metadata
         return index

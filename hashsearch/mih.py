@@ -7,13 +7,12 @@ buckets near each query substring and verifies the candidates (see `hashsearch.k
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
-
 import numba
 import numpy as np
 
 from hashsearch.errors import InvalidInputError
 from hashsearch.kernels import mih as kernels
+from hashsearch.kernels.scan import map_threads
 
 MAX_SUBSTRING_BITS = 64
 
@@ -65,11 +64,7 @@ class MultiIndexHash:
         return self.skeys.nbytes + self.perm.nbytes + self.scodes.nbytes
 
     def _run(self, fn, nq: int):
-        chunks = _query_chunks(nq)
-        if len(chunks) == 1:
-            return [fn(*chunks[0])]
-        with ThreadPoolExecutor(len(chunks)) as pool:
-            return list(pool.map(lambda c: fn(*c), chunks))
+        return map_threads(lambda c: fn(*c), _query_chunks(nq))
 
     def range_search(self, q: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows within `radius` (inclusive) of each query word row: CSR (lims, distances, positions)

@@ -95,9 +95,9 @@ def write_index(
     if ids is None:
         id_start = 0  # no id array is made: it would cost 8 bytes an item for nothing
     else:
-        ids = _check_ids(ids, n)
+        ids = check_ids(ids, n)
         id_start = _range_start(ids)
-    metadata = _check_metadata(metadata, n)
+    metadata = check_metadata(metadata, n)
     if not isinstance(backend, str) or not backend:
         raise InvalidInputError(f"backend must be a non-empty string, got {backend!r}")
     params = dict(params or {})
@@ -140,12 +140,13 @@ def write_index(
         raise
 
 
-def _check_ids(ids: np.ndarray, n: int) -> np.ndarray:
-    """Ids as a 1-D int64 array of length n."""
+def check_ids(ids: Any, n: int) -> np.ndarray:
+    """Ids as a contiguous 1-D int64 array of length n: the one check of user-given ids, shared by
+    `HammingIndex.add` (which also refuses negative ids) and `write_index`."""
     ids = np.asarray(ids)
     if ids.ndim != 1 or ids.shape[0] != n:
-        raise InvalidInputError(f"ids must be a 1-D array of {n} values (one per code), got shape {ids.shape}")
-    if not np.issubdtype(ids.dtype, np.integer):
+        raise InvalidInputError(f"ids must be a 1-D array of {n} integers (one per code), got shape {ids.shape}")
+    if n and not np.issubdtype(ids.dtype, np.integer):
         raise InvalidInputError(f"ids must be integers, got dtype {ids.dtype}")
     if ids.dtype == np.uint64 and n and ids.max() > np.iinfo(np.int64).max:
         raise InvalidInputError("ids must fit in int64")
@@ -164,8 +165,9 @@ def _range_start(ids: np.ndarray) -> int | None:
     return start
 
 
-def _check_metadata(metadata: pa.Table | dict | None, n: int) -> pa.Table | None:
-    """Metadata as an Arrow table of n rows (a dict of columns is converted)."""
+def check_metadata(metadata: pa.Table | dict | None, n: int) -> pa.Table | None:
+    """Metadata as an Arrow table of n rows (a dict of columns is converted), or None.
+    The one check of user-given metadata, shared by `HammingIndex.add` and `write_index`."""
     if metadata is None:
         return None
     if not isinstance(metadata, pa.Table):

@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from hashsearch.kernels.popcount import popcount64
-from hashsearch.kernels.scan import _range_task, _topk_task, emit_sorted
+from hashsearch.kernels.scan import _grow, _topk_task, emit_sorted, range_task
 
 PROBE_COST = 2048.0  # a probe (binary search + bucket walk) costs about as much as scanning this many rows
 
@@ -69,11 +69,7 @@ def probe_count(ln, rad):
 def _append(od, oj, c, d, j):
     """Append (d, j) at c, doubling the buffers when full; returns the (maybe new) buffers."""
     if c == od.shape[0]:
-        nd = np.empty(2 * c, np.int32)
-        nj = np.empty(2 * c, np.int64)
-        nd[:c] = od
-        nj[:c] = oj
-        od, oj = nd, nj
+        od, oj = _grow(od, c), _grow(oj, c)
     od[c] = d
     oj[c] = j
     return od, oj
@@ -100,7 +96,7 @@ def _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, od, oj, c):
                 a = np.searchsorted(keys, key)
                 rows = scodes[i]  # the codes in this table's order: a bucket is read sequentially
                 while a < keys.shape[0] and keys[a] == key:
-                    d = 0
+                    d = np.int64(0)  # (a literal 0 would compile _append twice)
                     for w in range(rows.shape[1]):
                         d += popcount64(q[qi, w] ^ rows[a, w])
                     first = d <= r
@@ -141,22 +137,15 @@ def _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, od, oj, c):
     n = words.shape[0]
     start = c
     if probe_count(ln, radii(lo.shape[0], r)) * cost > n:
-        qv = q[qi:qi + 1]
-        at = np.zeros((1, 1), np.int64)  # the count, then where to write
-        _range_task(qv, 0, 1, words, 0, n, r, 0, at, od[:0], oj[:0], at)
-        cnt = at[0, 0]
-        if c + cnt > od.shape[0]:
-            nd = np.empty(max(2 * od.shape[0], c + cnt), np.int32)
-            nj = np.empty(nd.shape[0], np.int64)
-            nd[:c] = od[:c]
-            nj[:c] = oj[:c]
-            od, oj = nd, nj
-        at[0, 0] = c
-        _range_task(qv, 0, 1, words, 0, n, r, 0, at, od, oj, at)
-        c += cnt
+        _, dist, pos = range_task(q, qi, qi + 1, words, np.int64(0), n, r, 64 * words.shape[1])  # sorted
+        while c + dist.shape[0] > od.shape[0]:
+            od, oj = _grow(od, c), _grow(oj, c)
+        od[c:c + dist.shape[0]] = dist
+        oj[c:c + dist.shape[0]] = pos
+        c += dist.shape[0]
     else:
         od, oj, c = _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, od, oj, c)
-    _sort_segment(od, oj, start, c, n)
+        _sort_segment(od, oj, start, c, n)
     return od, oj, c
 
 
@@ -166,7 +155,7 @@ def range_chunk(q, q0, q1, words, scodes, skeys, perm, lo, ln, r, cost):
     counts = np.zeros(q1 - q0, np.int64)
     od = np.empty(1024, np.int32)
     oj = np.empty(1024, np.int64)
-    c = 0
+    c = np.int64(0)  # not a literal 0: that would compile the callee a second time, for Literal[int](0)
     for qi in range(q0, q1):
         before = c
         od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, od, oj, c)
@@ -183,12 +172,12 @@ def knn_chunk(q, q0, q1, words, scodes, skeys, perm, lo, ln, k, maxd, cost, out_
     od = np.empty(max(1024, 2 * k), np.int32)
     oj = np.empty(od.shape[0], np.int64)
     for qi in range(q0, q1):
-        r = 0
+        r = np.int64(0)  # (non-literal zeros: see range_chunk)
         while True:
             if probe_count(ln, radii(m, r)) * cost > n:
-                _topk_task(q, qi, qi + 1, words, 0, n, k, maxd, out_d, out_j, 0)
+                _topk_task(q, qi, qi + 1, words, np.int64(0), n, k, maxd, out_d, out_j, np.int64(0))
                 break
-            od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, od, oj, 0)
+            od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, od, oj, np.int64(0))
             if c >= k or r >= maxd:
                 emit_sorted(od, oj, c, k, maxd, out_d[qi, 0], out_j[qi, 0])
                 break

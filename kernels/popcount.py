@@ -28,12 +28,18 @@ def popcount64(x: np.uint64) -> np.int64:
 
 
 def as_words(codes: np.ndarray) -> np.ndarray:
-    """View packed uint8 codes (n, nbytes) as uint64 words (n, ceil(nbytes / 8)), zero-padding each
-    row to a whole word when needed (zero padding leaves Hamming distances unchanged)."""
+    """View packed uint8 codes (n, nbytes) as READ-ONLY uint64 words (n, ceil(nbytes / 8)), zero-padding
+    each row to a whole word when needed (zero padding leaves Hamming distances unchanged).
+
+    Always read-only and C-contiguous, whether the codes are in memory or a read-only memory map, so
+    that numba compiles (and caches) each kernel for one array type only."""
     n, nbytes = codes.shape
     nwords = -(-nbytes // 8)
     if nbytes == nwords * 8:
-        return np.ascontiguousarray(codes).view(np.uint64)
-    padded = np.zeros((n, nwords * 8), dtype=np.uint8)
-    padded[:, :nbytes] = codes
-    return padded.view(np.uint64)
+        words = np.ascontiguousarray(codes).view(np.uint64)
+    else:
+        padded = np.zeros((n, nwords * 8), dtype=np.uint8)
+        padded[:, :nbytes] = codes
+        words = padded.view(np.uint64)
+    words.flags.writeable = False
+    return words

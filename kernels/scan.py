@@ -9,6 +9,10 @@ single query on one thread).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -183,32 +187,54 @@ def topk(q: np.ndarray, db: np.ndarray, k: int, maxd: int) -> tuple[np.ndarray, 
 
 
 @njit(cache=True, nogil=True)
-def _range_task(q, g0, g1, db, j0, j1, r, part, counts, out_d, out_j, starts):
-    """Rows j0..j1 within r of queries g0..g1, a database block at a time for the whole group:
-    counted into counts[query, part] when out_d is empty, else written from out_*[starts[query, part]]."""
-    fill = out_d.shape[0] > 0
+def range_task(q, g0, g1, db, j0, j1, r, maxd):
+    """Rows j0..j1 within r of queries g0..g1 in ONE pass over the database, a block at a time for
+    the whole group: (counts (g1 - g0,), distances, positions), query by query, each query's rows
+    sorted by (distance, position) (`maxd` bounds every distance).
+    Hits go to one buffer (tagged with their query) that doubles when a block might not fit, so the
+    inner loop stores without a branch."""
+    ng = g1 - g0
     buf = np.empty(BLOCK, np.int32)
-    cur = np.zeros(g1 - g0, np.int64)
-    if fill:
-        for g in range(g1 - g0):
-            cur[g] = starts[g0 + g, part]
+    hd = np.empty(4 * BLOCK, np.int32)
+    hj = np.empty(4 * BLOCK, np.int64)
+    hg = np.empty(4 * BLOCK, np.int32)
+    c = np.int64(0)  # not a literal 0, which would compile _grow a second time for Literal[int](0)
     for b0 in range(j0, j1, BLOCK):
         b1 = min(b0 + BLOCK, j1)
-        for g in range(g1 - g0):
+        for g in range(ng):
             if _block_min(q, g0 + g, db, b0, b1) > r:
                 continue
             _block_distances(q, g0 + g, db, b0, b1, buf)
-            c = cur[g]
+            if c + BLOCK > hd.shape[0]:
+                hd, hj, hg = _grow(hd, c), _grow(hj, c), _grow(hg, c)
             for t in range(b1 - b0):
-                if buf[t] <= r:
-                    if fill:
-                        out_d[c] = buf[t]
-                        out_j[c] = b0 + t
-                    c += 1
-            cur[g] = c
-    if not fill:
-        for g in range(g1 - g0):
-            counts[g0 + g, part] = cur[g]
+                hd[c] = buf[t]
+                hj[c] = b0 + t
+                hg[c] = g
+                c += buf[t] <= r
+    counts = np.zeros(ng, np.int64)
+    for t in range(c):
+        counts[hg[t]] += 1
+    lims = np.zeros(ng + 1, np.int64)
+    lims[1:] = np.cumsum(counts)
+    at = lims[:-1].copy()
+    dist = np.empty(c, np.int32)
+    pos = np.empty(c, np.int64)
+    for t in range(c):  # stable scatter: each query's hits stay in ascending position
+        s = at[hg[t]]
+        at[hg[t]] = s + 1
+        dist[s] = hd[t]
+        pos[s] = hj[t]
+    sort_rows(lims, dist, pos, maxd)
+    return counts, dist, pos
+
+
+@njit(cache=True, nogil=True)
+def _grow(a, used):
+    """A buffer twice the size of `a` holding its first `used` items."""
+    out = np.empty(2 * a.shape[0], a.dtype)
+    out[:used] = a[:used]
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -222,31 +248,32 @@ def sort_rows(lims, dist, pos, maxd):
             emit_sorted(tmp_d, tmp_j, b - a, b - a, maxd, dist[a:b], pos[a:b])
 
 
-@njit(parallel=True, cache=True)
+def map_threads(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """[fn(item) for item in items] on `numba.get_num_threads()` Python threads: for nogil kernels
+    whose results are arrays of sizes known only at the end (a prange loop cannot collect those)."""
+    nthreads = min(numba.get_num_threads(), len(items))
+    if nthreads <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(nthreads) as pool:
+        return list(pool.map(fn, items))
+
+
 def _range_parallel(q, db, r, maxd, gsize, nparts):
+    """Radius search over tasks (a group of gsize queries x one of nparts database parts), joined
+    in task order, which is (query, part) order since gsize or nparts is 1 (as `_split` gives);
+    the parts of a split query, each sorted, are sorted together once joined."""
+    if gsize > 1 and nparts > 1:
+        raise ValueError(f"split queries or the database, not both (gsize={gsize}, nparts={nparts})")
     nq, n = q.shape[0], db.shape[0]
-    ngroups = -(-nq // gsize)
-    counts = np.zeros((nq, nparts), np.int64)
-    none_d = np.empty(0, np.int32)
-    none_j = np.empty(0, np.int64)
-    for task in prange(ngroups * nparts):  # pass 1: count
-        grp, part = task // nparts, task % nparts
-        g0 = grp * gsize
-        _range_task(q, g0, min(g0 + gsize, nq), db, part * n // nparts, (part + 1) * n // nparts, r, part,
-                    counts, none_d, none_j, counts)
-    starts = np.zeros(nq * nparts + 1, np.int64)
-    starts[1:] = np.cumsum(counts.ravel())
-    dist = np.empty(starts[-1], np.int32)
-    pos = np.empty(starts[-1], np.int64)
-    starts2d = starts[:-1].reshape(nq, nparts)
-    for task in prange(ngroups * nparts):  # pass 2: fill, each (query, part) at its own offset
-        grp, part = task // nparts, task % nparts
-        g0 = grp * gsize
-        _range_task(q, g0, min(g0 + gsize, nq), db, part * n // nparts, (part + 1) * n // nparts, r, part,
-                    counts, dist, pos, starts2d)
-    lims = starts[::nparts].copy()
-    for qi in prange(nq):
-        sort_rows(lims[qi:qi + 2], dist, pos, maxd)
+    tasks = [(g0, min(g0 + gsize, nq), part * n // nparts, (part + 1) * n // nparts)
+             for g0 in range(0, nq, gsize) for part in range(nparts)]
+    parts = map_threads(lambda t: range_task(q, t[0], t[1], db, t[2], t[3], r, maxd), tasks)
+    lims = np.zeros(nq + 1, np.int64)
+    np.cumsum(np.concatenate([p[0] for p in parts]).reshape(nq, nparts).sum(axis=1), out=lims[1:])
+    dist = np.concatenate([p[1] for p in parts])
+    pos = np.concatenate([p[2] for p in parts])
+    if nparts > 1:
+        sort_rows(lims, dist, pos, maxd)
     return lims, dist, pos
 
 

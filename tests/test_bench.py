@@ -4,20 +4,23 @@ PNGs. Nothing here is timed."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from hashsearch import datasets, metrics
+from hashsearch.bench import accuracy, physical, report, scale
 from hashsearch.bench import engines as eng
-from hashsearch.bench import physical, report, scale
 from hashsearch.bench.config import TINY
-from hashsearch.bench.latency import BATCH, SINGLE, Workload, time_grid, workloads
+from hashsearch.bench.latency import BATCH, SINGLE, Workload, time_grid, using_threads, workloads
 from hashsearch.bench.runner import run
 from hashsearch.bench.timing import measure, summarize
 from hashsearch.cli import main
 from hashsearch.codes import hamming_bruteforce
 from hashsearch.errors import InvalidInputError
+from hashsearch.models.baselines import LSH, SCM
 
 
 @pytest.fixture(scope="module", params=[16, 64, 128])
@@ -88,6 +91,24 @@ def test_time_grid_records_every_exact_cell():
     batch_lookup = [r for r in recs if r["op"] == "lookup" and r["mode"] == BATCH and r["param"] == 2]
     assert {r["mean_hits"] for r in batch_lookup} == {float((hamming_bruteforce(queries[:4], codes) <= 2).sum()) / 4}
     assert all(r["p50_s"] <= r["p99_s"] and r["qps"] > 0 for r in recs)
+    assert {r["threads"] for r in recs if r["mode"] == SINGLE} == {1}
+
+
+def test_time_grid_skips_bulk_lookups():
+    codes = np.tile(scale.database_codes(5, 32, seed=0), (100, 1))  # 5 codes, 100 copies each
+    queries = codes[:4].copy()
+    skipped = []
+    recs = list(time_grid(codes, queries, 32, workloads((1,), (0,), (BATCH,)), single_repeats=2, batch=4,
+                          batch_repeats=2, max_seconds=0.01, max_hits=50, skipped=skipped))
+    assert {r["op"] for r in recs} == {"knn"} and len(recs) == 3
+    assert len(skipped) == 4 and {c["mean_hits"] for c in skipped} == {100.0}
+
+
+def test_measure_keeps_a_slow_warmup_as_the_only_sample():
+    import time
+
+    timing = measure(lambda: time.sleep(0.03), repeats=10, max_seconds=0.01)
+    assert timing.repeats == 1 and timing.p50_s >= 0.03
 
 
 def test_summarize_and_measure():
@@ -133,7 +154,8 @@ def test_derived_ratios_hand_computed():
            _rec("ours", "lookup", 2, 0.004), _rec("faiss-flat", "lookup", 2, 0.008),
            _rec("mih", "lookup", 2, 0.001), _rec("mih", "lookup", 2, 0.01, mode=BATCH, mean_hits=7.5),
            _rec("mih", "lookup", 3, 0.001)]
-    assert report.flat_ratios(lat) == [{"nbits": 64, "n": 1000, "k": 10, "mode": SINGLE, "ours_p50_s": 0.002,
+    assert report.flat_ratios(lat) == [{"nbits": 64, "n": 1000, "k": 10, "mode": SINGLE, "threads": None,
+                                        "ours_p50_s": 0.002,
                                         "faiss_p50_s": 0.006, "ratio": pytest.approx(3.0)}]
     single = [d for d in report.mih_speedups(lat) if d["mode"] == SINGLE]
     assert len(single) == 1 and single[0]["r"] == 2
@@ -164,3 +186,63 @@ def test_cli_bench_and_bad_section(tmp_path):
     assert "read_bandwidth_1t_Bps" in (tmp_path / "report.md").read_text()
     res = runner.invoke(main, ["bench", "--sections", "latncy", "--out", str(tmp_path)])
     assert res.exit_code == 1 and "unknown bench section" in res.output
+    res = runner.invoke(main, ["bench", "--set", "sizes=1.5", "--out", str(tmp_path)])
+    assert res.exit_code == 1 and "bad bench setting 'sizes=1.5'" in res.output
+
+
+def test_config_overrides():
+    cfg = TINY.with_overrides(["sizes=1e4,1e5", "max_seconds=0.5", "deep_nbits=none", "deep_datasets=mnist5k",
+                               "accuracy_epochs=3"])
+    assert cfg.sizes == (10_000, 100_000) and cfg.max_seconds == 0.5 and cfg.deep_nbits is None
+    assert cfg.deep_datasets == ("mnist5k",) and cfg.accuracy_epochs == 3 and cfg.nbits == TINY.nbits
+    for bad in ("nbitz=16", "nbits", "storage_n=none", "batch=ten"):
+        with pytest.raises(ValueError, match="bad bench setting"):
+            TINY.with_overrides([bad])
+
+
+def test_using_threads_restores_setting():
+    import numba
+
+    before = numba.get_num_threads()
+    with using_threads(1) as threads:
+        assert threads == 1 and numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
+
+
+def _real(loader):
+    try:
+        return loader()
+    except FileNotFoundError as exc:
+        pytest.skip(f"real data not found: {exc}")
+
+
+def test_accuracy_table_matches_metrics_on_wikipedia():
+    """Shallow cross-modal rows on real data: one row per (method, task, bits), mAP as metrics computes it."""
+    ds = _real(datasets.load_wikipedia)
+    cfg = replace(TINY, accuracy_datasets=("wikipedia",), deep_datasets=())
+    acc = accuracy.accuracy_section(cfg)
+    rows = {(r["method"], r["task"], r["nbits"]): r for r in acc["rows"]}
+    assert set(rows) == {(m, t, 16) for m in ("SCM", "CCA-ITQ") for t in ("I→T", "T→I")}
+    split = datasets.standard_split(ds, seed=cfg.seed)
+    model = SCM(16, seed=cfg.seed).fit(ds.images[split.train], ds.texts[split.train], ds.labels[split.train])
+    expect = metrics.mean_average_precision(model.encode_image(ds.images[split.query]),
+                                            model.encode_text(ds.texts[split.database]),
+                                            ds.labels[split.query], ds.labels[split.database], 16)
+    assert rows[("SCM", "I→T", 16)]["map_all"] == pytest.approx(expect)
+    assert any("Deep learners skipped on wikipedia" in n for n in acc["notes"])
+    table = report.accuracy_tables(acc)
+    assert "| method | I→T 16 | T→I 16 |" in table and "| SCM |" in table
+
+
+def test_sift_recall_matches_bruteforce():
+    """Recall of the true Euclidean neighbours in the Hamming top K equals a brute-force count."""
+    ds = _real(datasets.load_sift_small)
+    cfg = replace(TINY, accuracy_nbits=(16,), accuracy_topk=(1, 10, 100))
+    rows = {r["method"]: r for r in accuracy.neighbour_recall(ds, cfg, true_k=10)}
+    assert set(rows) == {"ITQ", "LSH"}
+    model = LSH(16, seed=cfg.seed).fit(ds.base)
+    _, top = oracle_knn(hamming_bruteforce(model.encode(ds.queries), model.encode(ds.base)), 100)
+    for k in cfg.accuracy_topk:
+        found = np.mean([len(set(t) & set(i[:k])) / 10 for t, i in zip(ds.groundtruth[:, :10], top)])
+        assert rows["LSH"][f"recall@{k}"] == pytest.approx(found)
+    assert rows["ITQ"]["recall@1"] <= rows["ITQ"]["recall@10"] <= rows["ITQ"]["recall@100"]

@@ -10,7 +10,7 @@ import torch
 from hashsearch.codes import hamming_bruteforce, validate_codes
 from hashsearch.datasets import data_root
 from hashsearch.errors import InvalidInputError
-from hashsearch.models.dcmh import DCMH, batch_loss, dcmh_objective, labels_matrix, sign_codes, similarity
+from hashsearch.models.dcmh import DCMH, FEATURE_SETTINGS, batch_loss, dcmh_objective, labels_matrix, sign_codes, similarity
 from hashsearch.models.training import load_model, select_device, seed_everything
 
 FAST = dict(epochs=2, batch_size=32, text_hidden=64, image_hidden=(32,), progress=False)
@@ -191,17 +191,18 @@ def test_cpu_device_path():
         seed_everything(-1)
 
 
-@pytest.mark.skip(reason="DCMH on wikipedia slices does not yet learn: under investigation")
 def test_training_on_real_slice_beats_untrained_and_index_accepts_codes(wiki):
     from hashsearch.index import HammingIndex
     from hashsearch.metrics import mean_average_precision
 
     I_tr, T_tr, L_tr, I_te, T_te, L_te = wiki
     rng = np.random.default_rng(0)
-    tr, q = rng.choice(len(L_tr), 600, replace=False), rng.choice(len(L_te), 150, replace=False)
-    kw = dict(nbits=16, optimizer="adam", weight_decay=0.0, text_hidden=512, image_hidden=(256,), progress=False)
-    trained = DCMH(**kw, epochs=15, lr=(1e-3, 1e-4)).fit(I_tr[tr], T_tr[tr], L_tr[tr])
-    untrained = DCMH(**kw, epochs=1, lr=(1e-12, 1e-12)).fit(I_tr[tr], T_tr[tr], L_tr[tr])
+    # Every training pair (smaller slices collapse to a few codes on these weak features), narrower
+    # nets and smaller batches than FEATURE_SETTINGS so that 40 epochs take seconds (mAP ~0.35).
+    tr, q = np.arange(len(L_tr)), rng.choice(len(L_te), 150, replace=False)
+    kw = {**FEATURE_SETTINGS, "nbits": 16, "text_hidden": 256, "image_hidden": (256, 256), "batch_size": 32, "progress": False}
+    trained = DCMH(**kw | {"epochs": 40}).fit(I_tr[tr], T_tr[tr], L_tr[tr])
+    untrained = DCMH(**kw | {"epochs": 1, "lr": (1e-12, 1e-12)}).fit(I_tr[tr], T_tr[tr], L_tr[tr])
 
     onehot = np.eye(max(L_tr.max(), L_te.max()) + 1, dtype=np.uint8)
 
@@ -209,7 +210,8 @@ def test_training_on_real_slice_beats_untrained_and_index_accepts_codes(wiki):
         return mean_average_precision(model.encode_text(T_te[q]), model.encode_image(I_tr[tr]),
                                       onehot[L_te[q]], onehot[L_tr[tr]], 16)
 
-    assert t2i(trained) > t2i(untrained) + 0.1
+    before, after = t2i(untrained), t2i(trained)
+    assert after > before + 0.15, (before, after)
     db = trained.encode_image(I_tr[tr])
     index = HammingIndex(16)
     index.add(db)

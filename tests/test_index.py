@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 from hashsearch.codes import hamming_bruteforce
 from hashsearch.errors import InvalidInputError, UnknownIdError
 from hashsearch.index import PAD_DISTANCE, HammingIndex
+from hashsearch.storage import StoredIndex
 from test_kernels import code_sets
 
 BACKENDS = [("numba", {}), ("faiss", {}), ("faiss", {"nhash": 2}), ("mih", {}), ("mih", {"probe_cost": 0.01})]
@@ -172,12 +173,47 @@ def test_save_load_then_add_and_remove(tmp_path, backend, params, mmap):
     check(loaded, q, np.vstack([db[50:], more]), np.concatenate([ids[50:], np.arange(2000, 2020)]), 10, 4)
 
 
-def test_plain_range_ids_are_not_stored(tmp_path):
+def test_plain_range_ids_are_not_stored(tmp_path, monkeypatch):
     index = HammingIndex(64)
-    index.add(np.zeros((1000, 8), np.uint8))
+    index.add(np.zeros((1000, 8), np.uint8), ids=np.arange(5, 1005))
     assert index.nbytes == 8000  # no id array: overhead 0 over the raw codes
     index.save(tmp_path / "ix")
-    assert HammingIndex.load(tmp_path / "ix").ids.tolist() == list(range(1000))
+    # loading must not build the range of ids (800 MB at 100M codes)
+    monkeypatch.setattr(StoredIndex, "ids", property(lambda self: pytest.fail("StoredIndex.ids was built")))
+    loaded = HammingIndex.load(tmp_path / "ix")
+    assert loaded.nbytes == 8000 and loaded.ids.tolist() == list(range(5, 1005))
+    assert loaded.search(np.zeros((1, 8), np.uint8), 2)[1].tolist() == [[5, 6]]
+
+
+def test_many_small_adds_grow_by_doubling():
+    """1,000 adds of one code each (ids from a range, then explicit) give what one add gives, with
+    O(log n) reallocations of the buffer, also after loading a read-only memory map."""
+    rng = np.random.default_rng(4)
+    db = rng.integers(0, 256, (1000, 8), dtype=np.uint8)
+    index = HammingIndex(64)
+    buffers = set()
+    for i in range(1000):
+        index.add(db[i:i + 1], ids=None if i < 500 else [2 * i])
+        buffers.add(id(index._code_rows._data))
+    assert len(buffers) <= 12  # capacity 1, 2, 4, ..., 1024
+    ids = np.concatenate([np.arange(500), 2 * np.arange(500, 1000)])
+    assert (index.codes == db).all() and (index.ids == ids).all()
+    check(index, db[:3], db, ids, 5, 20)
+
+
+@pytest.mark.parametrize("backend,params", BACKENDS)
+@pytest.mark.parametrize("nbits", [8, 64, 512])
+def test_edge_cases_match_bruteforce(backend, params, nbits):
+    """n = 0 and 1, all-equal codes, duplicates, k > n, r = 0 and r = nbits, for every backend."""
+    rng = np.random.default_rng(nbits)
+    pool = rng.integers(0, 256, (3, nbits // 8), dtype=np.uint8)
+    cases = [pool[:0], pool[:1], np.repeat(pool[:1], 7, axis=0), pool[rng.integers(0, 3, 40)]]
+    for db in cases:
+        index = HammingIndex(nbits, backend, **params)
+        index.add(db)
+        q = np.ascontiguousarray(np.vstack([pool, ~pool[:1]]))  # ~: the farthest code, at distance nbits
+        for r in (0, 1, nbits):
+            check(index, q, db, np.arange(len(db)), len(db) + 3, r)
 
 
 def test_real_sift_codes_agree_across_backends():

@@ -103,7 +103,7 @@ def test_database_split_over_parts_merges_exactly(data, k, nparts):
     d, j = scan._topk_parallel(as_words(q), as_words(db), k, nbits, 1, nparts)
     ed, ej = oracle_topk(q, db, k)
     assert (d == ed).all() and (j == ej).all()
-    lims, dist, pos = scan._range_parallel(as_words(q), as_words(db), nbits // 3, nbits, 2, nparts)
+    lims, dist, pos = scan._range_parallel(as_words(q), as_words(db), nbits // 3, nbits, 1, nparts)
     el, edist, epos = oracle_range(q, db, nbits // 3)
     assert (lims == el).all() and (dist == edist).all() and (pos == epos).all()
 
@@ -129,3 +129,28 @@ def test_topk_on_long_scan_shrinks_threshold_exactly():
     d, j = scan.topk(as_words(q), as_words(db), 100, 64)
     ed, ej = oracle_topk(q, db, 100)
     assert (d == ed).all() and (j == ej).all()
+
+
+def test_kernels_compile_once_for_memory_and_read_only_maps(tmp_path):
+    """Codes in memory and codes memory-mapped read-only reach the kernels as one array type, and
+    no kernel is compiled a second time for a literal argument: one compile (and cache entry) each."""
+    from hashsearch.index import HammingIndex
+    from hashsearch.kernels import mih
+
+    rng = np.random.default_rng(5)
+    db = rng.integers(0, 256, (3000, 8), dtype=np.uint8)
+    writable = HammingIndex(64, "mih")
+    writable.add(db)
+    writable.save(tmp_path / "ix")
+    mapped = HammingIndex.load(tmp_path / "ix")
+    assert not mapped.codes.flags.writeable and not as_words(db).flags.writeable
+    for index in (writable, mapped):
+        for backend in ("numba", "mih"):
+            index.backend, index._engine = backend, None
+            index.search(db[:3], 5)
+            index.range_search(db[:3], 2)
+            index.search(db[:1], 5000)  # MIH: grows the radius until it falls back to the scan
+    kernels = [scan.range_task, scan._topk_task, scan._topk_parallel, scan.emit_sorted, scan.sort_rows,
+               mih._range_one, mih._probe_query, mih._append, mih.range_chunk, mih.knn_chunk]
+    # <= 1: a kernel loaded from numba's cache lists no signature for the callees it inlined
+    assert [k.py_func.__name__ for k in kernels if len(k.signatures) > 1] == []

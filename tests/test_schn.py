@@ -9,7 +9,7 @@ import torch
 
 from hashsearch.codes import validate_codes
 from hashsearch.datasets import load_digits, standard_split
-from hashsearch.errors import InvalidInputError
+from hashsearch.errors import HashsearchError, InvalidInputError
 from hashsearch.metrics import mean_average_precision
 from hashsearch.models import schn
 from hashsearch.models.schn import SCHN
@@ -31,11 +31,16 @@ def test_quantization_reconstruction_and_adversarial_hand_cases():
     B = torch.tensor([[1.0, -1.0], [1.0, 1.0]])
     assert schn.quantization_loss(U, B).item() == pytest.approx((0.25 + 0 + 1 + 0) / 4)
     assert schn.reconstruction_loss(U, B).item() == pytest.approx(1.25 / 4)
-    half = torch.full((4,), 0.5)
-    assert schn.adversarial_loss(half, True).item() == pytest.approx(math.log(2))
-    sure = torch.tensor([0.9, 0.9])
+    undecided = torch.zeros(4)  # logit 0: probability 1/2
+    assert schn.adversarial_loss(undecided, True).item() == pytest.approx(math.log(2))
+    sure = torch.full((2,), math.log(9.0))  # probability 0.9
     assert schn.adversarial_loss(sure, True).item() == pytest.approx(-math.log(0.9))
     assert schn.adversarial_loss(sure, False).item() == pytest.approx(-math.log(0.1))
+    saturated = torch.tensor([-200.0, 200.0], requires_grad=True)  # probability 0 / 1 in float32
+    loss = schn.adversarial_loss(saturated, True)
+    loss.backward()
+    assert loss.item() == pytest.approx(100.0) and torch.isfinite(saturated.grad).all()
+    assert saturated.grad.abs().max().item() <= 0.5  # |sigmoid − target| / 2 items: bounded, never 1e12
 
 
 def test_soft_similarity_hand_cases():
@@ -97,9 +102,11 @@ def test_every_term_has_the_right_shape_and_gradients_reach_the_right_networks()
     # the cycle net sees detached features: the latent term must not train the image encoder
     grads = torch.autograd.grad(terms["sim_latent"], list(model.encoder.parameters()), retain_graph=True, allow_unused=True)
     assert all(g is None for g in grads)
-    probs = disc(out["image_rec"], out["label_rec"])
-    assert probs.shape == (12,) and ((probs >= 0) & (probs <= 1)).all()
-    gen = schn.adversarial_loss(probs, True)
+    logits = disc(out["image_rec"], out["label_rec"])
+    assert logits.shape == (12,) and torch.isfinite(logits).all()
+    authors = torch.cat([(disc.image(out["image_rec"])[1] + 1) / 2, (disc.label(out["label_rec"])[1] + 1) / 2]).view(-1)
+    torch.testing.assert_close(torch.sigmoid(logits), authors)  # (tanh z + 1) / 2 = sigmoid(2z)
+    gen = schn.adversarial_loss(logits, True)
     grads = torch.autograd.grad(gen, list(cycle.parameters()), allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
@@ -140,6 +147,13 @@ def test_short_fit_on_digits_beats_untrained_encoder(digits, tmp_path):
     loaded = load_model(tmp_path / "schn")
     assert isinstance(loaded, SCHN) and loaded.alpha == 2.0 and loaded.latent_dim == SMALL["latent_dim"]
     np.testing.assert_array_equal(loaded.encode(x[q]), model.encode(x[q]))
+
+
+def test_divergence_is_named_not_left_to_a_later_crash():
+    schn.check_finite({"total": torch.tensor(3.0), "codes": torch.ones(2, 8)})  # finite: no error
+    with pytest.raises(HashsearchError, match="diverged: non-finite sim_image, codes"):
+        schn.check_finite({"sim_image": torch.tensor(float("nan")), "total": torch.tensor(1.0),
+                           "codes": torch.tensor([[0.0, float("inf")]])})
 
 
 def test_invalid_settings_are_named():

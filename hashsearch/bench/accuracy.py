@@ -27,12 +27,17 @@ LOADERS = {"wikipedia": "load_wikipedia", "mirflickr25k": "load_mirflickr", "nus
 
 @dataclass(frozen=True)
 class Method:
-    """A learner of the table: `target` is "module:Class"; deep learners train for `epochs`."""
+    """A learner of the table: `target` is "module:Class"; deep learners train for `epochs`.
+
+    `settings` names a dict of recommended constructor arguments beside the class ("module:NAME"),
+    used when the module defines it (the learner's defaults otherwise).
+    """
 
     name: str
     kind: str
     target: str
     deep: bool
+    settings: str | None = None
     budget: tuple[str, ...] = ("epochs",)  # constructor arguments set to `epochs` in short runs
     budget_fixed: tuple[tuple[str, int], ...] = ()  # and these, fixed, in short runs
     modalities: tuple[str, ...] = ("I", "T")  # single-modal learners: the inputs they are made for
@@ -42,7 +47,7 @@ class Method:
         module, _, cls_name = self.target.partition(":")
         cls = getattr(importlib.import_module(module), cls_name)
         params = inspect.signature(cls).parameters
-        kwargs: dict[str, Any] = {"seed": seed}
+        kwargs: dict[str, Any] = {**self.recommended(), "seed": seed}
         if epochs is not None:
             kwargs.update({name: epochs for name in self.budget}, **dict(self.budget_fixed))
         for quiet in ("progress", "verbose"):  # the runner shows its own progress bar
@@ -50,9 +55,16 @@ class Method:
                 kwargs[quiet] = False
         return cls(nbits, **kwargs)
 
+    def recommended(self) -> dict[str, Any]:
+        """The recommended settings dict named by `settings`, or {} where there is none."""
+        if self.settings is None:
+            return {}
+        module, _, name = self.settings.partition(":")
+        return dict(getattr(importlib.import_module(module), name, {}))
+
 
 METHODS = (
-    Method("DCMH", CROSS, "hashsearch.models.dcmh:DCMH", deep=True),
+    Method("DCMH", CROSS, "hashsearch.models.dcmh:DCMH", deep=True, settings="hashsearch.models.dcmh:FEATURE_SETTINGS"),
     Method("SCM", CROSS, "hashsearch.models.baselines:SCM", deep=False),
     Method("CCA-ITQ", CROSS, "hashsearch.models.baselines:CCAITQ", deep=False),
     Method("SCHN", SINGLE, "hashsearch.models.schn:SCHN", deep=True, budget=("max_iter",),
@@ -101,7 +113,8 @@ def fit_and_encode(method: Method, ds: datasets.PairedDataset, split: datasets.S
         else:
             x = ds.images if modality == "I" else ds.texts
             model.fit(x[tr] if method.deep else flat(x[tr]), lab)
-        origin = f"trained {epochs} epochs" if epochs else "trained (defaults)"
+        settings = f"{method.settings.partition(':')[2]} + " if method.recommended() else ""
+        origin = f"trained ({settings}{f'{epochs} epochs' if epochs else 'defaults'})"
     codes = {}
     for m in ("I", "T") if method.kind == CROSS else (modality,):
         x = ds.images if m == "I" else ds.texts
@@ -143,6 +156,10 @@ def neighbour_recall(ds: datasets.SiftSmall, cfg: BenchConfig, true_k: int = 10)
 
 def accuracy_section(cfg: BenchConfig) -> dict:
     """Rows of the accuracy table, curves at the widest code, notes, and learned codes for the scale run."""
+    if cfg.threads is not None:  # the learners' torch ops use the run's threads too
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     rows, curves, notes, feature_dims, recall = [], {}, [], {}, []
     learned: tuple[np.ndarray | None, str] = (None, "")
     loaded = {}
@@ -157,11 +174,16 @@ def accuracy_section(cfg: BenchConfig) -> dict:
                 feature_dims[f"{name} {mod}"] = int(np.prod(arr.shape[1:]))
         loaded[name] = (ds, datasets.standard_split(ds, seed=cfg.seed))
     deep_ok = set(cfg.deep_datasets if cfg.deep_datasets is not None else loaded)
+    deep_bits = set(cfg.deep_nbits if cfg.deep_nbits is not None else cfg.accuracy_nbits)
     jobs = [(name, m, task, nbits) for name, (ds, _) in loaded.items() for m in METHODS
-            if name in deep_ok or not m.deep for task in tasks_of(ds, m) for nbits in cfg.accuracy_nbits]
+            if name in deep_ok or not m.deep for task in tasks_of(ds, m) for nbits in cfg.accuracy_nbits
+            if nbits in deep_bits or not m.deep]
     if set(loaded) - deep_ok:
         notes.append(f"- Deep learners skipped on {', '.join(sorted(set(loaded) - deep_ok))} in this "
-                     f"{cfg.mode} run (time budget); `--full` trains them everywhere.")
+                     f"{cfg.mode} run (time budget); the default `--full` grid trains them everywhere.")
+    if set(cfg.accuracy_nbits) - deep_bits:
+        notes.append(f"- Deep learners trained at {', '.join(map(str, sorted(deep_bits)))} bits only in this "
+                     f"{cfg.mode} run (time budget); the default `--full` grid trains every width.")
     cache: dict = {}
     for name, method, (task, qm, dm), nbits in tqdm(jobs, desc="accuracy (set, method, task, bits)"):
         ds, split = loaded[name]
@@ -183,8 +205,9 @@ def accuracy_section(cfg: BenchConfig) -> dict:
             c["methods"][method.name] = {k: s[k] for k in ("precision", "recall", "topk", "topk_precision")}
         if learned[0] is None and method.deep and nbits == cfg.scale_nbits:
             learned = (codes[dm][1], f"{method.name} {name} {task} database codes, {nbits} bits")
-    epochs = f"{cfg.accuracy_epochs} epochs (quick run: far from converged)" if cfg.accuracy_epochs else "defaults"
-    notes.insert(0, f"- Deep learners trained for {epochs}; mAP@k uses k = {cfg.map_k}; P@r≤2 is pooled over "
+    epochs = (f"for {cfg.accuracy_epochs} epochs (a short {cfg.mode} budget: far from converged)" if cfg.accuracy_epochs
+              else "with their recommended settings or defaults")
+    notes.insert(0, f"- Deep learners trained {epochs}; mAP@k uses k = {cfg.map_k}; P@r≤2 is pooled over "
                     "all query–database pairs; relevance = at least one shared label.")
     return {"rows": rows, "curves": list(curves.values()), "notes": notes, "map_k": cfg.map_k, "recall": recall,
             "feature_dims": feature_dims, "learned": learned}

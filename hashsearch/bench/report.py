@@ -46,6 +46,7 @@ def flat_ratios(latency: list[dict]) -> list[dict]:
         f = _cell(latency, engine=FAISS_FLAT, op="knn", nbits=r["nbits"], n=r["n"], param=r["param"], mode=r["mode"])
         if r["n"] == n_max and f:
             out.append({"nbits": r["nbits"], "n": r["n"], "k": r["param"], "mode": r["mode"],
+                        "threads": r.get("threads"),
                         "ours_p50_s": r["p50_s"], "faiss_p50_s": f["p50_s"], "ratio": f["p50_s"] / r["p50_s"]})
     return sorted(out, key=lambda d: (d["mode"], d["nbits"], d["k"]))
 
@@ -72,10 +73,10 @@ def _ms(s: float) -> float:
 
 
 def latency_section(latency: list[dict]) -> str:
-    rows = [[r["engine"], r["nbits"], r["n"], r["op"], r["param"], r["mode"], _ms(r["p50_s"]), _ms(r["p99_s"]),
-             r["qps"], r.get("mean_hits")] for r in latency]
-    return md_table(["engine", "nbits", "n", "op", "k / r", "mode", "p50 ms", "p99 ms", "queries/s", "hits/query"],
-                    rows)
+    rows = [[r["engine"], r["nbits"], r["n"], r["op"], r["param"], r["mode"], r.get("threads"), _ms(r["p50_s"]),
+             _ms(r["p99_s"]), r["qps"], r.get("mean_hits"), r["build_s"]] for r in latency]
+    return md_table(["engine", "nbits", "n", "op", "k / r", "mode", "threads", "p50 ms", "p99 ms", "queries/s",
+                     "hits/query", "build s"], rows)
 
 
 def accuracy_tables(accuracy: dict) -> str:
@@ -98,12 +99,13 @@ def accuracy_tables(accuracy: dict) -> str:
     return "\n\n".join(parts)
 
 
-def write_report(results: dict, out_dir: Path) -> Path:
-    """Write results.json, the PNG plots and report.md into `out_dir`; return the report's path."""
+def write_report(results: dict, out_dir: Path, plots: bool = True) -> Path:
+    """Write results.json, the PNG plots (unless `plots` is False) and report.md into `out_dir`; return
+    the report's path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
-    plots = write_plots(results, out_dir)
+    plots = write_plots(results, out_dir) if plots else []
     meta = results["meta"]
     latency = results.get("latency", [])
     md = [f"# hashsearch benchmark report ({meta['mode']})", "",
@@ -111,8 +113,9 @@ def write_report(results: dict, out_dir: Path) -> Path:
     if latency:
         ratios = flat_ratios(latency)
         md += ["## Ours vs FAISS flat (exact k-NN, ratio = FAISS p50 / ours p50; > 1 means ours is faster)", "",
-               md_table(["mode", "nbits", "n", "k", "ours p50 ms", "FAISS p50 ms", "ratio"],
-                        [[d["mode"], d["nbits"], d["n"], d["k"], _ms(d["ours_p50_s"]), _ms(d["faiss_p50_s"]),
+               md_table(["mode", "threads", "nbits", "n", "k", "ours p50 ms", "FAISS p50 ms", "ratio"],
+                        [[d["mode"], d["threads"], d["nbits"], d["n"], d["k"], _ms(d["ours_p50_s"]),
+                          _ms(d["faiss_p50_s"]),
                           d["ratio"]] for d in ratios]), ""]
         md += ["## Multi-index hashing vs linear scan (hash lookup, r ≤ 2; speed-up = scan p50 / MIH p50)", "",
                md_table(["mode", "nbits", "n", "r", "MIH p50 ms", "vs our scan", "vs FAISS flat",
@@ -133,13 +136,23 @@ def write_report(results: dict, out_dir: Path) -> Path:
     if scale.get("learned"):
         md += [f"## Learned codes replicated with bit noise ({scale.get('learned_source', '')})", "",
                latency_section(scale["learned"]), ""]
+    skipped = results.get("skipped", []) + scale.get("skipped", [])
+    if skipped:
+        md += ["## Lookups not timed (more hits per query than the run's max_hits: a bulk read, not a lookup)", "",
+               md_table(["engine", "nbits", "n", "r", "mode", "hits/query"],
+                        [[c["engine"], c["nbits"], c["n"], c["param"], c["mode"], c["mean_hits"]]
+                         for c in skipped]), ""]
     if results.get("physical"):
         phys = results["physical"]
         md += ["## Physical limits and the fraction our scan reaches", "",
                md_table(["quantity", "value"], [[k, v] for k, v in phys["limits"].items()]), "",
                md_table(["scan", "nbits", "n", "codes/s", "GB/s", "of bandwidth", "of popcount rate"],
                         [[f["label"], f["nbits"], f["n"], f["scan_codes_per_s"], f["scan_bytes_per_s"] / 1e9,
-                          f["fraction_of_bandwidth"], f["fraction_of_popcount"]] for f in phys["fractions"]]), ""]
+                          f["fraction_of_bandwidth"], f["fraction_of_popcount"]] for f in phys["fractions"]]), "",
+               "Bandwidth is memory read over a buffer far larger than the caches; a fraction above 1 means the "
+               "database fits in cache (n · nbits/8 bytes below the last-level cache) or, batched, that each "
+               "code is read once for many queries. Popcount rate: 64-bit popcounts per second per thread on a "
+               "cache-resident buffer.", ""]
     if results.get("accuracy", {}).get("rows"):
         acc = results["accuracy"]
         md += ["## Accuracy", "", *acc.get("notes", []), "", accuracy_tables(acc), ""]
@@ -178,6 +191,9 @@ def write_plots(results: dict, out_dir: Path) -> list[Path]:
     mem = results.get("scale", {}).get("memory")
     if mem:
         paths.append(_plot_memory(mem, out_dir))
+    learned = results.get("scale", {}).get("learned")
+    if learned:
+        paths.append(_plot_learned_scale(learned, results["scale"].get("learned_source", ""), out_dir))
     for curve in results.get("accuracy", {}).get("curves", []):
         paths.append(_plot_curves(curve, out_dir))
     return [p for p in paths if p is not None]
@@ -240,6 +256,37 @@ def _plot_memory(mem: list[dict], out_dir: Path) -> Path:
            title=f"index memory vs n ({mem[0]['nbits']} bits)")
     ax.legend(fontsize=8)
     return _save(fig, out_dir / "memory_vs_n.png")
+
+
+def _plot_learned_scale(learned: list[dict], source: str, out_dir: Path) -> Path:
+    """Learned codes replicated with noise: single-query latency vs n per engine, and the ratio to our scan."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    sizes = {r["n"] for r in learned}
+    timed_at = {}  # radius -> the n at which it was timed
+    for r in learned:
+        if r["op"] == "lookup":
+            timed_at.setdefault(r["param"], set()).add(r["n"])
+    radius = max((x for x, ns in timed_at.items() if ns == sizes), default=min(timed_at, default=0))
+    ops = [("lookup", radius), ("knn", 10)]  # the widest radius timed at every n (bulk reads are skipped)
+    for (op, param), ls in zip(ops, ("-", "--")):
+        cells = [r for r in learned if r["op"] == op and r["param"] == param and r["mode"] == "single"]
+        scan = {r["n"]: r["p50_s"] for r in cells if r["engine"] == OURS}
+        for eng in dict.fromkeys(r["engine"] for r in cells):
+            pts = sorted((r["n"], r["p50_s"]) for r in cells if r["engine"] == eng)
+            label = f"{eng} {op} {'r' if op == 'lookup' else 'k'}={param}"
+            axes[0].plot([n for n, _ in pts], [t * 1e3 for _, t in pts], ls, marker="o", label=label)
+            ratio = [(n, scan[n] / t) for n, t in pts if n in scan]
+            if ratio:
+                axes[1].plot(*zip(*ratio), ls, marker="o", label=label)
+    axes[0].set(xscale="log", yscale="log", xlabel="database size n", ylabel="p50 latency (ms), one query",
+                title="learned codes at scale")
+    axes[1].axhline(1.0, color="k", lw=0.8)
+    axes[1].set(xscale="log", yscale="log", xlabel="database size n", ylabel="our linear scan p50 / engine p50",
+                title="speed-up over a linear scan")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.suptitle(source, fontsize=9)
+    return _save(fig, out_dir / "learned_scale.png")
 
 
 def _plot_curves(curve: dict, out_dir: Path) -> Path:

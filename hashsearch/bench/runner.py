@@ -46,20 +46,35 @@ def machine_info() -> dict:
             "cores": os.cpu_count(), "memory_GiB": round(mem / 2**30, 1) if mem else None, "commit": commit,
             "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
             "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads(),
-            "numba_threads": numba.get_num_threads()}
+            "numba_threads": numba.get_num_threads(), "load_avg_start": load_average()}
 
 
-def latency_section(cfg: BenchConfig) -> list[dict]:
+def load_average() -> str | None:
+    """The 1/5/15-minute load averages (how busy the machine was: other work skews timings)."""
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return None
+
+
+def latency_section(cfg: BenchConfig, skipped: list[dict]) -> list[dict]:
     """The full (nbits x n x engine x workload) grid on clustered synthetic codes."""
     items = workloads(cfg.ks, cfg.radii, cfg.modes)
     records = []
-    combos = [(b, n) for b in cfg.nbits for n in cfg.sizes]
+    combos = [(b, n) for b in cfg.nbits for n in cfg.sizes
+              if n <= cfg.big_n or cfg.big_n_nbits is None or b in cfg.big_n_nbits]
     for nbits, n in tqdm(combos, desc="latency grid (nbits, n)", unit="db"):
         codes = scale.database_codes(n, nbits, cfg.seed)
         queries = scale.query_codes(codes, max(cfg.nqueries, cfg.batch), seed=cfg.seed)
-        records += time_grid(codes, queries, nbits, items, engines=cfg.engines, single_repeats=cfg.single_repeats,
-                             batch=cfg.batch, batch_repeats=cfg.batch_repeats, max_seconds=cfg.max_seconds)
+        records += time_grid(codes, queries, nbits, items, **grid_options(cfg, skipped))
     return records
+
+
+def grid_options(cfg: BenchConfig, skipped: list[dict]) -> dict:
+    """The keyword arguments of `time_grid` that the configuration sets; skipped cells go to `skipped`."""
+    return {"engines": cfg.engines, "single_repeats": cfg.single_repeats, "batch": cfg.batch,
+            "batch_repeats": cfg.batch_repeats, "max_seconds": cfg.max_seconds, "single_threads": cfg.single_threads,
+            "max_hits": cfg.max_hits, "skipped": skipped}
 
 
 def storage_section(cfg: BenchConfig, feature_dims: dict[str, int]) -> list[dict]:
@@ -78,13 +93,11 @@ def scale_section(cfg: BenchConfig, learned: np.ndarray | None, learned_source: 
         return out
     items = [Workload("knn", 10, SINGLE), Workload("knn", 100, BATCH)] + [
         Workload("lookup", r, m) for m in (SINGLE, BATCH) for r in cfg.radii if r <= 2]
-    out["learned"], out["learned_source"] = [], learned_source
+    out["learned"], out["learned_source"], out["skipped"] = [], learned_source, []
     for n in tqdm(cfg.scale_sizes, desc="learned codes at scale (n)"):
         codes = scale.replicate_with_noise(learned, n, seed=cfg.seed)
         queries = scale.query_codes(codes, max(cfg.nqueries, cfg.batch), seed=cfg.seed)
-        out["learned"] += time_grid(codes, queries, cfg.scale_nbits, items, engines=cfg.engines,
-                                    single_repeats=cfg.single_repeats, batch=cfg.batch,
-                                    batch_repeats=cfg.batch_repeats, max_seconds=cfg.max_seconds)
+        out["learned"] += time_grid(codes, queries, cfg.scale_nbits, items, **grid_options(cfg, out["skipped"]))
     return out
 
 
@@ -96,10 +109,8 @@ def accuracy_section(cfg: BenchConfig) -> dict:
 
 
 def physical_fractions(limits: dict, latency: list[dict]) -> list[dict]:
-    """Scan rates (codes/s) of the linear scans at the largest n, against bandwidth and popcount rate.
-
-    FAISS answers a single query on one thread; our scan and batched runs use the run's threads.
-    """
+    """Scan rates (codes/s) of the linear scans (k-NN with the smallest k) at the largest n, against
+    bandwidth and popcount rate on the threads each cell ran on."""
     out = []
     for eng, mode in ((OURS, SINGLE), (OURS, BATCH), (FAISS_FLAT, SINGLE), (FAISS_FLAT, BATCH)):
         cells = [r for r in latency if r["engine"] == eng and r["mode"] == mode and r["op"] == "knn"]
@@ -107,7 +118,7 @@ def physical_fractions(limits: dict, latency: list[dict]) -> list[dict]:
             sub = [r for r in cells if r["nbits"] == nbits]
             n = max(r["n"] for r in sub)
             best = min((r for r in sub if r["n"] == n), key=lambda r: r["param"])
-            threads = 1 if (eng, mode) == (FAISS_FLAT, SINGLE) else numba.get_num_threads()
+            threads = best["threads"]
             frac = physical.scan_fractions(limits, n * best["qps"], nbits, threads)
             out.append({"label": f"{eng} {mode} k={best['param']} ({threads} thr)", "nbits": nbits, "n": n, **frac})
     return out
@@ -123,9 +134,10 @@ def set_threads(threads: int | None) -> None:
 
 
 def run(mode: str | BenchConfig, out_dir: Path, models_dir: Path | None = None,
-        sections: tuple[str, ...] = SECTIONS, threads: int | None = None) -> Path:
-    """Run the benchmark `mode` ("quick", "full", or a BenchConfig) and write the report into `out_dir`."""
-    cfg = mode if isinstance(mode, BenchConfig) else CONFIGS[mode]
+        sections: tuple[str, ...] = SECTIONS, threads: int | None = None, settings: tuple[str, ...] = ()) -> Path:
+    """Run the benchmark `mode` ("quick", "full", or a BenchConfig) with `settings` ("field=value",
+    see BenchConfig.with_overrides) applied, and write the report into `out_dir`."""
+    cfg = (mode if isinstance(mode, BenchConfig) else CONFIGS[mode]).with_overrides(list(settings))
     if models_dir is not None:
         cfg = replace(cfg, models_dir=Path(models_dir))
     if threads is not None:
@@ -134,8 +146,8 @@ def run(mode: str | BenchConfig, out_dir: Path, models_dir: Path | None = None,
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise ValueError(f"unknown bench section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
-    results: dict = {"meta": {"mode": cfg.mode, **machine_info(), "scale_nbits": cfg.scale_nbits,
-                              "config": cfg.as_dict()}, "timings": {}, "errors": {}}
+    results: dict = {"meta": {"mode": cfg.mode, "settings": " ".join(settings) or None, **machine_info(),
+                              "scale_nbits": cfg.scale_nbits, "config": cfg.as_dict()}, "timings": {}, "errors": {}}
     learned = (None, "")
 
     def timed(name: str, fn):
@@ -151,16 +163,24 @@ def run(mode: str | BenchConfig, out_dir: Path, models_dir: Path | None = None,
         finally:
             results["timings"][name] = round(time.perf_counter() - t0, 1)
 
+    def report(final: bool = False) -> Path:  # after every section: an interrupted run keeps what it measured
+        results["meta"]["load_avg_end"] = load_average()
+        if results["errors"]:
+            results["meta"]["errors"] = "; ".join(f"{k}: {v}" for k, v in results["errors"].items())
+        return write_report(results, out_dir, plots=final)
+
     limits = timed("physical", lambda: physical.machine_limits(cfg.physical_buffer))
-    results["latency"] = timed("latency", lambda: latency_section(cfg)) or []
+    results["skipped"] = []
+    results["latency"] = timed("latency", lambda: latency_section(cfg, results["skipped"])) or []
     if limits:
         results["physical"] = {"limits": limits, "fractions": physical_fractions(limits, results["latency"])}
+    report()
     acc = timed("accuracy", lambda: accuracy_section(cfg))
     if acc:
         learned = acc.pop("learned", (None, ""))
         results["accuracy"] = acc
+    report()
     results["storage"] = timed("storage", lambda: storage_section(cfg, (acc or {}).get("feature_dims", {}))) or []
+    report()
     results["scale"] = timed("scale", lambda: scale_section(cfg, *learned)) or {}
-    if results["errors"]:
-        results["meta"]["errors"] = "; ".join(f"{k}: {v}" for k, v in results["errors"].items())
-    return write_report(results, out_dir)
+    return report(final=True)

@@ -53,13 +53,18 @@ def measure(
     """Time `repeats` calls (cycling through `calls` if a list, e.g. one closure per query).
 
     The first `warmup` calls are run and discarded. With `max_seconds`, stop early once that much
-    time has been spent timing (at least 3 calls are kept) so that slow cells stay bounded.
+    time has been spent timing (at least 3 calls are kept) so that slow cells stay bounded; a warm-up
+    call that alone takes longer than `max_seconds` is the only sample (compiling is a small part of it).
     """
     fns = calls if isinstance(calls, list) else [calls]
     if not fns or repeats < 1:
         raise ValueError("need at least one callable and one repeat")
     for i in range(warmup):
+        t0 = time.perf_counter()
         fns[i % len(fns)]()
+        dt = time.perf_counter() - t0
+        if max_seconds is not None and dt > max_seconds:
+            return summarize([dt], queries_per_call)
     times: list[float] = []
     spent = 0.0
     for i in range(repeats):

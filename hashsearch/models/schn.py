@@ -11,7 +11,8 @@ discrete cyclic coordinate descent (DCC) with the extra α·U_label + β·U_late
 
 Differences from the authors' setting, forced by this machine: no pretrained AlexNet (a small CNN on
 pixels or an MLP on features, trained from scratch, hence Adam lr 1e-3 rather than 4e-5); the
-authors' step-wise lr decay of the adversarial optimisers is left out.
+authors' step-wise lr decay of the adversarial optimisers is left out; the discriminator loss is
+computed from logits (same function, numerically stable, see `Discriminator`).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from hashsearch.codes import encode_sign
-from hashsearch.errors import InvalidInputError
+from hashsearch.errors import HashsearchError, InvalidInputError
 from hashsearch.models.single_modal import DeepImageHasher, label_similarity, sign_plus
 
 class CodeMLP(nn.Module):
@@ -85,7 +86,12 @@ class CycleNet(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Probability that image / label codes are real rather than reconstructed: two MLPs, (tanh + 1) / 2."""
+    """Logits that image / label codes are real rather than reconstructed, from two MLPs.
+
+    The authors turn the MLP's tanh(z) into a probability (tanh(z) + 1) / 2, which equals sigmoid(2z);
+    we return the logit 2z so the loss can use the stable log-sigmoid: with the probability form, a
+    saturated discriminator sends ~1e12 gradients through the attention layers and they turn NaN
+    (seen on MNIST-5k at 32 bits, step 438, in the generator step)."""
 
     def __init__(self, nbits: int, mlp_hidden: int = 1024, feature_dim: int = 512):
         super().__init__()
@@ -93,7 +99,8 @@ class Discriminator(nn.Module):
         self.label = CodeMLP(nbits, 1, mlp_hidden, feature_dim)
 
     def forward(self, u_image: torch.Tensor, u_label: torch.Tensor) -> torch.Tensor:
-        return torch.cat([(self.image(u_image)[1] + 1) / 2, (self.label(u_label)[1] + 1) / 2]).view(-1)
+        logits = [2 * mlp.hash_layer[0](mlp.net(u)) for mlp, u in ((self.image, u_image), (self.label, u_label))]
+        return torch.cat(logits).view(-1)
 
 
 def similarity_loss(U: torch.Tensor, B: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
@@ -112,9 +119,9 @@ def reconstruction_loss(rec: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return ((rec - target) ** 2).mean()
 
 
-def adversarial_loss(prob: torch.Tensor, real: bool) -> torch.Tensor:
-    """Binary cross-entropy of discriminator probabilities against all-real or all-fake targets."""
-    return F.binary_cross_entropy(prob, torch.full_like(prob, 1.0 if real else 0.0))
+def adversarial_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """Binary cross-entropy of discriminator logits against all-real or all-fake targets (stable form)."""
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 1.0 if real else 0.0))
 
 
 def soft_similarity(S: torch.Tensor) -> torch.Tensor:
@@ -137,6 +144,13 @@ def dcc_update(B: torch.Tensor, U: torch.Tensor, S: torch.Tensor, gamma: float, 
         rest = torch.arange(nbits, device=U.device) != k
         B[:, k] = sign_plus(Q[:, k] - B[:, rest] @ (U[:, rest].T @ U[:, k]) + alpha * u_label[:, k] + beta * u_latent[:, k])
     return B
+
+
+def check_finite(values: dict[str, torch.Tensor]) -> None:
+    """Stop training with a clear error, rather than a cryptic one later, once a loss or code is NaN/inf."""
+    bad = [name for name, v in values.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise HashsearchError(f"SCHN training diverged: non-finite {', '.join(bad)}; try a lower lr")
 
 
 class SCHN(DeepImageHasher):
@@ -243,11 +257,13 @@ class SCHN(DeepImageHasher):
         """One batch: main objective step, then discriminator and generator (cycle net) steps; records U."""
         adj = label_similarity(lab, lab)
         terms = self.cycle_losses(self.forward_all(label_net, cycle, x, lab, adj), B, adj)
+        check_finite(terms)
         opt_main.zero_grad()
         terms["total"].backward()
         opt_main.step()
         with torch.no_grad():  # fresh codes after the step; the encoders get no adversarial gradient
             (f_image, u_image), (f_label, u_label) = self.encoder(x), label_net(lab)
+        check_finite({"image codes after the step": u_image, "label codes after the step": u_label})
         out = cycle(f_image, f_label, adj)
         loss_d = adversarial_loss(disc(u_image, u_label), True) + adversarial_loss(
             disc(out["image_rec"].detach(), out["label_rec"].detach()), False)
