@@ -26,47 +26,54 @@ MIN_PART = 1 << 15  # fewest database rows worth a thread of their own
 
 
 @njit(inline="always", cache=True)
-def row_distance(q: np.ndarray, qi: int, db: np.ndarray, j: int) -> int:
-    """Hamming distance between query row qi and database row j."""
+def lead_words(q: np.ndarray, qi: int) -> tuple:
+    """Query qi's first four words (repeating when it has fewer), loaded once per scan: held in
+    registers, they let LLVM vectorise loops that also store (it cannot prove a store misses q)."""
+    nw = q.shape[1]
+    return q[qi, 0], q[qi, 1 % nw], q[qi, 2 % nw], q[qi, 3 % nw]
+
+
+@njit(inline="always", cache=True)
+def row_distance(q: np.ndarray, qi: int, qw: tuple, flat: np.ndarray, nw: int, j: int) -> int:
+    """Hamming distance between query qi (`qw` = lead_words(q, qi)) and row j of `flat`, the
+    database's nw-word rows as one 1-D array. Widths of 1, 2 and 4 words are written out with
+    literal strides: the branch is the same for a whole loop, so LLVM unswitches it and vectorises."""
+    if nw == 1:
+        return popcount64(qw[0] ^ flat[j])
+    if nw == 2:
+        return popcount64(qw[0] ^ flat[2 * j]) + popcount64(qw[1] ^ flat[2 * j + 1])
+    if nw == 4:
+        return (popcount64(qw[0] ^ flat[4 * j]) + popcount64(qw[1] ^ flat[4 * j + 1])
+                + popcount64(qw[2] ^ flat[4 * j + 2]) + popcount64(qw[3] ^ flat[4 * j + 3]))
     s = 0
-    for w in range(db.shape[1]):
-        s += popcount64(q[qi, w] ^ db[j, w])
+    for w in range(nw):
+        s += popcount64(q[qi, w] ^ flat[nw * j + w])
     return s
 
 
+@njit(inline="always", cache=True)
+def flat_rows(db: np.ndarray) -> np.ndarray:
+    """The (n, nw) word matrix as one 1-D array (a view: rows are C-contiguous); made once per scan."""
+    return db.reshape(db.shape[0] * db.shape[1])
+
+
 @njit(inline="always", cache=True, nogil=True)
-def _block_min(q, qi, db, j0, j1):
+def _block_min(q, qi, flat, nw, j0, j1):
     """Minimum distance from query qi to rows j0..j1: a pure reduction, the cheapest way to skip a
     block that holds no candidate."""
     mn = 1 << 30
-    if db.shape[1] == 1:  # 64-bit codes: a contiguous 1-D slice, which LLVM vectorises (vpopcntq)
-        qw = q[qi, 0]
-        blk = db.reshape(db.shape[0])[j0:j1]
-        for t in range(blk.shape[0]):
-            mn = min(mn, popcount64(qw ^ blk[t]))
-    else:
-        for t in range(j1 - j0):
-            mn = min(mn, row_distance(q, qi, db, j0 + t))
+    qw, blk = lead_words(q, qi), flat[j0 * nw:j1 * nw]
+    for t in range(j1 - j0):
+        mn = min(mn, row_distance(q, qi, qw, blk, nw, t))
     return mn
 
 
 @njit(cache=True, nogil=True)
-def _block_distances(q, qi, db, j0, j1, buf):
-    """Distances from query qi to rows j0..j1 into buf[:j1 - j0]; returns their minimum."""
-    mn = 1 << 30
-    if db.shape[1] == 1:
-        qw = q[qi, 0]
-        blk = db.reshape(db.shape[0])[j0:j1]
-        for t in range(blk.shape[0]):
-            d = popcount64(qw ^ blk[t])
-            buf[t] = d
-            mn = min(mn, d)
-    else:
-        for t in range(j1 - j0):
-            d = row_distance(q, qi, db, j0 + t)
-            buf[t] = d
-            mn = min(mn, d)
-    return mn
+def _block_distances(q, qi, flat, nw, j0, j1, buf):
+    """Distances from query qi to rows j0..j1 into buf[:j1 - j0]."""
+    qw, blk = lead_words(q, qi), flat[j0 * nw:j1 * nw]
+    for t in range(j1 - j0):
+        buf[t] = row_distance(q, qi, qw, blk, nw, t)
 
 
 @njit(cache=True, nogil=True)
@@ -124,13 +131,14 @@ def _topk_task(q, g0, g1, db, j0, j1, k, maxd, out_d, out_j, part):
     cnt = np.zeros(ng, np.int64)
     thr = np.full(ng, maxd + 1, np.int64)
     buf = np.empty(BLOCK, np.int32)
+    flat, nw = flat_rows(db), db.shape[1]
     for b0 in range(j0, j1, BLOCK):
         b1 = min(b0 + BLOCK, j1)
         for g in range(ng):
             t_ = thr[g]
-            if _block_min(q, g0 + g, db, b0, b1) >= t_:
+            if _block_min(q, g0 + g, flat, nw, b0, b1) >= t_:
                 continue
-            _block_distances(q, g0 + g, db, b0, b1, buf)
+            _block_distances(q, g0 + g, flat, nw, b0, b1, buf)
             c = cnt[g]
             for t in range(b1 - b0):
                 d = buf[t]
@@ -195,6 +203,7 @@ def range_task(q, g0, g1, db, j0, j1, r, maxd):
     inner loop stores without a branch."""
     ng = g1 - g0
     buf = np.empty(BLOCK, np.int32)
+    flat, nw = flat_rows(db), db.shape[1]
     hd = np.empty(4 * BLOCK, np.int32)
     hj = np.empty(4 * BLOCK, np.int64)
     hg = np.empty(4 * BLOCK, np.int32)
@@ -202,9 +211,9 @@ def range_task(q, g0, g1, db, j0, j1, r, maxd):
     for b0 in range(j0, j1, BLOCK):
         b1 = min(b0 + BLOCK, j1)
         for g in range(ng):
-            if _block_min(q, g0 + g, db, b0, b1) > r:
+            if _block_min(q, g0 + g, flat, nw, b0, b1) > r:
                 continue
-            _block_distances(q, g0 + g, db, b0, b1, buf)
+            _block_distances(q, g0 + g, flat, nw, b0, b1, buf)
             if c + BLOCK > hd.shape[0]:
                 hd, hj, hg = _grow(hd, c), _grow(hj, c), _grow(hg, c)
             for t in range(b1 - b0):
@@ -288,7 +297,9 @@ def range_search(q: np.ndarray, db: np.ndarray, radius: int, maxd: int):
 def hamming_distances(q: np.ndarray, db: np.ndarray) -> np.ndarray:
     """All (nq, n) Hamming distances as int32."""
     out = np.empty((q.shape[0], db.shape[0]), np.int32)
+    flat, nw = flat_rows(db), db.shape[1]
     for qi in prange(q.shape[0]):
+        qw = lead_words(q, qi)
         for j in range(db.shape[0]):
-            out[qi, j] = row_distance(q, qi, db, j)
+            out[qi, j] = row_distance(q, qi, qw, flat, nw, j)
     return out
