@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -16,6 +17,9 @@ def one_line_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except (HashsearchError, ValueError, OSError, KeyError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
@@ -135,6 +139,51 @@ def demo_command(data: str | None, nbits: int, epochs: int, k: int, seed: int) -
     from hashsearch.demo import run_demo
 
     run_demo(data=data, nbits=nbits, epochs=epochs, k=k, seed=seed, echo=click.echo)
+
+
+# --- train and encode (data set -> model -> codes): logic in hashsearch/jobs.py --------------------
+
+def _widths(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers such as 16,32,64, got {text!r}") from None
+
+
+@main.command("train")
+@click.option("--data", required=True, help="Data set name (wikipedia, mirflickr, nuswide, mnist, digits, synthetic) or a .mat/.npz/.parquet file.")
+@click.option("--method", "methods", default="dcmh", show_default=True,
+              help="Comma-separated learners: dcmh, scm, cca-itq, schn, dpsh, itq, lsh.")
+@click.option("--nbits", default="16,32,64", show_default=True, help="Comma-separated code widths (multiples of 8).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder; models go to OUT/<data set>/<METHOD>-<nbits>.")
+@click.option("--modality", type=click.Choice(["image", "text"]), default="image", show_default=True,
+              help="What single-modal learners are trained on.")
+@click.option("--epochs", type=int, default=None, help="Deep learners' epochs (default: their recommended settings).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and of training.")
+@one_line_errors
+def train_command(data, methods, nbits, out, modality, epochs, seed) -> None:
+    """Train learners on a data set's standard split and save them (read by encode, eval, bench --models)."""
+    from hashsearch import jobs
+
+    jobs.train(data, [m.strip() for m in methods.split(",") if m.strip()], _widths(nbits), out,
+               modality=modality, epochs=epochs, seed=seed, echo=click.echo)
+
+
+@main.command("encode")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", required=True, help="Data set name or file, as for train.")
+@click.option("--modality", type=click.Choice(["image", "text"]), default="image", show_default=True)
+@click.option("--split", "which", type=click.Choice(["database", "query", "train", "all"]), default="database",
+              show_default=True, help="Rows of the standard split to encode.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Parquet file of (id, code) rows.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the standard split.")
+@one_line_errors
+def encode_command(model_dir, data, modality, which, out, seed) -> None:
+    """Encode one modality of a data set with a trained model: codes ready for build-index / query."""
+    from hashsearch import jobs
+
+    rows, nbits = jobs.encode(model_dir, data, out, modality=modality, split=which, seed=seed)
+    click.echo(f"wrote {out}: {rows} {modality} codes of {nbits} bits ({which} rows)", err=True)
 
 
 # --- eval (DATA+METRICS): logic in hashsearch/evaluation.py --------------------------------------

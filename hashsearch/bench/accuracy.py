@@ -6,75 +6,19 @@ single-modal learners (DPSH, SCHN, ITQ, LSH) run on each modality a set has (I->
 """
 from __future__ import annotations
 
-import importlib
-import inspect
 import time
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from hashsearch import datasets, metrics
+from hashsearch import datasets, learners, metrics
 from hashsearch.bench.config import BenchConfig
 from hashsearch.index import HammingIndex
+from hashsearch.learners import CROSS, METHODS, SINGLE, Method
 from hashsearch.models.training import load_model
 
-CROSS, SINGLE = "cross", "single"
 LOADERS = {"wikipedia": "load_wikipedia", "mirflickr25k": "load_mirflickr", "nuswide10500": "load_nuswide",
            "mnist5k": "load_mnist5k", "siftsmall": "load_sift_small"}
-
-
-@dataclass(frozen=True)
-class Method:
-    """A learner of the table: `target` is "module:Class"; deep learners train for `epochs`.
-
-    `settings` names a dict of recommended constructor arguments beside the class ("module:NAME"),
-    used when the module defines it (the learner's defaults otherwise).
-    """
-
-    name: str
-    kind: str
-    target: str
-    deep: bool
-    settings: str | None = None
-    budget: tuple[str, ...] = ("epochs",)  # constructor arguments set to `epochs` in short runs
-    budget_fixed: tuple[tuple[str, int], ...] = ()  # and these, fixed, in short runs
-    modalities: tuple[str, ...] = ("I", "T")  # single-modal learners: the inputs they are made for
-
-    def make(self, nbits: int, seed: int, epochs: int | None) -> Any:
-        """A fresh learner; with `epochs` (quick runs) its training budget is cut to that."""
-        module, _, cls_name = self.target.partition(":")
-        cls = getattr(importlib.import_module(module), cls_name)
-        params = inspect.signature(cls).parameters
-        kwargs: dict[str, Any] = {**self.recommended(), "seed": seed}
-        if epochs is not None:
-            kwargs.update({name: epochs for name in self.budget}, **dict(self.budget_fixed))
-        for quiet in ("progress", "verbose"):  # the runner shows its own progress bar
-            if quiet in params:
-                kwargs[quiet] = False
-        return cls(nbits, **kwargs)
-
-    def recommended(self) -> dict[str, Any]:
-        """The recommended settings dict named by `settings`, or {} where there is none."""
-        if self.settings is None:
-            return {}
-        module, _, name = self.settings.partition(":")
-        return dict(getattr(importlib.import_module(module), name, {}))
-
-
-METHODS = (
-    Method("DCMH", CROSS, "hashsearch.models.dcmh:DCMH", deep=True, settings="hashsearch.models.dcmh:FEATURE_SETTINGS"),
-    Method("SCM", CROSS, "hashsearch.models.baselines:SCM", deep=False),
-    Method("CCA-ITQ", CROSS, "hashsearch.models.baselines:CCAITQ", deep=False),
-    Method("SCHN", SINGLE, "hashsearch.models.schn:SCHN", deep=True, budget=("max_iter",),
-           budget_fixed=(("max_epoch", 1), ("num_samples", 1000), ("label_dim", 128), ("latent_dim", 256),
-                         ("mlp_hidden", 256)),
-           modalities=("I",)),  # an image hasher (AlexNet features in the paper)
-    Method("DPSH", SINGLE, "hashsearch.models.dpsh:DPSH", deep=True),
-    Method("ITQ", SINGLE, "hashsearch.models.baselines:ITQ", deep=False),
-    Method("LSH", SINGLE, "hashsearch.models.baselines:LSH", deep=False),
-)
 
 
 def load_dataset(name: str) -> datasets.PairedDataset | datasets.SiftSmall:
@@ -92,11 +36,6 @@ def tasks_of(ds: datasets.PairedDataset, method: Method) -> list[tuple[str, str,
     return [] if len(have) == 2 else [(f"{m}→{m}", m, m) for m in have if m in method.modalities]
 
 
-def flat(x: np.ndarray) -> np.ndarray:
-    """Rows as flat float32 feature vectors (pixels (n, c, h, w) become (n, c*h*w))."""
-    return np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32)
-
-
 def fit_and_encode(method: Method, ds: datasets.PairedDataset, split: datasets.Split, modality: str,
                    nbits: int, cfg: BenchConfig) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
     """Train (or load from cfg.models_dir) one learner; packed (query, database) codes per modality."""
@@ -106,23 +45,13 @@ def fit_and_encode(method: Method, ds: datasets.PairedDataset, split: datasets.S
     if saved is not None and saved.exists():
         model, origin = load_model(saved), f"loaded {saved}"
     else:
-        model = method.make(nbits, cfg.seed, epochs)
-        tr, lab = split.train, ds.labels[split.train]
-        if method.kind == CROSS:
-            model.fit(ds.images[tr], ds.texts[tr], lab)
-        else:
-            x = ds.images if modality == "I" else ds.texts
-            model.fit(x[tr] if method.deep else flat(x[tr]), lab)
+        model = learners.fit(method, ds, split, nbits, modality=modality, seed=cfg.seed, epochs=epochs)
         settings = f"{method.settings.partition(':')[2]} + " if method.recommended() else ""
         origin = f"trained ({settings}{f'{epochs} epochs' if epochs else 'defaults'})"
     codes = {}
     for m in ("I", "T") if method.kind == CROSS else (modality,):
-        x = ds.images if m == "I" else ds.texts
-        if method.kind == CROSS:
-            enc = model.encode_image if m == "I" else model.encode_text
-        else:
-            enc, x = model.encode, (x if method.deep else flat(x))
-        codes[m] = (enc(x[split.query]), enc(x[split.database]))
+        x = learners.rows_of(ds, m)
+        codes[m] = (learners.encode(model, x[split.query], m), learners.encode(model, x[split.database], m))
     return codes, {"origin": origin, "seconds": round(time.perf_counter() - t0, 1)}
 
 

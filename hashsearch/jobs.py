@@ -1,0 +1,92 @@
+"""`hashsearch train` and `hashsearch encode`: the data set -> model -> codes steps of the command line.
+
+`train` fits learners on a data set's standard split and saves each to OUT/<data set>/<METHOD>-<nbits>,
+the layout `hashsearch eval` and `hashsearch bench --models OUT` read. `encode` turns a data set's rows
+into packed codes in a Parquet file (columns `id`, the row number, and `code`) that
+`hashsearch build-index` and `hashsearch query` take.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hashsearch import datasets, learners
+from hashsearch.codefiles import ID_COLUMN
+from hashsearch.errors import InvalidInputError
+from hashsearch.models.training import load_model
+from hashsearch.querying import atomic_output
+
+CODE_COLUMN = "code"
+SPLITS = ("database", "query", "train", "all")
+
+
+def modality_code(modality: str) -> str:
+    """"image" -> "I", "text" -> "T", with a clear error for anything else."""
+    if modality not in learners.MODALITIES:
+        raise InvalidInputError(f"modality must be one of {', '.join(learners.MODALITIES)}, got {modality!r}")
+    return learners.MODALITIES[modality]
+
+
+def model_dir(out: str | os.PathLike, dataset: str, method: learners.Method, nbits: int) -> Path:
+    """Where `train` saves one model (and `bench --models` looks for it)."""
+    return Path(out) / dataset / f"{method.name}-{nbits}"
+
+
+def train(data: str, methods: Sequence[str], nbits: Sequence[int], out: str | os.PathLike, *,
+          modality: str = "image", epochs: int | None = None, seed: int = 0,
+          echo: Callable[[str], None] = print) -> list[Path]:
+    """Fit each method at each width on `data`'s standard training split and save it; returns the
+    model folders. `epochs` overrides the deep learners' budget (their recommended settings otherwise)."""
+    chosen = [learners.method_named(m) for m in methods]
+    if not nbits:
+        raise InvalidInputError("give at least one code width (--nbits)")
+    dataset = datasets.load(data)
+    split = datasets.standard_split(dataset, seed=seed)
+    code = modality_code(modality)
+    if any(m.kind == learners.SINGLE for m in chosen):
+        learners.rows_of(dataset, code)  # fail before any training when the modality is missing
+    echo(f"data: {dataset.name}{' [SYNTHETIC]' if dataset.synthetic else ''}: {len(split.train)} training rows, "
+         f"{len(split.query)} queries, {len(split.database)} in the database")
+    saved = []
+    for method in chosen:
+        for width in nbits:
+            t0 = time.perf_counter()
+            model = learners.fit(method, dataset, split, width, modality=code, seed=seed,
+                                 epochs=epochs if method.deep else None, quiet=False)
+            dest = model_dir(out, dataset.name, method, width)
+            model.save(dest)
+            echo(f"{method.name} {width} bits: trained in {time.perf_counter() - t0:.1f} s, saved to {dest}")
+            saved.append(dest)
+    return saved
+
+
+def split_rows(split: datasets.Split, which: str, n: int) -> np.ndarray:
+    """Row numbers of one part of the split, or of every row ("all")."""
+    if which not in SPLITS:
+        raise InvalidInputError(f"split must be one of {', '.join(SPLITS)}, got {which!r}")
+    return np.arange(n, dtype=np.int64) if which == "all" else np.asarray(getattr(split, which), dtype=np.int64)
+
+
+def encode(model_path: str | os.PathLike, data: str, out: str | os.PathLike, *, modality: str = "image",
+           split: str = "database", seed: int = 0) -> tuple[int, int]:
+    """Encode one modality of `data` (the rows of `split`) with a saved model into a Parquet file of
+    (id, code) rows, written atomically; returns (rows, nbits)."""
+    if Path(out).suffix != ".parquet":
+        raise InvalidInputError(f"--out must name a .parquet file, got {str(out)!r}")
+    model = load_model(model_path)
+    dataset = datasets.load(data)
+    rows = split_rows(datasets.standard_split(dataset, seed=seed), split, len(dataset))
+    code = modality_code(modality)
+    codes = learners.encode(model, learners.rows_of(dataset, code)[rows], code)
+    table = pa.table({ID_COLUMN: pa.array(rows, pa.int64()),
+                      CODE_COLUMN: pa.FixedSizeBinaryArray.from_buffers(
+                          pa.binary(codes.shape[1]), len(codes), [None, pa.py_buffer(np.ascontiguousarray(codes))])})
+    with atomic_output(out) as tmp:
+        pq.write_table(table, tmp)
+    return len(rows), int(model.nbits)

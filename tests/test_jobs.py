@@ -1,0 +1,87 @@
+"""`hashsearch train` -> `encode` -> `build-index` -> `query`, end to end on the synthetic set."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from hashsearch import jobs
+from hashsearch.cli import main
+from hashsearch.codes import hamming_bruteforce
+from hashsearch.datasets import load, standard_split
+from hashsearch.errors import InvalidInputError
+from hashsearch.models.training import load_model
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("models")
+    result = invoke("train", "--data", "synthetic", "--method", "dcmh,itq", "--nbits", "16,32",
+                    "--epochs", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_saves_every_method_and_width_where_bench_reads_them(trained):
+    for name in ("DCMH-16", "DCMH-32", "ITQ-16", "ITQ-32"):
+        model = load_model(trained / "synthetic" / name)
+        assert model.nbits == int(name.split("-")[1])
+    assert load_model(trained / "synthetic" / "DCMH-16").epochs == 2
+
+
+def test_encode_build_query_pipeline_matches_bruteforce(trained, tmp_path):
+    model_dir = trained / "synthetic" / "DCMH-32"
+    assert invoke("encode", model_dir, "--data", "synthetic", "--out", tmp_path / "db.parquet").exit_code == 0
+    assert invoke("encode", model_dir, "--data", "synthetic", "--modality", "text", "--split", "query",
+                  "--out", tmp_path / "q.parquet").exit_code == 0
+    db, q = pq.read_table(tmp_path / "db.parquet"), pq.read_table(tmp_path / "q.parquet")
+    ds = load("synthetic")
+    split = standard_split(ds)
+    assert db.column("id").to_numpy().tolist() == split.database.tolist()
+    assert q.column("id").to_numpy().tolist() == split.query.tolist()
+    model = load_model(model_dir)
+    db_codes = np.stack([np.frombuffer(b, np.uint8) for b in db.column("code").to_pylist()])
+    q_codes = np.stack([np.frombuffer(b, np.uint8) for b in q.column("code").to_pylist()])
+    assert np.array_equal(db_codes, model.encode_image(ds.images[split.database]))
+    assert np.array_equal(q_codes, model.encode_text(ds.texts[split.query]))
+
+    assert invoke("build-index", tmp_path / "db.parquet", "--out", tmp_path / "ix").exit_code == 0
+    result = invoke("query", tmp_path / "ix", tmp_path / "q.parquet", "--topk", "5")
+    first = json.loads(result.stdout.splitlines()[0])
+    dist = hamming_bruteforce(q_codes[:1], db_codes)[0]
+    order = np.lexsort((split.database, dist))[:5]  # ids are the data set's row numbers
+    assert first["ids"] == split.database[order].tolist() and first["distances"] == dist[order].tolist()
+
+
+def test_encode_single_modal_model_and_every_row(trained, tmp_path):
+    rows, nbits = jobs.encode(trained / "synthetic" / "ITQ-16", "synthetic", tmp_path / "all.parquet", split="all")
+    assert (rows, nbits) == (len(load("synthetic")), 16)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "synthetic", "--method", "foo", "--out", "{tmp}"], "unknown method 'foo'"),
+    (["train", "--data", "synthetic", "--nbits", "12", "--out", "{tmp}"], "multiple of 8"),
+    (["train", "--data", "synthetic", "--nbits", "", "--out", "{tmp}"], "at least one code width"),
+    (["train", "--data", "nosuchset", "--out", "{tmp}"], "nosuchset"),
+    (["encode", "{model}", "--data", "synthetic", "--out", "{tmp}/codes.npy"], ".parquet"),
+    (["encode", "{model}", "--data", "synthetic", "--modality", "text", "--out", "{tmp}/c.parquet"], "features"),
+])
+def test_bad_requests_are_one_line_errors(trained, tmp_path, args, message):
+    args = [a.format(tmp=tmp_path, model=trained / "synthetic" / "ITQ-16") for a in args]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.output, result.output
+    assert not list(tmp_path.glob("*.parquet"))  # nothing half-written
+
+
+def test_split_and_modality_names_are_checked():
+    with pytest.raises(InvalidInputError, match="split must be one of"):
+        jobs.split_rows(standard_split(load("synthetic")), "validation", 10)
+    with pytest.raises(InvalidInputError, match="modality must be one of image, text"):
+        jobs.modality_code("audio")
