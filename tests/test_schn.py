@@ -73,7 +73,7 @@ def test_dcc_update_never_increases_its_objective(seed):
 
 
 def tiny_setup(nbits=16, batch=6, n_classes=3):
-    model = SCHN(nbits, verbose=False, **SMALL)
+    model = SCHN(nbits, verbose=False, device="cpu", **SMALL)  # these tests feed whole tensors, on the CPU
     x = np.random.default_rng(0).random((batch, 1, 8, 8)).astype(np.float32)
     labels = np.arange(batch) % n_classes
     xt, lt, dev = model._start_fit(x, labels)

@@ -335,7 +335,8 @@ class DCMH:
             done, F, G, opt_img, opt_txt, gen = training
             state["training"] = {"epoch": done, "F": F.cpu(), "G": G.cpu(), "opt_img": opt_img.state_dict(),
                                  "opt_txt": opt_txt.state_dict(), "gen": gen.get_state(),
-                                 "torch_rng": torch.get_rng_state()}
+                                 "torch_rng": torch.get_rng_state(),  # dropout masks on the CPU...
+                                 "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
         return save_checkpoint(path, self, config, state)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -363,6 +364,8 @@ class DCMH:
         opt_txt.load_state_dict(tr["opt_txt"])
         gen.set_state(tr["gen"].cpu())
         torch.set_rng_state(tr["torch_rng"].cpu())
+        if tr.get("cuda_rng") is not None and self.device.type == "cuda":  # ...and on the GPU
+            torch.cuda.set_rng_state(tr["cuda_rng"].cpu(), self.device)
         self.history_ = list(saved.get("history", []))
         return int(tr["epoch"]), tr["F"].to(self.device), tr["G"].to(self.device)
 
