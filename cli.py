@@ -160,13 +160,14 @@ def _widths(text: str) -> list[int]:
               help="What single-modal learners are trained on.")
 @click.option("--epochs", type=int, default=None, help="Deep learners' epochs (default: their recommended settings).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and of training.")
+@click.option("--resume", is_flag=True, help="Continue interrupted training from each model's checkpoint (DCMH).")
 @one_line_errors
-def train_command(data, methods, nbits, out, modality, epochs, seed) -> None:
+def train_command(data, methods, nbits, out, modality, epochs, seed, resume) -> None:
     """Train learners on a data set's standard split and save them (read by encode, eval, bench --models)."""
     from hashsearch import jobs
 
     jobs.train(data, [m.strip() for m in methods.split(",") if m.strip()], _widths(nbits), out,
-               modality=modality, epochs=epochs, seed=seed, echo=click.echo)
+               modality=modality, epochs=epochs, seed=seed, resume=resume, echo=click.echo)
 
 
 @main.command("encode")

@@ -23,6 +23,7 @@ from hashsearch.models.training import load_model
 from hashsearch.querying import atomic_output
 
 CODE_COLUMN = "code"
+CHECKPOINT = "checkpoint"  # training state inside a model folder
 SPLITS = ("database", "query", "train", "all")
 
 
@@ -39,10 +40,12 @@ def model_dir(out: str | os.PathLike, dataset: str, method: learners.Method, nbi
 
 
 def train(data: str, methods: Sequence[str], nbits: Sequence[int], out: str | os.PathLike, *,
-          modality: str = "image", epochs: int | None = None, seed: int = 0,
+          modality: str = "image", epochs: int | None = None, seed: int = 0, resume: bool = False,
           echo: Callable[[str], None] = print) -> list[Path]:
     """Fit each method at each width on `data`'s standard training split and save it; returns the
-    model folders. `epochs` overrides the deep learners' budget (their recommended settings otherwise)."""
+    model folders. `epochs` overrides the deep learners' budget (their recommended settings otherwise).
+    Learners that checkpoint (DCMH) save their training state in <model folder>/checkpoint as they go;
+    `resume` continues from it after an interruption."""
     chosen = [learners.method_named(m) for m in methods]
     if not nbits:
         raise InvalidInputError("give at least one code width (--nbits)")
@@ -57,9 +60,10 @@ def train(data: str, methods: Sequence[str], nbits: Sequence[int], out: str | os
     for method in chosen:
         for width in nbits:
             t0 = time.perf_counter()
-            model = learners.fit(method, dataset, split, width, modality=code, seed=seed,
-                                 epochs=epochs if method.deep else None, quiet=False)
             dest = model_dir(out, dataset.name, method, width)
+            model = learners.fit(method, dataset, split, width, modality=code, seed=seed,
+                                 epochs=epochs if method.deep else None, quiet=False,
+                                 checkpoint_dir=dest / CHECKPOINT, resume=resume)
             model.save(dest)
             echo(f"{method.name} {width} bits: trained in {time.perf_counter() - t0:.1f} s, saved to {dest}")
             saved.append(dest)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hashsearch.datasets import PairedDataset, Split
 from hashsearch.errors import InvalidInputError
+from hashsearch.models.training import CONFIG_FILE
 
 CROSS, SINGLE = "cross", "single"
 MODALITIES = {"image": "I", "text": "T"}
@@ -37,9 +39,9 @@ class Method:
     budget_fixed: tuple[tuple[str, int], ...] = ()  # and these, fixed, in short runs
     modalities: tuple[str, ...] = ("I", "T")  # single-modal learners: the inputs they are made for
 
-    def make(self, nbits: int, seed: int, epochs: int | None, quiet: bool = True) -> Any:
+    def make(self, nbits: int, seed: int, epochs: int | None, quiet: bool = True, **options: Any) -> Any:
         """A fresh learner; with `epochs` its training budget is cut to that; `quiet` hides its own
-        progress bar (for callers that show theirs)."""
+        progress bar (for callers that show theirs); `options` are further constructor arguments."""
         module, _, cls_name = self.target.partition(":")
         cls = getattr(importlib.import_module(module), cls_name)
         params = inspect.signature(cls).parameters
@@ -49,7 +51,12 @@ class Method:
         for flag in ("progress", "verbose"):
             if flag in params:
                 kwargs[flag] = not quiet
-        return cls(nbits, **kwargs)
+        return cls(nbits, **kwargs, **options)
+
+    def checkpoints(self) -> bool:
+        """Whether the learner writes training checkpoints it can resume from (`checkpoint_dir`)."""
+        module, _, cls_name = self.target.partition(":")
+        return "checkpoint_dir" in inspect.signature(getattr(importlib.import_module(module), cls_name)).parameters
 
     def recommended(self) -> dict[str, Any]:
         """The recommended settings dict named by `settings`, or {} where there is none."""
@@ -96,15 +103,22 @@ def rows_of(ds: PairedDataset, modality: str) -> np.ndarray:
 
 
 def fit(method: Method, ds: PairedDataset, split: Split, nbits: int, *, modality: str = "I", seed: int = 0,
-        epochs: int | None = None, quiet: bool = True) -> Any:
+        epochs: int | None = None, quiet: bool = True, checkpoint_dir: Path | None = None,
+        resume: bool = False) -> Any:
     """A learner trained on the split's training rows: on image/text pairs (cross-modal) or on the
-    `modality` rows ("I" or "T") for a single-modal learner."""
-    model = method.make(nbits, seed, epochs, quiet=quiet)
+    `modality` rows ("I" or "T") for a single-modal learner. Learners that checkpoint save their
+    training state to `checkpoint_dir`, and with `resume` continue from the one found there."""
+    options, more = {}, {}
+    if checkpoint_dir is not None and method.checkpoints():
+        options["checkpoint_dir"] = checkpoint_dir
+        if resume and (Path(checkpoint_dir) / CONFIG_FILE).exists():
+            more["resume"] = checkpoint_dir
+    model = method.make(nbits, seed, epochs, quiet=quiet, **options)
     tr, labels = split.train, ds.labels[split.train]
     if method.kind == CROSS:
-        return model.fit(rows_of(ds, "I")[tr], rows_of(ds, "T")[tr], labels)
+        return model.fit(rows_of(ds, "I")[tr], rows_of(ds, "T")[tr], labels, **more)
     x = rows_of(ds, modality)[tr]
-    return model.fit(x if method.deep else flat(x), labels)
+    return model.fit(x if method.deep else flat(x), labels, **more)
 
 
 def encode(model: Any, x: np.ndarray, modality: str) -> np.ndarray:

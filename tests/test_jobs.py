@@ -85,3 +85,16 @@ def test_split_and_modality_names_are_checked():
         jobs.split_rows(standard_split(load("synthetic")), "validation", 10)
     with pytest.raises(InvalidInputError, match="modality must be one of image, text"):
         jobs.modality_code("audio")
+
+
+def test_resume_continues_from_the_model_checkpoint(tmp_path):
+    args = ["train", "--data", "synthetic", "--method", "dcmh", "--nbits", "16", "--out", tmp_path]
+    assert invoke(*args, "--epochs", "2").exit_code == 0
+    first = load_model(tmp_path / "synthetic" / "DCMH-16").history_
+    assert (tmp_path / "synthetic" / "DCMH-16" / jobs.CHECKPOINT / "config.json").exists()
+    assert invoke(*args, "--epochs", "3", "--resume").exit_code == 0
+    resumed = load_model(tmp_path / "synthetic" / "DCMH-16").history_
+    assert [h["epoch"] for h in resumed] == [1, 2, 3]
+    assert [h["image_loss"] for h in resumed[:2]] == [h["image_loss"] for h in first]  # kept, not retrained
+    assert invoke(*args, "--epochs", "1").exit_code == 0  # without --resume: trained afresh
+    assert [h["epoch"] for h in load_model(tmp_path / "synthetic" / "DCMH-16").history_] == [1]
