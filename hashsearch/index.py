@@ -27,7 +27,7 @@ import pyarrow as pa
 from hashsearch.codes import check_nbits, validate_codes
 from hashsearch.errors import CorruptIndexError, InvalidInputError, UnknownIdError
 from hashsearch.kernels import scan
-from hashsearch.kernels.popcount import as_words
+from hashsearch.kernels.popcount import as_words, scan_words
 from hashsearch.mih import MultiIndexHash
 from hashsearch.storage import check_ids, check_metadata, read_index, write_index
 
@@ -234,16 +234,13 @@ class HammingIndex:
             queries = np.ascontiguousarray(queries)
         return validate_codes(queries, self.nbits, name="queries")
 
-    def _words(self) -> np.ndarray:
-        return as_words(self._codes)
-
     def _build(self) -> Any:
         if self._engine is None:
             if self.backend == "numba":
-                self._engine = self._words()
+                self._engine = scan_words(self._codes)
             elif self.backend == "mih":
                 p = self.params
-                self._engine = MultiIndexHash(self._words(), self.nbits, p.get("m"),
+                self._engine = MultiIndexHash(as_words(self._codes), self.nbits, p.get("m"),
                                               **({"probe_cost": p["probe_cost"]} if p.get("probe_cost") is not None else {}))
             else:
                 self._engine = faiss.IndexBinaryFlat(self.nbits)
@@ -269,7 +266,7 @@ class HammingIndex:
             return np.full((nq, k), PAD_DISTANCE, np.int32), np.full((nq, k), -1, np.int64)
         engine = self._build()
         if self.backend == "numba":
-            dist, pos = scan.topk(as_words(q), engine, k, self.nbits)
+            dist, pos = scan.topk(scan_words(q), engine, k, self.nbits)
         elif self.backend == "mih":
             dist, pos = engine.search(as_words(q), k)
         else:
@@ -296,7 +293,7 @@ class HammingIndex:
             return np.zeros(nq + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
         engine = self._build()
         if self.backend == "numba":
-            lims, dist, pos = scan.range_search(as_words(q), engine, radius, self.nbits)
+            lims, dist, pos = scan.range_search(scan_words(q), engine, radius, self.nbits)
         elif self.backend == "mih":
             lims, dist, pos = engine.range_search(as_words(q), radius)
         else:

@@ -1,4 +1,4 @@
-"""Linear-scan Hamming search over codes held as uint64 words (see `popcount.as_words`).
+"""Linear-scan Hamming search over codes held as unsigned words of 1 to 8 bytes (`popcount.scan_words`).
 
 Exact top-k and radius search. Distances are small integers (0..nbits), so top-k keeps candidates
 below a shrinking threshold and selects with a histogram (counting select) instead of a heap; the
@@ -20,7 +20,7 @@ from numba import njit, prange
 from hashsearch.kernels.popcount import popcount64
 
 PAD_DISTANCE = np.int32(np.iinfo(np.int32).max)  # what FAISS returns past the last result
-BLOCK = 256  # database rows per block: 256 rows x 16 words (1024 bits) = 32 KiB, one L1
+BLOCK = 256  # database rows per block: 256 rows x 1024 bits = 32 KiB, one L1
 QGROUP = 8  # queries that share one database block
 MIN_PART = 1 << 15  # fewest database rows worth a thread of their own
 
@@ -187,7 +187,7 @@ def _split(nq: int, n: int) -> tuple[int, int]:
 
 
 def topk(q: np.ndarray, db: np.ndarray, k: int, maxd: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest rows of `db` (uint64 words) for each query: (nq, k) int32 distances and int64
+    """Exact k nearest rows of `db` (unsigned words, as `scan_words` gives) for each query: (nq, k) int32 distances and int64
     positions sorted by (distance, position), padded with (PAD_DISTANCE, -1) when k > n.
     `maxd` bounds every distance (the code length in bits)."""
     gsize, nparts = _split(q.shape[0], db.shape[0])

@@ -5,7 +5,9 @@ from hypothesis import given, settings, strategies as st
 
 from hashsearch.codes import hamming_bruteforce
 from hashsearch.kernels import scan
-from hashsearch.kernels.popcount import as_words, popcount64
+from hashsearch.kernels.popcount import as_words, popcount64, scan_words
+
+WORD_TYPES = {numba.types.uint8, numba.types.uint16, numba.types.uint32, numba.types.uint64}
 
 NBITS = [8, 16, 24, 64, 72, 128, 200, 512, 1024]
 
@@ -66,6 +68,18 @@ def test_popcount_matches_numpy():
     assert "popcnt" in asm  # the hardware instruction, not a bit-twiddling loop
 
 
+def test_scan_words_view_narrow_codes_and_pad_the_rest():
+    rng = np.random.default_rng(2)
+    for nbytes, dtype, view in ((1, np.uint8, True), (2, np.uint16, True), (3, np.uint64, False),
+                                (4, np.uint32, True), (8, np.uint64, True), (12, np.uint64, False), (24, np.uint64, True)):
+        a = rng.integers(0, 256, (7, nbytes), dtype=np.uint8)
+        w = scan_words(a)
+        assert w.dtype == dtype and np.shares_memory(w, a) == view and not w.flags.writeable
+        assert (scan.hamming_distances(w, w) == hamming_bruteforce(a, a)).all()
+        d, j = scan.topk(w[:2], w, 7, 8 * nbytes)
+        assert (d == np.sort(hamming_bruteforce(a[:2], a), axis=1)).all()
+
+
 def test_as_words_pads_without_changing_distances():
     rng = np.random.default_rng(1)
     for nbits in (8, 24, 72, 200):
@@ -79,7 +93,7 @@ def test_as_words_pads_without_changing_distances():
 @given(code_sets(), st.integers(1, 320))
 def test_topk_matches_oracle(data, k):
     nbits, q, db = data
-    d, j = scan.topk(as_words(q), as_words(db), k, nbits)
+    d, j = scan.topk(scan_words(q), scan_words(db), k, nbits)
     ed, ej = oracle_topk(q, db, k)
     assert d.dtype == np.int32 and j.dtype == np.int64
     assert (d == ed).all() and (j == ej).all()
@@ -90,7 +104,7 @@ def test_topk_matches_oracle(data, k):
 def test_range_search_matches_oracle(data, r):
     nbits, q, db = data
     r = min(r, nbits)
-    lims, dist, pos = scan.range_search(as_words(q), as_words(db), r, nbits)
+    lims, dist, pos = scan.range_search(scan_words(q), scan_words(db), r, nbits)
     el, ed, ep = oracle_range(q, db, r)
     assert (lims == el).all() and (dist == ed).all() and (pos == ep).all()
 
@@ -100,10 +114,10 @@ def test_range_search_matches_oracle(data, r):
 def test_database_split_over_parts_merges_exactly(data, k, nparts):
     """The path a single query takes on many threads: the scan is split and the parts merged."""
     nbits, q, db = data
-    d, j = scan._topk_parallel(as_words(q), as_words(db), k, nbits, 1, nparts)
+    d, j = scan._topk_parallel(scan_words(q), scan_words(db), k, nbits, 1, nparts)
     ed, ej = oracle_topk(q, db, k)
     assert (d == ed).all() and (j == ej).all()
-    lims, dist, pos = scan._range_parallel(as_words(q), as_words(db), nbits // 3, nbits, 1, nparts)
+    lims, dist, pos = scan._range_parallel(scan_words(q), scan_words(db), nbits // 3, nbits, 1, nparts)
     el, edist, epos = oracle_range(q, db, nbits // 3)
     assert (lims == el).all() and (dist == edist).all() and (pos == epos).all()
 
@@ -111,12 +125,12 @@ def test_database_split_over_parts_merges_exactly(data, k, nparts):
 def test_topk_boundaries_hand_computed():
     db = np.array([[0b0000_0000], [0b1111_1111], [0b0000_0001], [0b0000_0001], [0b0000_0011]], np.uint8)
     q = np.array([[0b0000_0000]], np.uint8)
-    d, j = scan.topk(as_words(q), as_words(db), 7, 8)
+    d, j = scan.topk(scan_words(q), scan_words(db), 7, 8)
     assert d.tolist() == [[0, 1, 1, 2, 8, scan.PAD_DISTANCE, scan.PAD_DISTANCE]]
     assert j.tolist() == [[0, 2, 3, 4, 1, -1, -1]]
-    lims, dist, pos = scan.range_search(as_words(q), as_words(db), 1, 8)  # inclusive radius
+    lims, dist, pos = scan.range_search(scan_words(q), scan_words(db), 1, 8)  # inclusive radius
     assert lims.tolist() == [0, 3] and dist.tolist() == [0, 1, 1] and pos.tolist() == [0, 2, 3]
-    lims, dist, pos = scan.range_search(as_words(q), as_words(db), 8, 8)
+    lims, dist, pos = scan.range_search(scan_words(q), scan_words(db), 8, 8)
     assert pos.tolist() == [0, 2, 3, 4, 1]
 
 
@@ -126,7 +140,7 @@ def test_topk_on_long_scan_shrinks_threshold_exactly():
     db = rng.integers(0, 256, (20000, 8), dtype=np.uint8)
     db[::7] = db[3]
     q = np.ascontiguousarray(np.vstack([db[3], rng.integers(0, 256, (3, 8), dtype=np.uint8)]))
-    d, j = scan.topk(as_words(q), as_words(db), 100, 64)
+    d, j = scan.topk(scan_words(q), scan_words(db), 100, 64)
     ed, ej = oracle_topk(q, db, 100)
     assert (d == ed).all() and (j == ej).all()
 
@@ -143,7 +157,7 @@ def test_kernels_compile_once_for_memory_and_read_only_maps(tmp_path):
     writable.add(db)
     writable.save(tmp_path / "ix")
     mapped = HammingIndex.load(tmp_path / "ix")
-    assert not mapped.codes.flags.writeable and not as_words(db).flags.writeable
+    assert not mapped.codes.flags.writeable and not as_words(db).flags.writeable and not scan_words(db).flags.writeable
     for index in (writable, mapped):
         for backend in ("numba", "mih"):
             index.backend, index._engine = backend, None
@@ -152,5 +166,9 @@ def test_kernels_compile_once_for_memory_and_read_only_maps(tmp_path):
             index.search(db[:1], 5000)  # MIH: grows the radius until it falls back to the scan
     kernels = [scan.range_task, scan._topk_task, scan._topk_parallel, scan.emit_sorted, scan.sort_rows,
                mih._range_one, mih._probe_query, mih._append, mih.range_chunk, mih.knn_chunk]
-    # <= 1: a kernel loaded from numba's cache lists no signature for the callees it inlined
-    assert [k.py_func.__name__ for k in kernels if len(k.signatures) > 1] == []
+    # one signature per word type (other tests compile other widths): memory-mapped or not, literal
+    # argument or not, the same words reach the same compiled kernel
+    def word_types(sig):
+        return tuple(str(a.dtype) for a in sig if isinstance(a, numba.types.Array) and a.dtype in WORD_TYPES)
+
+    assert [k.py_func.__name__ for k in kernels if len(k.signatures) > len({word_types(s) for s in k.signatures})] == []
