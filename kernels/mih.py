@@ -93,21 +93,21 @@ def _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, od, oj, c):
                 key = qk[i]
                 for t in range(s):
                     key ^= np.uint64(1) << np.uint64(idx[t])
-                a = np.searchsorted(keys, key)
                 rows = scodes[i]  # the codes in this table's order: a bucket is read sequentially
-                while a < keys.shape[0] and keys[a] == key:
+                for a in range(np.searchsorted(keys, key), np.searchsorted(keys, key, side="right")):
                     d = np.int64(0)  # (a literal 0 would compile _append twice)
                     for w in range(rows.shape[1]):
                         d += popcount64(q[qi, w] ^ rows[a, w])
-                    first = d <= r
-                    for i2 in range(i if first else 0):
+                    if d > r:
+                        continue
+                    first = True
+                    for i2 in range(i):
                         if popcount64(substring(rows, a, lo[i2], ln[i2]) ^ qk[i2]) <= rad[i2]:
                             first = False  # an earlier table reports this row
                             break
                     if first:
                         od, oj = _append(od, oj, c, d, perm[i, a])
                         c += 1
-                    a += 1
                 # next combination of s positions out of ln[i]
                 t = s - 1
                 while t >= 0 and idx[t] == ln[i] - s + t:
@@ -120,14 +120,17 @@ def _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, od, oj, c):
     return od, oj, c
 
 
+POSITION_BITS = 52  # sort keys are distance << 52 | position: distances <= 1024, positions < 2**52
+
+
 @njit(cache=True, nogil=True)
-def _sort_segment(od, oj, a, b, n):
-    """Sort od/oj[a:b] by (distance, position)."""
+def _sort_segment(od, oj, a, b):
+    """Sort od/oj[a:b] by (distance, position): one sort of packed int64 keys, no argsort or gathers."""
     if b - a > 1:
-        key = od[a:b].astype(np.int64) * (n + 1) + oj[a:b]
-        order = np.argsort(key)
-        od[a:b] = od[a:b][order]
-        oj[a:b] = oj[a:b][order]
+        key = (od[a:b].astype(np.int64) << POSITION_BITS) | oj[a:b]
+        key.sort()
+        od[a:b] = key >> POSITION_BITS
+        oj[a:b] = key & ((1 << POSITION_BITS) - 1)
 
 
 @njit(cache=True, nogil=True)
@@ -145,7 +148,7 @@ def _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, od, oj, c):
         c += dist.shape[0]
     else:
         od, oj, c = _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, od, oj, c)
-        _sort_segment(od, oj, start, c, n)
+        _sort_segment(od, oj, start, c)
     return od, oj, c
 
 
