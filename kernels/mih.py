@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from hashsearch.kernels.popcount import popcount64
-from hashsearch.kernels.scan import _grow, _topk_task, emit_sorted, range_task
+from hashsearch.kernels.scan import BLOCK, _block_distances, _grow, _topk_task, emit_sorted, flat_rows, range_task
 
 PROBE_COST = 2048.0  # a probe (binary search + bucket walk) costs about as much as scanning this many rows
 
@@ -84,6 +84,8 @@ def _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, od, oj, c):
     for i in range(m):
         qk[i] = substring(q, qi, lo[i], ln[i])
     idx = np.empty(64, np.int64)
+    buf = np.empty(BLOCK, np.int32)
+    nw = scodes.shape[2]
     for i in range(m):
         keys = skeys[i]
         for s in range(min(rad[i], ln[i]) + 1):
@@ -94,20 +96,22 @@ def _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, od, oj, c):
                 for t in range(s):
                     key ^= np.uint64(1) << np.uint64(idx[t])
                 rows = scodes[i]  # the codes in this table's order: a bucket is read sequentially
-                for a in range(np.searchsorted(keys, key), np.searchsorted(keys, key, side="right")):
-                    d = np.int64(0)  # (a literal 0 would compile _append twice)
-                    for w in range(rows.shape[1]):
-                        d += popcount64(q[qi, w] ^ rows[a, w])
-                    if d > r:
-                        continue
-                    first = True
-                    for i2 in range(i):
-                        if popcount64(substring(rows, a, lo[i2], ln[i2]) ^ qk[i2]) <= rad[i2]:
-                            first = False  # an earlier table reports this row
-                            break
-                    if first:
-                        od, oj = _append(od, oj, c, d, perm[i, a])
-                        c += 1
+                end = np.searchsorted(keys, key, side="right")
+                for b0 in range(np.searchsorted(keys, key), end, BLOCK):  # distances a block at a time
+                    b1 = min(b0 + BLOCK, end)
+                    _block_distances(q, qi, flat_rows(rows), nw, b0, b1, buf)
+                    for a in range(b0, b1):
+                        d = np.int64(buf[a - b0])  # (an int32 would compile _append twice)
+                        if d > r:
+                            continue
+                        first = True
+                        for i2 in range(i):
+                            if popcount64(substring(rows, a, lo[i2], ln[i2]) ^ qk[i2]) <= rad[i2]:
+                                first = False  # an earlier table reports this row
+                                break
+                        if first:
+                            od, oj = _append(od, oj, c, d, perm[i, a])
+                            c += 1
                 # next combination of s positions out of ln[i]
                 t = s - 1
                 while t >= 0 and idx[t] == ln[i] - s + t:

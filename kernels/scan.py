@@ -9,6 +9,7 @@ single query on one thread).
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -263,8 +264,14 @@ def map_threads(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     nthreads = min(numba.get_num_threads(), len(items))
     if nthreads <= 1:
         return [fn(item) for item in items]
-    with ThreadPoolExecutor(nthreads) as pool:
-        return list(pool.map(fn, items))
+    return list(_pool(nthreads).map(fn, items))
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(nthreads: int) -> ThreadPoolExecutor:
+    """One thread pool per size, kept: starting threads costs ~0.15 ms a call, up to a third of a
+    batched MIH lookup at 10^6."""
+    return ThreadPoolExecutor(nthreads, thread_name_prefix="hashsearch")
 
 
 def _range_parallel(q, db, r, maxd, gsize, nparts):
