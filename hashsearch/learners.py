@@ -42,8 +42,7 @@ class Method:
     def make(self, nbits: int, seed: int, epochs: int | None, quiet: bool = True, **options: Any) -> Any:
         """A fresh learner; with `epochs` its training budget is cut to that; `quiet` hides its own
         progress bar (for callers that show theirs); `options` are further constructor arguments."""
-        module, _, cls_name = self.target.partition(":")
-        cls = getattr(importlib.import_module(module), cls_name)
+        cls = self.learner_class()
         params = inspect.signature(cls).parameters
         kwargs: dict[str, Any] = {**self.recommended(), "seed": seed}
         if epochs is not None:
@@ -53,10 +52,14 @@ class Method:
                 kwargs[flag] = not quiet
         return cls(nbits, **kwargs, **options)
 
+    def learner_class(self) -> type:
+        """The class named by `target`, imported on first use (torch loads only when a deep learner does)."""
+        module, _, cls_name = self.target.partition(":")
+        return getattr(importlib.import_module(module), cls_name)
+
     def checkpoints(self) -> bool:
         """Whether the learner writes training checkpoints it can resume from (`checkpoint_dir`)."""
-        module, _, cls_name = self.target.partition(":")
-        return "checkpoint_dir" in inspect.signature(getattr(importlib.import_module(module), cls_name)).parameters
+        return "checkpoint_dir" in inspect.signature(self.learner_class()).parameters
 
     def recommended(self) -> dict[str, Any]:
         """The recommended settings dict named by `settings`, or {} where there is none."""

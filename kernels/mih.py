@@ -87,7 +87,8 @@ def _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, od, oj, c):
     buf = np.empty(BLOCK, np.int32)
     nw = scodes.shape[2]
     for i in range(m):
-        keys = skeys[i]
+        keys, rows = skeys[i], scodes[i]  # rows: the codes in this table's order, read bucket by bucket
+        flat = flat_rows(rows)
         for s in range(min(rad[i], ln[i]) + 1):
             for t in range(s):  # first combination of s flipped bits
                 idx[t] = t
@@ -95,11 +96,10 @@ def _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, od, oj, c):
                 key = qk[i]
                 for t in range(s):
                     key ^= np.uint64(1) << np.uint64(idx[t])
-                rows = scodes[i]  # the codes in this table's order: a bucket is read sequentially
                 end = np.searchsorted(keys, key, side="right")
                 for b0 in range(np.searchsorted(keys, key), end, BLOCK):  # distances a block at a time
                     b1 = min(b0 + BLOCK, end)
-                    _block_distances(q, qi, flat_rows(rows), nw, b0, b1, buf)
+                    _block_distances(q, qi, flat, nw, b0, b1, buf)
                     for a in range(b0, b1):
                         d = np.int64(buf[a - b0])  # (an int32 would compile _append twice)
                         if d > r:
