@@ -223,7 +223,7 @@ class GpuBackend:
             d, p = self._k.topk(codes, q, min(k, codes.n), self.nbits, self._launch(codes.n, nq))
             p = torch.where(p >= 0, p + first, p)
             parts.append((d.cpu().numpy(), p.cpu().numpy()))
-        return merge_topk(parts, k) if len(parts) > 1 or parts[0][0].shape[1] != k else parts[0]
+        return merge_topk(parts, k)
 
     def range_search(self, queries: np.ndarray, radius: int, mask: np.ndarray | None = None,
                      **params: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

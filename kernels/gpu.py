@@ -251,8 +251,9 @@ def range_search(codes: Codes, q: torch.Tensor, radius: int, nbits: int,
     int32, positions int64), each query's rows sorted by (distance, position)."""
     nq = q.shape[0]
     hist = histograms(codes, q, nbits, launch)
-    thr = torch.full((nq,), min(max(radius + 1, 0), nbits + 1), dtype=torch.int64, device=q.device)
-    counts = hist.sum(1)[:, :thr[0]].sum(1) if nq else torch.zeros(0, dtype=torch.int64, device=q.device)
+    t = min(max(radius + 1, 0), nbits + 1)  # select d < t
+    thr = torch.full((nq,), t, dtype=torch.int64, device=q.device)
+    counts = hist[:, :, :t].sum((1, 2))
     lims = torch.zeros(nq + 1, dtype=torch.int64, device=q.device)
     torch.cumsum(counts, 0, out=lims[1:])
     total = int(lims[-1])

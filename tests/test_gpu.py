@@ -68,7 +68,7 @@ def test_topk_matches_oracle_and_numba(case):
         np.testing.assert_array_equal(d, numba_d)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(searches(), st.integers(0, 40))
 def test_range_matches_oracle_and_numba(case, radius):
     nbits, q, db, _, mask = case
