@@ -8,7 +8,7 @@ random; queries are stored codes with 2 bits flipped, so radius 2 finds at least
 Sections run in order and the JSON and Markdown in --out are rewritten after each, so a run stopped by a
 time limit keeps what it measured; a section that would not fit the --budget-s left is skipped.
 
-    python benchmarks/gpu_search.py --out $OUT              # the device machine (~4 min on an H200)
+    python benchmarks/gpu_search.py --out $OUT [--learners]  # the device machine (~4 min on an H200)
     python benchmarks/gpu_search.py --tiny --out /tmp/gs    # any machine: tiny sizes, CPU via Triton's interpreter
     TRITON_INTERPRET=0 python benchmarks/gpu_search.py --compile-only   # compile the kernels for sm_90, no GPU
 """
@@ -91,10 +91,10 @@ def noisy_queries(words: torch.Tensor, nq: int, seed: int) -> tuple[torch.Tensor
     src = torch.randint(0, words.shape[1], (nq,), generator=gen)
     q = words[:, src.to(words.device)].t().contiguous()
     for _ in range(2):
-        word = torch.randint(0, q.shape[1], (nq,), generator=gen)
-        bit = torch.randint(0, 32, (nq,), generator=gen)
+        word = torch.randint(0, q.shape[1], (nq,), generator=gen).to(q.device)
+        bit = torch.randint(0, 32, (nq,), generator=gen).to(q.device)
         flip = torch.zeros_like(q)
-        flip[torch.arange(nq), word.to(q.device)] = (1 << bit).to(torch.int64).to(torch.int32).to(q.device)
+        flip[torch.arange(nq, device=q.device), word] = (1 << bit).to(torch.int32)  # bit 31 wraps: fine for XOR
         q ^= flip
     return q, src.numpy()
 
@@ -120,9 +120,9 @@ def check_subset(words: torch.Tensor, q: torch.Tensor, nbits: int, rows: int, k:
         full = brute_distances(words[:, :codes.n], q[i])
         order = torch.sort(full, stable=True).indices  # (distance, position)
         want = order[:k]
-        ok &= bool((p_k[i] == want).all()) and bool((d_k[i] == full[want]).all())
+        ok &= torch.equal(p_k[i], want) and torch.equal(d_k[i], full[want])
         within = order[full[order] <= 2]
-        ok &= bool((p_r[lims[i]:lims[i + 1]] == within).all())
+        ok &= torch.equal(p_r[lims[i]:lims[i + 1]], within) and torch.equal(d_r[lims[i]:lims[i + 1]], full[within])
     return {"rows": codes.n, "queries": q.shape[0], "k": k, "exact": ok}
 
 
@@ -292,7 +292,20 @@ def markdown(report: dict) -> str:
                          f"{b['stream_rows']:,} rows {1e3 * b['streamed_top10_s']:.1f} ms; same results: {b['same_results']}")
     for skipped in report["skipped"]:
         lines.append(f"- skipped: {skipped}")
+    if "learners_markdown" in report:
+        lines += ["", report["learners_markdown"].replace("# ", "## ", 1)]
     return "\n".join(lines) + "\n"
+
+
+def learners(report: dict, device: torch.device, left_s: float) -> None:
+    """The learners' training time on this device, by gpu_check.py's functions (about 60 s on an H100)."""
+    if left_s < 90:
+        report["skipped"].append(f"learners ({left_s:.0f} s of the budget left)")
+        return
+    import gpu_check
+    rows = gpu_check.dcmh_rows(device.type, 0) + gpu_check.image_rows(device.type, 0)
+    report["learners"] = rows
+    report["learners_markdown"] = gpu_check.markdown(rows)
 
 
 def compile_only() -> None:
@@ -335,6 +348,8 @@ def main() -> None:
     parser.add_argument("--compile-only", action="store_true", help="compile the kernels for sm_90 and stop")
     parser.add_argument("--no-cpu", dest="cpu", action="store_false", help="skip the numba side")
     parser.add_argument("--budget-s", type=float, default=480, help="skip sections that would not fit")
+    parser.add_argument("--learners", action="store_true",
+                        help="then DCMH, DPSH and SCHN on this GPU (benchmarks/gpu_check.py; needs faiss and the data)")
     args = parser.parse_args()
     if args.compile_only:
         return compile_only()
@@ -366,6 +381,8 @@ def main() -> None:
         (args.out / "gpu_search.md").write_text(markdown(report), encoding="utf-8")
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    if args.learners:
+        learners(report, device, args.budget_s - (time.perf_counter() - started))
     (args.out / "gpu_search.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     (args.out / "gpu_search.md").write_text(markdown(report), encoding="utf-8")
     print(markdown(report))

@@ -208,3 +208,19 @@ def test_kernels_compile_for_an_h200():
                          env={**os.environ, "TRITON_INTERPRET": "0"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "compiled" in out.stdout and "spills" not in out.stdout, out.stdout
+
+
+@pytest.mark.slow
+def test_device_script_runs_and_checks_itself_at_a_tiny_size():
+    """benchmarks/gpu_search.py is run on a lent GPU only now and then: its every section must work here,
+    and its own exactness checks (GPU = numba = torch brute force) must pass."""
+    import argparse
+    import runpy
+    script = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_search.py"))
+    args = argparse.Namespace(check_rows=1024, backend_max_n=2000, cpu=True)
+    row = script["database"](args, 1500, 64, torch.device(DEVICE), 1, 50, 4)
+    assert row["subset_check"]["exact"] and row["source_row_found"]
+    assert row["cpu_numba"]["same_as_gpu"] and row["backend"]["same_results"]
+    report = {"date": "-", "torch": "-", "triton": "-", "host": "-", "command": "-", "skipped": [],
+              "bandwidth": script["bandwidth"](torch.device("cpu")), "databases": [row]}
+    assert "| 1,500 | 64 | top-10 |" in script["markdown"](report)
