@@ -101,22 +101,22 @@ class GpuBackend:
     name: ClassVar[str] = "gpu"
 
     def __init__(self, codes: np.ndarray, nbits: int, **params: Any):
-        self.codes = validate_codes(codes, nbits)
+        codes = validate_codes(codes, nbits)
         self.nbits = int(nbits)
         self.params = check_build_params(params)
         self.device = resolve_device(self.params.get("device"))
         self._k = _kernels()
         self._lock = threading.Lock()  # append and delete; searches read a snapshot
-        self.words_per_row = -(-self.codes.shape[1] // 4)
+        self.words_per_row = -(-codes.shape[1] // 4)
         budget = self.params.get("max_resident_bytes")
         if budget is None:
             budget = int(0.8 * torch.cuda.mem_get_info(self.device)[0]) if self.device.type == "cuda" else 1 << 62
-        self.n = self.codes.shape[0]
+        self.n = codes.shape[0]
         self.resident = self.n * self.words_per_row * 4 <= budget
         row_bytes = 4 * self.words_per_row
         self.stream_rows = self.params.get("stream_rows") or max(1, budget // (2 * row_bytes))
-        self._host = None if self.resident else [self.codes]  # streamed parts, in position order
-        self._words = self._upload(self.codes) if self.resident else None  # (words, capacity) int32
+        self._host = None if self.resident else [codes]  # streamed parts (never copied), in position order
+        self._words = self._upload(codes) if self.resident else None  # (words, capacity) int32
         self._alive: torch.Tensor | None = None  # (capacity,) uint8 tombstones: 0 = deleted; None: none
 
     # ------------------------------------------------------------------ storage
@@ -158,8 +158,11 @@ class GpuBackend:
     def delete(self, positions: np.ndarray) -> None:
         """Mark rows as deleted (tombstones): they are never returned; only their positions travel."""
         pos = np.unique(np.atleast_1d(np.asarray(positions)))
-        if pos.size and (not np.issubdtype(pos.dtype, np.integer) or pos[0] < 0 or pos[-1] >= self.n):
-            raise InvalidInputError(f"positions must be integers in [0, {self.n}), got {pos[:3].tolist()}...")
+        if pos.size and not np.issubdtype(pos.dtype, np.integer):
+            raise InvalidInputError(f"positions must be integers, got dtype {pos.dtype}")
+        bad = pos[(pos < 0) | (pos >= self.n)]
+        if bad.size:
+            raise InvalidInputError(f"positions must be in [0, {self.n}), got {bad[0]} ({bad.size} out of range)")
         with self._lock:
             if self._alive is None:
                 self._alive = torch.ones(self.n if self._words is None else self._words.shape[1],

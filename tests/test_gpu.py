@@ -134,8 +134,10 @@ def test_append_and_delete_without_reupload():
     streamed.append(db[10:])
     streamed.delete([0, 3, 49])
     np.testing.assert_array_equal(streamed.search(q, 9)[1], allowed_oracle_topk(q, db, 9, allowed)[1])
-    with pytest.raises(InvalidInputError, match=r"positions must be integers in \[0, 50\)"):
-        b.delete([70])
+    with pytest.raises(InvalidInputError, match=r"positions must be in \[0, 50\), got 70 \(1 out of range\)"):
+        b.delete([3, 70])
+    with pytest.raises(InvalidInputError, match="positions must be integers, got dtype float64"):
+        b.delete([1.5])
 
 
 def test_empty_database_and_everything_masked():
