@@ -172,6 +172,8 @@ def to_words(codes: torch.Tensor) -> torch.Tensor:
     distances unchanged), on the codes' device."""
     n, nbytes = codes.shape
     nw = -(-nbytes // 4)
+    if n == 0:  # an empty tensor has no strides to view through
+        return torch.zeros((nw, 0), dtype=torch.int32, device=codes.device)
     if nbytes != 4 * nw:
         codes = torch.nn.functional.pad(codes, (0, 4 * nw - nbytes))
     return codes.contiguous().view(torch.int32).t().contiguous()

@@ -141,9 +141,13 @@ def test_append_and_delete_without_reupload():
 
 
 def test_empty_database_and_everything_masked():
+    for nbytes in (1, 8):
+        q = np.zeros((2, nbytes), np.uint8)
+        empty = backend(np.zeros((0, nbytes), np.uint8), 8 * nbytes)
+        empty.append(np.full((1, nbytes), 255, np.uint8))
+        d, p = empty.search(q, 3)
+        assert (d[:, 0] == 8 * nbytes).all() and (p[:, 0] == 0).all() and (p[:, 1:] == -1).all()
     q = np.zeros((2, 1), np.uint8)
-    d, p = backend(np.zeros((0, 1), np.uint8), 8).search(q, 3)
-    assert (d == PAD_DISTANCE).all() and (p == -1).all()
     b = backend(np.zeros((5, 1), np.uint8), 8)
     d, p = b.search(q, 3, np.zeros(5, bool))
     assert (p == -1).all()
