@@ -49,6 +49,11 @@ class Costs:
     scan_call_us: float = 13.4  # fixed cost of one scan call
     mih_call_us: float = 80.0  # fixed cost of one MIH call
     word_cost: tuple = (1.02, 1.0, 1.96, 4.0)  # row cost of 32-, 64-, 128-, 256-bit codes against 64-bit ones
+    parallel_eff: float = 0.5  # what each thread beyond the first adds (1: a perfect speed-up; low on a busy machine)
+
+    def threads(self, used: int) -> float:
+        """Effective threads when `used` threads share a task's work."""
+        return 1 + (max(used, 1) - 1) * self.parallel_eff
 
     def words_factor(self, nbits: int) -> float:
         """Cost of reading one row of `nbits` bits, relative to a 64-bit row."""
@@ -197,14 +202,17 @@ class CostModel:
         if nq >= threads:
             g = max(1, min(QGROUP, nq // threads))
             per_row = c.scan_row_batch + (c.scan_row_single - c.scan_row_batch) * (1 / g - 1 / QGROUP) / (1 - 1 / QGROUP)
-            rows_time = -(-nq // (g * threads)) * g * n * per_row
+            tasks = -(-nq // g)
+            rows_time = tasks * g * n * per_row / c.threads(min(threads, tasks))
+            per_query = nq / c.threads(min(threads, tasks))
         else:
             parts = max(1, min(threads // nq, n // MIN_PART))
-            rows_time = n / parts * c.scan_row_single
+            rows_time = n * c.scan_row_single / c.threads(parts)
+            per_query = 1.0
         t = rows_time * self.row
         if k is not None:
-            t += -(-nq // threads) * c.topk_extra(k, n)
-        t += hits * c.hit / min(threads, max(nq, 1))
+            t += per_query * c.topk_extra(k, n)
+        t += hits * c.hit / c.threads(min(threads, max(nq, 1)))
         return (t + c.scan_call_us * 1e3) * 1e-9
 
     # --- multi-index hashing, per query (averaged over the sample queries)
@@ -247,7 +255,7 @@ class CostModel:
 
     def mih(self, per_query_ns: float, nq: int, threads: int) -> float:
         """Queries run in one chunk a thread."""
-        return (self.c.mih_call_us * 1e3 + per_query_ns * -(-nq // threads)) * 1e-9
+        return (self.c.mih_call_us * 1e3 + per_query_ns * nq / self.c.threads(min(threads, nq))) * 1e-9
 
     # --- the choice
     def choose(self, nq: int, threads: int, ms: list[int], k: int | None = None, radius: int | None = None,
@@ -326,6 +334,14 @@ def calibrate(save: bool = True, seed: int = 0) -> Costs:
         verify = _best_time(lambda: mi.range_search(qv, 0), 9) / (QGROUP * n)
         tiny = MultiIndexHash(words[:256], 64, 2, probe_cost=0.0)
         mih_call = _best_time(lambda: tiny.range_search(qs[:1], 0), 50) - fixed[0]
+        parallel_eff = Costs.parallel_eff
+        if numba.config.NUMBA_NUM_THREADS >= 2:  # one query over 2**18 rows, split in two parts or not
+            big = scan_words(rng.integers(0, 256, (1 << 18, 8), dtype=np.uint8))
+            one = _best_time(lambda: scan.topk(q64[:1], big, 1, 64), 9)
+            numba.set_num_threads(2)
+            two = _best_time(lambda: scan.topk(q64[:1], big, 1, 64), 9)
+            numba.set_num_threads(1)
+            parallel_eff = float(min(max(one / two - 1, 0.05), 1.0))
         costs = Costs(
             scan_row_single=row_single * 1e9, scan_row_batch=row_batch * 1e9,
             topk_ns=topk,
@@ -333,6 +349,7 @@ def calibrate(save: bool = True, seed: int = 0) -> Costs:
             verify_row=verify * 1e9, hit=hit * 1e9,
             scan_call_us=max(scan_call, 0.0) * 1e6, mih_call_us=max(mih_call, 0.0) * 1e6,
             word_cost=tuple(float(np.mean(per_row[b]) / np.mean(per_row[64])) for b in (32, 64, 128, 256)),
+            parallel_eff=parallel_eff,
         )
     finally:
         numba.set_num_threads(threads)
