@@ -58,9 +58,15 @@ def time_cell(engines: dict, min_rounds: int, budget_s: float) -> dict[str, floa
 
 def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    done = set()
-    if out.exists():
-        done = {tuple(json.loads(line)["key"]) for line in out.read_text().splitlines() if line.strip()}
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
+    only = None
+    if args.recheck is not None:  # drop the flagged cells from the file, then measure just those
+        only = {tuple(r["key"]) for r in rows if r["ratio"] > args.recheck}
+        rows = [r for r in rows if tuple(r["key"]) not in only]
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(out)
+    done = {tuple(r["key"]): r for r in rows}
     for n in args.sizes:
         for nbits in args.nbits:
             db = codes(args.data, n, nbits, 0)
@@ -75,21 +81,26 @@ def run(args: argparse.Namespace) -> None:
                 for op, params in [("knn", k) for k in KS] + [("range", r) for r in RADII]:
                     for batch in BATCHES:
                         key = [args.data, n, nbits, op, params, batch, threads]
-                        if tuple(key) in done:
+                        plan = auto.plan(batch, **({"k": params} if op == "knn" else {"radius": params}))
+                        old = done.get(tuple(key))
+                        changed = old is not None and only is not None and (old["plan"], old["plan_m"]) != (plan.plan, plan.m)
+                        if changed:  # the model changed its mind since this cell was measured: measure it again
+                            done.pop(tuple(key))
+                            out.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+                        elif tuple(key) in done or (only is not None and tuple(key) not in only):
                             continue
-                        qb, qw = q[:batch], as_words(q[:batch])
+                        qb = q[:batch]  # each engine converts the packed codes itself, as its backend does
                         if op == "knn":
                             engines = {"auto": lambda: auto.search(qb, params), "scan": lambda: auto.scan.search(qb, params),
-                                       "mih": lambda: mih.search(qw, params)}
+                                       "mih": lambda: mih.search(as_words(qb), params)}
                         else:
                             engines = {"auto": lambda: auto.range_search(qb, params),
                                        "scan": lambda: auto.scan.range_search(qb, params),
-                                       "mih": lambda: mih.range_search(qw, params)}
+                                       "mih": lambda: mih.range_search(as_words(qb), params)}
                         answers = {name: fn() for name, fn in engines.items()}  # warm: builds what auto needs
                         if not (same(answers["auto"], answers["scan"]) and same(answers["mih"], answers["scan"])):
                             raise AssertionError(f"answers differ in cell {key}")
                         med = time_cell(engines, args.min_rounds, args.budget)
-                        plan = auto.plan(batch, **({"k": params} if op == "knn" else {"radius": params}))
                         row = {"key": key, "data": args.data, "n": n, "nbits": nbits, "op": op, "param": params,
                                "batch": batch, "threads": threads, **{f"{e}_s": v for e, v in med.items()},
                                "ratio": med["auto"] / min(med["scan"], med["mih"]),
@@ -133,6 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--budget", type=float, default=1.0, help="seconds of rounds per cell beyond the minimum")
     p.add_argument("--calibrate", action="store_true", help="calibrate the cost model first (and store it)")
     p.add_argument("--out", default="bench_auto.jsonl")
+    p.add_argument("--recheck", type=float, default=None, metavar="RATIO",
+                   help="measure again, with --budget, only the cells of --out whose ratio is above RATIO "
+                        "(their rows are replaced)")
     p.add_argument("--table", action="store_true", help="print the markdown table of --out and stop")
     args = p.parse_args(argv)
     if args.table:

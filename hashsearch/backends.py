@@ -306,6 +306,9 @@ class FaissBackend(BaseBackend):
                 "why": "FAISS multi-hash tables (probing cheaper than a scan)" if multihash else "FAISS flat scan"}
 
 
+MIN_PLANNED_ROWS = 1024  # below this, auto always scans: a scan costs microseconds, MIH tables would not pay
+
+
 @register
 class AutoBackend(BaseBackend):
     """The scan or multi-index hashing, whichever the cost model (`hashsearch.planner`) expects to be
@@ -356,6 +359,8 @@ class AutoBackend(BaseBackend):
         """Scan or MIH (and m) for a batch of nq queries, from the model's estimated seconds."""
         import numba
 
+        if self.n < MIN_PLANNED_ROWS:
+            return Estimate("scan", None, 0.0, {})
         allowed = 1.0 if mask is None else round(float(mask[::max(1, self.n // 4096)].mean()), 2)
         key = (nq, k, radius, numba.get_num_threads(), allowed)
         est = self._plans.get(key)  # a dict lookup: the plan of a batch shape is priced once
@@ -388,9 +393,11 @@ class AutoBackend(BaseBackend):
         if (k is None) == (radius is None):
             raise InvalidInputError("explain needs exactly one of k and radius")
         est = self.plan(nq, k=k, radius=radius)
+        chosen = est.scan_s if est.plan == "scan" else est.mih_s[est.m]
         other = min(est.mih_s.values()) if est.plan == "scan" and est.mih_s else est.scan_s
         return {"backend": self.name, **est.as_dict(), "n": self.n, "nbits": self.nbits, "nq": nq, "k": k,
                 "radius": radius, "threads": numba.get_num_threads(), "built_m": sorted(self._tables),
-                "why": (f"{'scan' if est.plan == 'scan' else f'MIH with m={est.m}'} estimated "
-                        f"{min(est.scan_s, *est.mih_s.values()) * 1e3:.3g} ms against {other * 1e3:.3g} ms "
+                "why": f"fewer than {MIN_PLANNED_ROWS} rows: always scanned" if not est.mih_s else
+                       (f"{'scan' if est.plan == 'scan' else f'MIH with m={est.m}'} estimated "
+                        f"{chosen * 1e3:.3g} ms against {other * 1e3:.3g} ms "
                         f"for the other plan")}

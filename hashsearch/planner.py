@@ -30,6 +30,8 @@ from hashsearch.mih import MAX_SUBSTRING_BITS, default_substrings
 
 COSTS_FILE = "costs.json"
 CALIBRATION_ROWS = 1 << 16
+OTHER_M_MARGIN = 1.5  # a substring count other than the usual one must look this much faster: the model
+# prices tables less well than the scan, and a wrong m costs more than the usual one's small loss
 SAMPLE_ROWS, SAMPLE_QUERIES = 65536, 64
 
 
@@ -269,6 +271,9 @@ class CostModel:
             scan_s = self.scan(nq, threads, hits=hits)
             mih_s = {m: self.mih(self.mih_query_range(m, radius, allowed), nq, threads) for m in ms}
         best = min(mih_s, key=mih_s.get) if mih_s else None
+        usual = default_substrings(self.nbits, self.n)
+        if best is not None and usual in mih_s and mih_s[best] * OTHER_M_MARGIN > mih_s[usual]:
+            best = usual
         if best is None or scan_s <= mih_s[best]:
             return Estimate("scan", None, scan_s, mih_s)
         return Estimate("mih", best, scan_s, mih_s)
