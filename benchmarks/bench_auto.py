@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> None:
                                "plan": plan.plan, "plan_m": plan.m, "est_scan_s": plan.scan_s,
                                "est_mih_s": plan.mih_s.get(m0), "mih_m": m0, "mih_build_s": build_s,
                                "hits": float(np.diff(answers["scan"][0]).mean()) if op == "range" else None}
+                        done[tuple(key)] = row
                         with out.open("a") as f:
                             f.write(json.dumps(row) + "\n")
                         flag = "  <-- above 1.2" if row["ratio"] > 1.2 else ""
