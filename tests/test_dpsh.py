@@ -67,7 +67,7 @@ def test_short_fit_on_digits_beats_untrained_encoder_and_codes_are_packed(digits
     validate_codes(codes, 16)
     maps = [mean_average_precision(m.encode(x[q]), m.encode(x[db]), y[q], y[db], 16) for m in (untrained, model)]
     assert maps[1] > maps[0] + 0.2, maps
-    assert len(model.loss_history) == 4
+    assert len(model.history_) == 4
 
 
 def test_seeded_fit_is_deterministic_and_save_load_round_trip(digits, tmp_path):

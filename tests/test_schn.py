@@ -95,12 +95,12 @@ def test_every_term_has_the_right_shape_and_gradients_reach_the_right_networks()
     for name, term in terms.items():
         assert term.ndim == 0 and torch.isfinite(term), name
     assert terms["total"].item() == pytest.approx(sum(v.item() for k, v in terms.items() if k != "total"), rel=1e-5)
-    for name, net in (("sim_image", model.encoder), ("sim_label", label_net), ("sim_latent", cycle.gcn),
+    for name, net in (("sim_image", model.encoder_), ("sim_label", label_net), ("sim_latent", cycle.gcn),
                       ("rec_image", cycle.image_rec), ("rec_label", cycle.label_rec)):
         grads = torch.autograd.grad(terms[name], list(net.parameters()), retain_graph=True, allow_unused=True)
         assert any(g is not None and g.abs().sum() > 0 for g in grads), f"{name} does not reach its network"
     # the cycle net sees detached features: the latent term must not train the image encoder
-    grads = torch.autograd.grad(terms["sim_latent"], list(model.encoder.parameters()), retain_graph=True, allow_unused=True)
+    grads = torch.autograd.grad(terms["sim_latent"], list(model.encoder_.parameters()), retain_graph=True, allow_unused=True)
     assert all(g is None for g in grads)
     logits = disc(out["image_rec"], out["label_rec"])
     assert logits.shape == (12,) and torch.isfinite(logits).all()
@@ -113,7 +113,7 @@ def test_every_term_has_the_right_shape_and_gradients_reach_the_right_networks()
 
 def test_weights_scale_their_terms():
     model, label_net, cycle, disc, xt, lt, adj = tiny_setup()
-    model.encoder.eval(), cycle.eval()  # no dropout / batch statistics: identical forward passes
+    model.encoder_.eval(), cycle.eval()  # no dropout / batch statistics: identical forward passes
     B = torch.where(torch.randn(6, 16) >= 0, 1.0, -1.0)
     with torch.no_grad():
         out = model.forward_all(label_net, cycle, xt, lt, adj)
@@ -140,7 +140,7 @@ def test_short_fit_on_digits_beats_untrained_encoder(digits, tmp_path):
     codes = model.encode(x[db])
     validate_codes(codes, 16)
     validate_codes(model.train_codes_, 16)
-    assert len(model.train_codes_) == len(db) and len(model.loss_history) == 2
+    assert len(model.train_codes_) == len(db) and len(model.history_) == 2
     maps = [mean_average_precision(m.encode(x[q]), m.encode(x[db]), y[q], y[db], 16) for m in (untrained, model)]
     assert maps[1] > maps[0] + 0.2, maps
     model.save(tmp_path / "schn")
