@@ -185,7 +185,6 @@ class SCHN(DeepImageHasher):
         self.max_iter, self.max_epoch, self.num_samples = int(max_iter), int(max_epoch), int(num_samples)
         self.gcn_dropout = float(gcn_dropout)
         self.label_dim, self.latent_dim, self.mlp_hidden = int(label_dim), int(latent_dim), int(mlp_hidden)
-        self.train_codes_: np.ndarray | None = None
         self.loss_history: list[dict[str, float]] = []
 
     def build_networks(self, n_classes: int, dev: torch.device) -> tuple[nn.Module, CycleNet, Discriminator]:

@@ -6,7 +6,6 @@ from scratch (`SmallCNN`) and precomputed features through an MLP (`FeatureNet`)
 """
 from __future__ import annotations
 
-import inspect
 import os
 from typing import Any
 
@@ -17,6 +16,8 @@ from torch import nn
 from hashsearch.codes import check_nbits, encode_sign
 from hashsearch.errors import HashsearchError, InvalidInputError
 from hashsearch.models import training
+from hashsearch.models.base import Learner, label_similarity, multihot_labels  # noqa: F401 (used by schn, dpsh)
+from hashsearch.models.base import signs as sign_plus  # noqa: F401 (used by schn, dpsh)
 
 
 class SmallCNN(nn.Module):
@@ -81,40 +82,12 @@ def as_images(x: np.ndarray, name: str = "x") -> torch.Tensor:
     return t.unsqueeze(1) if t.ndim == 3 else t
 
 
-def as_multihot(labels: np.ndarray, n: int, n_classes: int | None = None) -> torch.Tensor:
-    """Labels as a float32 (n, c) 0/1 matrix: accepts (n,) class ids or an (n, c) multi-hot matrix."""
-    if labels is None:
-        raise InvalidInputError("labels are required: this hasher is supervised")
-    lab = np.asarray(labels)
-    if lab.shape[:1] != (n,):
-        raise InvalidInputError(f"labels have {lab.shape[0] if lab.ndim else 0} rows but the input has {n}")
-    if lab.ndim == 1:
-        if not np.issubdtype(lab.dtype, np.integer) or (lab < 0).any():
-            raise InvalidInputError(f"1-D labels must be non-negative integer class ids, got dtype {lab.dtype}")
-        c = n_classes or int(lab.max()) + 1
-        if lab.max() >= c:
-            raise InvalidInputError(f"class id {int(lab.max())} is out of range for {c} classes")
-        out = np.zeros((n, c), np.float32)
-        out[np.arange(n), lab] = 1
-        return torch.from_numpy(out)
-    if lab.ndim != 2 or not np.isin(lab, (0, 1)).all():
-        raise InvalidInputError(f"labels must be class ids (n,) or a 0/1 multi-hot matrix (n, c), got shape {lab.shape}")
-    if n_classes is not None and lab.shape[1] != n_classes:
-        raise InvalidInputError(f"labels have {lab.shape[1]} classes, expected {n_classes}")
-    return torch.from_numpy(lab.astype(np.float32))
+def as_multihot(labels: np.ndarray, n: int) -> torch.Tensor:
+    """Labels as a float32 (n, c) 0/1 tensor (`base.multihot_labels`: class ids or multi-hot)."""
+    return torch.from_numpy(multihot_labels(labels, n))
 
 
-def label_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """S_ij = 1 where items i and j share at least one label, else 0 (float)."""
-    return (a @ b.T > 0).float()
-
-
-def sign_plus(x: torch.Tensor) -> torch.Tensor:
-    """Sign with sign(0) = +1, so codes never take a third value."""
-    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
-
-
-class DeepImageHasher:
+class DeepImageHasher(Learner):
     """Base of the single-modal deep hashers: fit(x, labels) in subclasses, encode(x) -> packed uint8.
 
     Subclasses set `self.encoder` (a HashEncoder) in `fit`; every constructor argument is stored
@@ -185,11 +158,6 @@ class DeepImageHasher:
         return encode_sign(self.real_codes(x))
 
     # ----- persistence (training.py's checkpoint format, so training.load_model works)
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments by name (what config.json stores)."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
-
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted encoder and its settings into checkpoint directory `path`."""
         self._check_fitted()
