@@ -1,4 +1,6 @@
-"""SCHN: every loss term on hand-made cases, DCC descent, gradient routing, a short real fit, persistence."""
+"""SCHN: every loss term on hand-made cases, DCC descent, gradient routing, the former NaN's cause
+(unbounded attention inputs, unnormalised graph) gone, recovery from a non-finite step, settings
+chosen from the input, a short real fit, persistence."""
 from __future__ import annotations
 
 import math
@@ -13,6 +15,7 @@ from hashsearch.errors import HashsearchError, InvalidInputError
 from hashsearch.metrics import mean_average_precision
 from hashsearch.models import schn
 from hashsearch.models.schn import SCHN
+from hashsearch.models.single_modal import NonFiniteError
 from hashsearch.models.training import load_model
 
 SMALL = dict(label_dim=32, latent_dim=64, mlp_hidden=64, feature_dim=32)
@@ -151,15 +154,115 @@ def test_short_fit_on_digits_beats_untrained_encoder(digits, tmp_path):
 
 def test_divergence_is_named_not_left_to_a_later_crash():
     schn.check_finite({"total": torch.tensor(3.0), "codes": torch.ones(2, 8)})  # finite: no error
-    with pytest.raises(HashsearchError, match="diverged: non-finite sim_image, codes"):
+    with pytest.raises(NonFiniteError, match="diverged: non-finite sim_image, codes"):
         schn.check_finite({"sim_image": torch.tensor(float("nan")), "total": torch.tensor(1.0),
                            "codes": torch.tensor([[0.0, float("inf")]])})
+
+
+def test_normalized_adjacency_hand_case_and_degree_free_scale():
+    S = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])  # item 2 has no label: no self-loop in S
+    A = schn.normalized_adjacency(S)
+    torch.testing.assert_close(A, torch.tensor([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]))
+    for k in (2, 8, 64):  # k items of one class: the propagated features keep their scale (raw S: x k)
+        x = torch.ones(k, 3)
+        torch.testing.assert_close(schn.normalized_adjacency(torch.ones(k, k)) @ x, x)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4, 1e6])
+def test_cycle_net_stays_finite_for_huge_features(scale):
+    """The former divergence: features of the latent graph layer grew without bound during training
+    (x80 in 60 steps at lr 1e-2 on digits), attention logits grew with their square and the attention
+    backward returned NaN. Before the fix, inputs of scale 1e6 gave NaN gradients here (1e4: 1.6e6)."""
+    torch.manual_seed(0)
+    lab = torch.nn.functional.one_hot(torch.arange(64) % 10, 10).float()
+    cycle = schn.CycleNet(32, 16, 32, 64, 64)
+    f_image, f_label = torch.rand(64, 32) * scale, torch.rand(64, 32) * scale
+    out = cycle(f_image, f_label, schn.label_similarity(lab, lab))
+    sum(v.sum() for v in out.values()).backward()
+    grads = [p.grad for p in cycle.parameters() if p.grad is not None]
+    assert all(torch.isfinite(v).all() for v in out.values())
+    assert all(torch.isfinite(g).all() for g in grads) and max(g.abs().max() for g in grads) < 1e4
+    with torch.no_grad():  # the attention weights do not depend on the scale of the label features
+        q = cycle.norm_label(f_label)
+        torch.testing.assert_close(q, cycle.norm_label(f_label * 1e3), rtol=1e-4, atol=1e-4)
+
+
+def test_high_learning_rate_fit_that_used_to_diverge_now_trains(digits):
+    """lr 1e-2 on 300 digits rows: the old network went NaN; now no step needs a recovery."""
+    x, y, _, db = digits
+    rows = x[db[:300]].reshape(300, -1)
+    model = SCHN(16, lr=1e-2, max_iter=3, verbose=False, **SMALL).fit(rows, y[db[:300]])
+    assert [h["round"] for h in model.history_] == [0, 1, 2]  # no "recovered" event
+    assert all(np.isfinite(h["total"]) for h in model.history_)
+
+
+def test_a_non_finite_step_is_recovered_and_recorded(digits, monkeypatch):
+    x, y, _, db = digits
+    calls = {"n": 0}
+    real = SCHN.cycle_losses
+
+    def once_nan(self, out, B, S):
+        terms = real(self, out, B, S)
+        calls["n"] += 1
+        if calls["n"] == 7:  # round 1, a few steps in
+            terms["sim_latent"] = terms["sim_latent"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(SCHN, "cycle_losses", once_nan)
+    rows = x[db[:200]].reshape(200, -1)
+    model = SCHN(16, max_iter=2, verbose=False, **SMALL).fit(rows, y[db[:200]])
+    events = [h for h in model.history_ if h.get("event") == "recovered"]
+    assert len(events) == 1 and events[0]["round"] == 1 and "sim_latent" in events[0]["error"]
+    assert events[0]["lr"] == pytest.approx(5e-4)
+    assert [h["round"] for h in model.history_ if "event" not in h] == [0, 1]
+    assert model.history_[-1]["lr"] == pytest.approx(5e-4)
+    validate_codes(model.encode(rows), 16)
+
+
+def test_recovery_gives_up_with_a_clear_error(digits, monkeypatch):
+    x, y, _, db = digits
+    monkeypatch.setattr(schn, "similarity_loss", lambda U, B, S: U.sum() * float("nan"))
+    with pytest.raises(HashsearchError, match="still diverging after 6 restarts.*lr now"):
+        SCHN(16, max_iter=1, verbose=False, **SMALL).fit(x[db[:100]].reshape(100, -1), y[db[:100]])
+
+
+def test_auto_settings_follow_the_input_and_can_be_overridden(digits):
+    x, y, _, db = digits
+    features = SCHN(16)._resolve_params((64,), 1000, 10)
+    assert features["input_kind"] == "features" and features["label_dim"] == 128 and features["latent_dim"] == 256
+    assert features["num_samples"] == 1000 and features["max_epoch"] == 1 and features["max_iter"] == 10
+    big = SCHN(16)._resolve_params((1, 28, 28), 20000, 10)
+    assert big["input_kind"] == "pixels" and big["mlp_hidden"] == 512 and big["num_samples"] == 2000
+    assert big["max_iter"] == 50  # capped
+    mid = SCHN(16)._resolve_params((784,), 4000, 10)
+    assert mid["max_iter"] == 16  # about 8 passes over the set
+    fixed = SCHN(16, latent_dim=48, max_iter=3)._resolve_params((64,), 1000, 10)
+    assert fixed["latent_dim"] == 48 and fixed["max_iter"] == 3 and fixed["label_dim"] == 128
+    model = SCHN(16, max_iter=1, verbose=False, **SMALL)
+    assert model.max_epoch == "auto"  # stored unchanged
+    model.fit(x[db[:100]].reshape(100, -1), y[db[:100]])
+    assert model.max_epoch == "auto" and model.params_["max_epoch"] == 1 and model.params_["feature_dim"] == 32
+
+
+def test_params_round_trip_and_clone():
+    from sklearn.base import clone
+
+    model = SCHN(32, latent_dim=48, lr=5e-4)
+    again = type(model)(**model.get_params())
+    assert again.get_params() == model.get_params() and clone(model).get_params() == model.get_params()
+    assert clone(model).max_iter == "auto"
 
 
 def test_invalid_settings_are_named():
     with pytest.raises(InvalidInputError, match="gamma"):
         SCHN(16, gamma=-1)
-    with pytest.raises(InvalidInputError, match="max_iter"):
+    with pytest.raises(InvalidInputError, match="max_iter must be a positive integer or \"auto\", got 0"):
         SCHN(16, max_iter=0)
+    with pytest.raises(InvalidInputError, match="latent_dim"):
+        SCHN(16, latent_dim="big")
+    model = SCHN(16)
+    model.set_params(gcn_dropout=1.0)  # set_params does not check; fit does
+    with pytest.raises(InvalidInputError, match="gcn_dropout must be below 1"):
+        model.fit(np.zeros((4, 8), np.float32), np.arange(4) % 2)
     with pytest.raises(InvalidInputError, match="labels are required"):
         SCHN(16, verbose=False).fit(np.zeros((4, 1, 8, 8), np.float32), None)

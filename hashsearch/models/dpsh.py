@@ -15,8 +15,8 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from hashsearch.models.single_modal import (AUTO, DeepImageHasher, NonFiniteError, Rollback, check_finite,
-                                            check_setting, label_similarity, sign_plus)
+from hashsearch.models.base import check_real, label_similarity, signs
+from hashsearch.models.single_modal import AUTO, DeepImageHasher, NonFiniteError, Rollback, check_finite, check_size
 
 MIN_STEPS = 600  # "auto" epochs: at least this many batches in all, so that small sets are not under-trained
 
@@ -26,7 +26,7 @@ def dpsh_loss(u: torch.Tensor, U: torch.Tensor, S: torch.Tensor, eta: float) -> 
     given 0/1 similarities `S` (|batch| x N), plus η times the quantisation error of `u`."""
     theta = 0.5 * (u @ U.T)
     likelihood = (F.softplus(theta) - S * theta).sum()
-    quantization = ((u - sign_plus(u.detach())) ** 2).sum()
+    quantization = ((u - signs(u.detach())) ** 2).sum()
     return (likelihood + eta * quantization) / (u.shape[0] * U.shape[0])
 
 
@@ -49,13 +49,13 @@ class DPSH(DeepImageHasher):
         super().__init__(nbits, seed=seed, feature_dim=feature_dim, lr=lr, weight_decay=weight_decay,
                          batch_size=batch_size, device=device, verbose=verbose)
 
-    def check_params(self) -> None:
-        super().check_params()
-        check_setting("eta", self.eta, float, 0)
-        check_setting("epochs", self.epochs, int, 1, auto=True)
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_real(self.eta, "eta", strictly_positive=False)
+        check_size(self.epochs, "epochs")
 
-    def resolve_params(self, input_shape: tuple[int, ...], n: int, n_classes: int) -> dict[str, Any]:
-        params = super().resolve_params(input_shape, n, n_classes)
+    def _resolve_params(self, input_shape: tuple[int, ...], n: int, n_classes: int) -> dict[str, Any]:
+        params = super()._resolve_params(input_shape, n, n_classes)
         if params["epochs"] == AUTO:
             params["epochs"] = max(30, math.ceil(MIN_STEPS / math.ceil(n / self.batch_size)))
         return params

@@ -29,8 +29,9 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from hashsearch.codes import encode_sign
-from hashsearch.models.single_modal import (AUTO, DeepImageHasher, NonFiniteError, Rollback, check_finite,
-                                            check_setting, label_similarity, sign_plus)
+from hashsearch.errors import InvalidInputError
+from hashsearch.models.base import check_real, label_similarity, signs
+from hashsearch.models.single_modal import AUTO, DeepImageHasher, NonFiniteError, Rollback, check_finite, check_size
 
 class CodeMLP(nn.Module):
     """in -> hidden -> ReLU -> feature_dim -> ReLU (features) -> linear -> tanh (codes): the authors'
@@ -164,7 +165,7 @@ def dcc_update(B: torch.Tensor, U: torch.Tensor, S: torch.Tensor, gamma: float, 
     Q = nbits * S.T @ U + gamma * U
     for k in range(nbits):
         rest = torch.arange(nbits, device=U.device) != k
-        B[:, k] = sign_plus(Q[:, k] - B[:, rest] @ (U[:, rest].T @ U[:, k]) + alpha * u_label[:, k] + beta * u_latent[:, k])
+        B[:, k] = signs(Q[:, k] - B[:, rest] @ (U[:, rest].T @ U[:, k]) + alpha * u_label[:, k] + beta * u_latent[:, k])
     return B
 
 
@@ -180,7 +181,7 @@ class SCHN(DeepImageHasher):
     Settings left "auto" are chosen from the input in `fit` (`params_` records them): widths
     `label_dim` / `latent_dim` / `mlp_hidden` 128 / 256 / 256 on feature rows, 256 / 512 / 512 on
     pixels (the authors': 512 / 1024 / 1024); `num_samples` = min(n, 2000) (authors: 2000);
-    `max_epoch` 1; `max_iter` rounds for about 15 passes over the set, 10 to 50 rounds (authors: 50
+    `max_epoch` 1; `max_iter` rounds for about 8 passes over the set, 10 to 50 rounds (authors: 50
     rounds of 3 epochs). A non-finite step restores the state at the start of its round with half the
     step size (recorded in `history_`). `train_codes_` holds the learned database codes of the
     training items (the asymmetric protocol).
@@ -201,21 +202,22 @@ class SCHN(DeepImageHasher):
         super().__init__(nbits, seed=seed, feature_dim=feature_dim, lr=lr, weight_decay=weight_decay,
                          batch_size=batch_size, device=device, verbose=verbose)
 
-    def check_params(self) -> None:
-        super().check_params()
+    def _check_params(self) -> None:
+        super()._check_params()
         for name in ("gamma", "alpha", "beta", "semantic_weight", "latent_weight", "rec_weight", "adv_weight"):
-            check_setting(name, getattr(self, name), float, 0)
+            check_real(getattr(self, name), name, strictly_positive=False)
         for name in ("max_iter", "max_epoch", "num_samples", "label_dim", "latent_dim", "mlp_hidden"):
-            check_setting(name, getattr(self, name), int, 1, auto=True)
-        check_setting("gcn_dropout", self.gcn_dropout, float, 0, 0.99)
+            check_size(getattr(self, name), name)
+        if check_real(self.gcn_dropout, "gcn_dropout", strictly_positive=False) >= 1:
+            raise InvalidInputError(f"gcn_dropout must be below 1, got {self.gcn_dropout!r}")
 
-    def resolve_params(self, input_shape: tuple[int, ...], n: int, n_classes: int) -> dict[str, Any]:
-        params = super().resolve_params(input_shape, n, n_classes)
+    def _resolve_params(self, input_shape: tuple[int, ...], n: int, n_classes: int) -> dict[str, Any]:
+        params = super()._resolve_params(input_shape, n, n_classes)
         widths = (128, 256, 256) if params["input_kind"] == "features" else (256, 512, 512)
         auto = dict(zip(("label_dim", "latent_dim", "mlp_hidden"), widths), num_samples=min(n, 2000), max_epoch=1)
         params.update({k: v for k, v in auto.items() if params[k] == AUTO})
         if params["max_iter"] == AUTO:
-            passes = 15 * n / (params["num_samples"] * params["max_epoch"])
+            passes = 8 * n / (params["num_samples"] * params["max_epoch"])
             params["max_iter"] = min(50, max(10, math.ceil(passes)))
         return params
 

@@ -8,9 +8,6 @@ from scratch (`SmallCNN`) and precomputed features through an MLP (`FeatureNet`)
 from __future__ import annotations
 
 import copy
-import inspect
-import math
-import os
 from typing import Any
 
 import numpy as np
@@ -20,6 +17,7 @@ from torch import nn
 from hashsearch.codes import check_nbits, encode_sign
 from hashsearch.errors import HashsearchError, InvalidInputError
 from hashsearch.models import training
+from hashsearch.models.base import Learner, check_count, check_is_fitted, check_real, multihot_labels
 
 
 class SmallCNN(nn.Module):
@@ -84,37 +82,9 @@ def as_images(x: np.ndarray, name: str = "x") -> torch.Tensor:
     return t.unsqueeze(1) if t.ndim == 3 else t
 
 
-def as_multihot(labels: np.ndarray, n: int, n_classes: int | None = None) -> torch.Tensor:
-    """Labels as a float32 (n, c) 0/1 matrix: accepts (n,) class ids or an (n, c) multi-hot matrix."""
-    if labels is None:
-        raise InvalidInputError("labels are required: this hasher is supervised")
-    lab = np.asarray(labels)
-    if lab.shape[:1] != (n,):
-        raise InvalidInputError(f"labels have {lab.shape[0] if lab.ndim else 0} rows but the input has {n}")
-    if lab.ndim == 1:
-        if not np.issubdtype(lab.dtype, np.integer) or (lab < 0).any():
-            raise InvalidInputError(f"1-D labels must be non-negative integer class ids, got dtype {lab.dtype}")
-        c = n_classes or int(lab.max()) + 1
-        if lab.max() >= c:
-            raise InvalidInputError(f"class id {int(lab.max())} is out of range for {c} classes")
-        out = np.zeros((n, c), np.float32)
-        out[np.arange(n), lab] = 1
-        return torch.from_numpy(out)
-    if lab.ndim != 2 or not np.isin(lab, (0, 1)).all():
-        raise InvalidInputError(f"labels must be class ids (n,) or a 0/1 multi-hot matrix (n, c), got shape {lab.shape}")
-    if n_classes is not None and lab.shape[1] != n_classes:
-        raise InvalidInputError(f"labels have {lab.shape[1]} classes, expected {n_classes}")
-    return torch.from_numpy(lab.astype(np.float32))
-
-
-def label_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """S_ij = 1 where items i and j share at least one label, else 0 (float)."""
-    return (a @ b.T > 0).float()
-
-
-def sign_plus(x: torch.Tensor) -> torch.Tensor:
-    """Sign with sign(0) = +1, so codes never take a third value."""
-    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+def as_multihot(labels: np.ndarray, n: int) -> torch.Tensor:
+    """Labels as a float32 (n, c) 0/1 tensor (`base.multihot_labels`: class ids or multi-hot)."""
+    return torch.from_numpy(multihot_labels(labels, n))
 
 
 AUTO = "auto"
@@ -125,14 +95,10 @@ def input_kind(shape: tuple[int, ...]) -> str:
     return "pixels" if len(shape) == 3 else "features"
 
 
-def check_setting(name: str, value: Any, kind: type, low: float, high: float = math.inf, auto: bool = False) -> None:
-    """Raise a one-line error unless `value` is of `kind` (int or float) in [low, high] (or "auto" where allowed)."""
-    if auto and isinstance(value, str) and value == AUTO:
-        return
-    ok = isinstance(value, (int, np.integer)) if kind is int else isinstance(value, (int, float, np.integer, np.floating))
-    if isinstance(value, bool) or not ok or not low <= value <= high:
-        allowed = f"{kind.__name__} in [{low}, {high}]" + (' or "auto"' if auto else "")
-        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
+def check_size(value: Any, name: str) -> None:
+    """A setting that is "auto" or a positive integer, else InvalidInputError naming it."""
+    if not (isinstance(value, str) and value == AUTO) and check_count(value, name) < 1:
+        raise InvalidInputError(f"{name} must be a positive integer or \"auto\", got {value!r}")
 
 
 class NonFiniteError(HashsearchError):
@@ -185,13 +151,13 @@ class Rollback:
         return state["buffers"], event
 
 
-class DeepImageHasher:
+class DeepImageHasher(Learner):
     """Base of the single-modal deep hashers: fit(x, labels) in subclasses, encode(x) -> packed uint8.
 
-    The constructor stores its arguments unchanged (scikit-learn's contract); settings left "auto" are
-    chosen in `fit` from the input (feature rows or pixels, their number, the labels) by
-    `resolve_params`, and every setting used is kept in `params_` and saved with the model.
-    Fitted attributes end in `_`: `encoder_`, `params_`, `history_`, `input_shape_`, `x_mean_`, `x_std_`.
+    The constructor stores its arguments unchanged (`base.Learner`, scikit-learn's contract); settings
+    left "auto" are chosen in `fit` from the input (feature rows or pixels, their number, the labels)
+    by `_resolve_params`, and every setting used is kept in `params_` and saved with the model.
+    Fitted attributes: `encoder_`, `params_`, `history_`, `input_shape_`, `x_mean_`, `x_std_`.
     """
 
     encoder_tanh = True
@@ -201,19 +167,20 @@ class DeepImageHasher:
                  verbose: bool = True):
         self.nbits, self.seed, self.feature_dim, self.lr = nbits, seed, feature_dim, lr
         self.weight_decay, self.batch_size, self.device, self.verbose = weight_decay, batch_size, device, verbose
-        self.check_params()
+        self._check_params()
 
     # ----- settings
-    def check_params(self) -> None:
-        """Raise a one-line error naming the first invalid constructor argument."""
+    def _check_params(self) -> None:
         check_nbits(self.nbits)
-        check_setting("feature_dim", self.feature_dim, int, 1, auto=True)
-        check_setting("lr", self.lr, float, 0)
-        check_setting("weight_decay", self.weight_decay, float, 0)
-        check_setting("batch_size", self.batch_size, int, 2)  # pairs are needed
+        check_count(self.seed, "seed")
+        check_size(self.feature_dim, "feature_dim")
+        check_real(self.lr, "lr", strictly_positive=False)
+        check_real(self.weight_decay, "weight_decay", strictly_positive=False)
+        if check_count(self.batch_size, "batch_size") < 2:
+            raise InvalidInputError(f"batch_size must be at least 2 (pairs are needed), got {self.batch_size}")
 
-    def resolve_params(self, input_shape: tuple[int, ...], n: int, n_classes: int) -> dict[str, Any]:
-        """Every training setting, "auto" ones chosen for this input: the encoder width (256 features)."""
+    def _resolve_params(self, input_shape: tuple[int, ...], n: int, n_classes: int) -> dict[str, Any]:
+        """Every training setting, "auto" ones chosen for this input; here the encoder width (256)."""
         params = self.get_params()
         params.pop("verbose")
         params["input_kind"] = input_kind(input_shape)
@@ -221,22 +188,17 @@ class DeepImageHasher:
             params["feature_dim"] = 256
         return params
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor arguments by name, as given (what `type(m)(**m.get_params())` rebuilds)."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
-
     # ----- setup shared by fit implementations
     def _start_fit(self, x: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.device]:
         """Validate data and settings, resolve "auto" ones, seed, standardise the input with the training
         mean/std, build the encoder."""
-        self.check_params()
+        self._check_params()
         xt = as_images(x)
         lt = as_multihot(labels, len(xt))
         training.seed_everything(self.seed)
         dev = training.select_device(self.device)
         self.input_shape_ = tuple(xt.shape[1:])
-        self.params_ = self.resolve_params(self.input_shape_, len(xt), lt.shape[1])
+        self.params_ = self._resolve_params(self.input_shape_, len(xt), lt.shape[1])
         self.history_: list[dict[str, Any]] = []
         self.x_mean_, self.x_std_ = float(xt.mean()), float(xt.std()) or 1.0
         self.encoder_ = self._build_encoder().to(dev)
@@ -261,13 +223,9 @@ class DeepImageHasher:
             print(f"{type(self).__name__}: {record['error']}; restored the last finite state, lr now {record['lr']:g}")
 
     # ----- inference
-    def _check_fitted(self) -> None:
-        if getattr(self, "encoder_", None) is None:
-            raise HashsearchError(f"{type(self).__name__} is not fitted: call fit(x, labels) first")
-
     def real_codes(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """The hash layer's real-valued outputs (n, nbits) float32, before the sign."""
-        self._check_fitted()
+        check_is_fitted(self)
         xt = as_images(x)
         if tuple(xt.shape[1:]) != self.input_shape_:
             raise InvalidInputError(f"input rows have shape {tuple(xt.shape[1:])}, the model was fitted on {self.input_shape_}")
@@ -287,26 +245,18 @@ class DeepImageHasher:
         """Packed uint8 codes (n, nbits // 8) of images or feature rows, by the sign of the hash layer."""
         return encode_sign(self.real_codes(x))
 
-    # ----- persistence (training.py's checkpoint format, so training.load_model works)
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted encoder, the constructor arguments and the resolved settings into directory `path`."""
-        self._check_fitted()
-        config = {"params": self.get_params(), "resolved": self.params_, "input_shape": list(self.input_shape_),
-                  "x_mean": self.x_mean_, "x_std": self.x_std_}
-        training.save_checkpoint(path, self, config, {"encoder": self.encoder_.state_dict()})
+    # ----- checkpoints (base.Learner's format: the resolved settings and the encoder's weights)
+    def _fitted_config(self) -> dict[str, Any]:
+        return {"params_": self.params_, "history_": self.history_, "input_shape_": list(self.input_shape_),
+                "x_mean_": self.x_mean_, "x_std_": self.x_std_}
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "DeepImageHasher":
-        """Rebuild a fitted learner from a directory written by `save`, on CUDA when available, else CPU."""
-        doc, state = training.load_checkpoint(path)
-        if doc["class"] != training.class_path(cls):
-            raise InvalidInputError(f"checkpoint {path} holds a {doc['class']}, not a {training.class_path(cls)}")
-        cfg = doc["config"]
-        model = cls(**cfg["params"])
-        model.params_ = cfg["resolved"]
-        model.input_shape_ = tuple(cfg["input_shape"])
-        model.x_mean_, model.x_std_ = float(cfg["x_mean"]), float(cfg["x_std"])
-        model.encoder_ = model._build_encoder()
-        model.encoder_.load_state_dict(state["encoder"])
-        model.encoder_.to(training.select_device(None))
-        return model
+    def _fitted_state(self) -> dict[str, Any]:
+        return {"encoder_": self.encoder_.state_dict()}
+
+    def _restore(self, fitted: dict[str, Any], state: dict[str, Any]) -> None:
+        self.params_, self.history_ = fitted["params_"], fitted["history_"]
+        self.input_shape_ = tuple(fitted["input_shape_"])
+        self.x_mean_, self.x_std_ = float(fitted["x_mean_"]), float(fitted["x_std_"])
+        self.encoder_ = self._build_encoder()
+        self.encoder_.load_state_dict(state["encoder_"])
+        self.encoder_.to(training.select_device(None))
