@@ -76,9 +76,10 @@ def markdown(rows: list[dict], command: str, load: tuple[float, float]) -> str:
         "# SCHN and DPSH with default settings: stability over seeds and torch threads",
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; machine: {platform.machine()}, {os.cpu_count()} CPU"
-        f" cores **shared with other engineers' jobs** (1-min load average {load[0]:.1f} at the start,"
-        f" {load[1]:.1f} at the end: wall seconds are inflated several-fold, CPU seconds less so), torch"
-        f" {torch.__version__}",
+        f" cores **shared with other engineers' jobs** (1-min load average {load[0]:.1f} when this run started,"
+        f" {load[1]:.1f} when it wrote this table: wall seconds are inflated several-fold, CPU seconds less so), torch"
+        f" {torch.__version__}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')} (PASSIVE: idle OpenMP"
+        " threads sleep instead of spinning, which on an oversubscribed machine made 2-thread fits burn 7x the CPU)",
         f"- command: `{command}`",
         "- each fit: `Learner(nbits, seed=s).fit(x_train, labels)` with nothing else passed; 'finite' = the fit"
         " returned and every recorded loss is finite; 'recov.' = steps restored after a non-finite value",
@@ -123,6 +124,7 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--input", choices=("features", "pixels"), default="features")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stability_single_modal.md"))
+    parser.add_argument("--report", action="store_true", help="only rewrite the table from the fits recorded so far")
     args = parser.parse_args()
     log = args.out.with_suffix(".jsonl")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +133,7 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     sets = {name: load(name) for name in args.datasets.split(",")}
     splits = {name: standard_split(data, seed=0) for name, data in sets.items()}
-    for seed in range(args.seeds):  # seeds outermost: a cut-short run still covers every setting
+    for seed in range(0 if args.report else args.seeds):  # seeds outermost: a cut-short run covers every setting
         for name in sets:
             for learner in args.learners.split(","):
                 for nbits in map(int, args.nbits.split(",")):
@@ -145,7 +147,7 @@ def main() -> None:
                             f.write(json.dumps(row) + "\n")
                         print(json.dumps({k: v for k, v in row.items() if k != "resolved"}), flush=True)
     command = "python benchmarks/stability_single_modal.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items() if k != "out") + f" --out {args.out}"
+        f"--{k} {v}" for k, v in vars(args).items() if k not in ("out", "report")) + f" --out {args.out}"
     args.out.write_text(markdown(rows, command, (load_start, os.getloadavg()[0])))
     print(f"wrote {args.out}")
 
