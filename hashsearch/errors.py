@@ -18,3 +18,7 @@ class UnknownIdError(HashsearchError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it plain
         return str(self.args[0]) if self.args else ""
+
+
+class NotFittedError(HashsearchError, ValueError, AttributeError):
+    """A learner was asked to encode or save before `fit` (as scikit-learn's, a ValueError and AttributeError)."""

@@ -127,7 +127,9 @@ def test_cross_modal_fit_checks_pairs_and_labels():
 
 def test_check_labels_one_hot_and_multi_hot():
     np.testing.assert_array_equal(check_labels(np.array([7, 3, 7]), 3), [[0, 1], [1, 0], [0, 1]])
-    np.testing.assert_array_equal(check_labels(np.array([[-1, 1], [1, 1], [-1, -1]]), 3), [[0, 1], [1, 1], [0, 0]])
+    np.testing.assert_array_equal(check_labels(np.array([[-1, 1], [1, 1], [1, -1]]), 3), [[0, 1], [1, 1], [1, 0]])
+    with pytest.raises(InvalidInputError, match="no label"):
+        check_labels(np.array([[-1, 1], [1, 1], [-1, -1]]), 3)
     with pytest.raises(InvalidInputError, match="0/1"):
         check_labels(np.array([[0, 3], [1, 1], [0, 0]]), 3)
 
@@ -277,14 +279,13 @@ def test_top_singular_pairs_sparse_and_dense_paths_agree():
 
 
 def test_semantic_similarity_by_hand():
-    labels = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 0, 0]])
+    labels = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1]])
     c = 1 / np.sqrt(2)  # cosine of [1,0,0] and [1,1,0]
     expected = np.array(
         [
-            [1, 2 * c - 1, -1, -1],
-            [2 * c - 1, 1, -1, -1],
-            [-1, -1, 1, -1],
-            [-1, -1, -1, -1],  # no labels: similar to nothing, itself included
+            [1, 2 * c - 1, -1],
+            [2 * c - 1, 1, -1],
+            [-1, -1, 1],
         ]
     )
     np.testing.assert_allclose(semantic_similarity(labels), expected)

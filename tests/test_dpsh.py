@@ -1,4 +1,5 @@
-"""DPSH: the pairwise loss against a naive computation, gradients, a short real fit, persistence."""
+"""DPSH: the pairwise loss against a naive computation, gradients, a short real fit, recovery from a
+non-finite step, settings chosen from the input, persistence."""
 from __future__ import annotations
 
 import math
@@ -11,6 +12,7 @@ from hashsearch.codes import validate_codes
 from hashsearch.datasets import load_digits, standard_split
 from hashsearch.errors import HashsearchError, InvalidInputError
 from hashsearch.metrics import mean_average_precision
+from hashsearch.models import dpsh
 from hashsearch.models.dpsh import DPSH, dpsh_loss
 from hashsearch.models.training import load_model
 
@@ -67,7 +69,7 @@ def test_short_fit_on_digits_beats_untrained_encoder_and_codes_are_packed(digits
     validate_codes(codes, 16)
     maps = [mean_average_precision(m.encode(x[q]), m.encode(x[db]), y[q], y[db], 16) for m in (untrained, model)]
     assert maps[1] > maps[0] + 0.2, maps
-    assert len(model.loss_history) == 4
+    assert len(model.history_) == 4
 
 
 def test_seeded_fit_is_deterministic_and_save_load_round_trip(digits, tmp_path):
@@ -98,3 +100,43 @@ def test_clear_errors():
     model = DPSH(8, epochs=1, verbose=False).fit(x, np.arange(10) % 2)
     with pytest.raises(InvalidInputError, match="fitted on"):
         model.encode(np.zeros((2, 1, 9, 9), np.float32))
+
+
+def test_a_non_finite_step_is_recovered_and_recorded(digits, monkeypatch):
+    x, y, q, db = digits
+    calls = {"n": 0}
+
+    def once_nan(u, U, S, eta):
+        calls["n"] += 1
+        loss = dpsh_loss(u, U, S, eta)
+        return loss * float("nan") if calls["n"] == 5 else loss  # epoch 1 of 4 batches each
+
+    monkeypatch.setattr(dpsh, "dpsh_loss", once_nan)
+    model = DPSH(16, epochs=3, verbose=False).fit(x[db[:200]], y[db[:200]])
+    events = [h for h in model.history_ if h.get("event") == "recovered"]
+    assert len(events) == 1 and events[0]["epoch"] == 1 and "loss" in events[0]["error"]
+    assert events[0]["lr"] == pytest.approx(5e-4)
+    assert [h["epoch"] for h in model.history_ if "event" not in h] == [0, 1, 2]
+    assert all(np.isfinite(h["loss"]) for h in model.history_ if "loss" in h)
+    validate_codes(model.encode(x[q]), 16)
+
+
+def test_auto_epochs_follow_the_set_size_and_can_be_overridden():
+    assert DPSH(16)._resolve_params((64,), 4000, 10)["epochs"] == 30
+    assert DPSH(16)._resolve_params((64,), 1000, 10)["epochs"] == 38  # 16 batches an epoch: >= 600 steps
+    assert DPSH(16, batch_size=128)._resolve_params((1, 8, 8), 300, 10)["epochs"] == 200
+    resolved = DPSH(16, epochs=2, feature_dim=64)._resolve_params((1, 8, 8), 300, 10)
+    assert resolved["epochs"] == 2 and resolved["feature_dim"] == 64 and resolved["input_kind"] == "pixels"
+
+
+def test_params_round_trip_clone_and_saved_settings(digits, tmp_path):
+    from sklearn.base import clone
+
+    x, y, q, db = digits
+    model = DPSH(8, epochs=1, eta=3.0, verbose=False)
+    assert clone(model).get_params() == model.get_params() == type(model)(**model.get_params()).get_params()
+    model.fit(x[db[:100]], y[db[:100]])
+    model.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.params_ == model.params_ and loaded.params_["feature_dim"] == 256 and loaded.feature_dim == "auto"
+    assert loaded.history_ == model.history_

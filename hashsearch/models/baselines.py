@@ -29,13 +29,9 @@ from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
 from hashsearch.codes import check_nbits, encode_sign
-from hashsearch.datasets.checks import as_labels
-from hashsearch.errors import CorruptIndexError, HashsearchError, InvalidInputError
-from hashsearch.models.training import as_float_tensor, load_checkpoint, save_checkpoint
-
-
-class NotFittedError(HashsearchError, AttributeError):
-    """A learner was asked to encode before `fit` was called."""
+from hashsearch.errors import CorruptIndexError, InvalidInputError, NotFittedError  # noqa: F401 (re-exported)
+from hashsearch.models.base import Learner, check_count, check_is_fitted, check_real, multihot_labels, signs
+from hashsearch.models.training import as_float_tensor
 
 
 def check_features(x: Any, name: str, n_features: int | None = None) -> np.ndarray:
@@ -52,27 +48,9 @@ def check_features(x: Any, name: str, n_features: int | None = None) -> np.ndarr
 
 
 def check_labels(labels: Any, n: int) -> np.ndarray:
-    """Labels of `n` items as a (n, c) float64 0/1 matrix, via the data sets' label checker
-    (multi-hot 0/1 or -1/+1, or one category per item; unlabelled rows allowed)."""
-    y = as_labels(labels, "labels", allow_empty_rows=True)
-    if len(y) != n:
-        raise InvalidInputError(f"labels have {len(y)} rows but the features have {n}")
-    return y.astype(np.float64)
-
-
-def _check_count(value: int, name: str) -> int:
-    """A non-negative integer setting (seed, iterations), else InvalidInputError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise InvalidInputError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
-def _check_real(value: float, name: str, strictly_positive: bool = True) -> float:
-    """A finite real setting that is > 0 (or >= 0), else InvalidInputError naming it."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and np.isfinite(value)
-    if not ok or value < 0 or (strictly_positive and value == 0):
-        raise InvalidInputError(f"{name} must be a finite number {'>' if strictly_positive else '>='} 0, got {value!r}")
-    return float(value)
+    """Labels of `n` items as a (n, c) float64 0/1 matrix (`base.multihot_labels`: class ids or
+    multi-hot 0/1 or -1/+1; unlabelled rows refused)."""
+    return multihot_labels(labels, n).astype(np.float64)
 
 
 def _check_pair(images: Any, texts: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -131,11 +109,6 @@ def one_blas_thread(fit: Callable) -> Callable:
     return wrapper
 
 
-def _signs(v: np.ndarray) -> np.ndarray:
-    """±1 matrix with sign(0) = +1, the convention of `hashsearch.codes.binarize`."""
-    return np.where(v >= 0, 1.0, -1.0)
-
-
 def itq_rotation(v: np.ndarray, nbits: int, n_iter: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """ITQ: alternate B = sign(V R) and the Procrustes R minimising ‖B − V R‖²_F.
 
@@ -151,7 +124,7 @@ def itq_rotation(v: np.ndarray, nbits: int, n_iter: int, rng: np.random.Generato
     losses = np.empty(n_iter + 1)
     for t in range(n_iter + 1):
         proj = v @ rot
-        b = _signs(proj)
+        b = signs(proj)
         losses[t] = np.sum((b - proj) ** 2)
         if t == n_iter:
             break
@@ -160,41 +133,33 @@ def itq_rotation(v: np.ndarray, nbits: int, n_iter: int, rng: np.random.Generato
     return rot, losses
 
 
-class LinearHash:
+class LinearHash(Learner):
     """Base of the linear learners: per-modality training mean and projection W (d, nbits).
 
-    Subclasses set `modalities` and implement `fit`; encoding, checks and save/load live here.
+    Subclasses set `modalities` and implement `fit` (calling `_check_params` first); encoding and
+    the checkpoint state live here.
     """
 
     modalities: ClassVar[tuple[str, ...]] = ("x",)
-    param_names: ClassVar[tuple[str, ...]] = ("nbits", "seed")  # constructor settings, saved in checkpoints
 
     def __init__(self, nbits: int, seed: int = 0) -> None:
-        self.nbits = check_nbits(nbits)
-        self.seed = _check_count(seed, "seed")
-        self.means_: dict[str, np.ndarray] = {}
-        self.projections_: dict[str, np.ndarray] = {}
+        self.nbits, self.seed = nbits, seed
+        self._check_params()
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor settings (JSON-able), as stored in checkpoints."""
-        return {name: getattr(self, name) for name in self.param_names}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
-    @property
-    def is_fitted(self) -> bool:
-        return set(self.projections_) == set(self.modalities)
+    def _check_params(self) -> None:
+        check_nbits(self.nbits)
+        check_count(self.seed, "seed")
 
     def _set(self, modality: str, mean: np.ndarray, projection: np.ndarray) -> None:
+        if not hasattr(self, "means_"):
+            self.means_: dict[str, np.ndarray] = {}
+            self.projections_: dict[str, np.ndarray] = {}
         self.means_[modality] = mean.astype(np.float64)
         self.projections_[modality] = np.ascontiguousarray(projection, dtype=np.float64)
 
     def _embed(self, x: Any, modality: str, name: str) -> np.ndarray:
         """Real-valued outputs (x − mean) W, before the sign."""
-        if not self.is_fitted:
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit() before encoding")
+        check_is_fitted(self)
         mean = self.means_[modality]
         x = check_features(x, name, n_features=len(mean))
         return (x - mean) @ self.projections_[modality]
@@ -202,33 +167,18 @@ class LinearHash:
     def _encode(self, x: Any, modality: str, name: str) -> np.ndarray:
         return encode_sign(self._embed(x, modality, name))
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write a checkpoint directory readable by `hashsearch.models.training.load_model`."""
-        if not self.is_fitted:
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; nothing to save")
+    def _fitted_state(self) -> dict[str, Any]:
         state = {f"{m}.mean": torch.from_numpy(self.means_[m]) for m in self.modalities}
-        state |= {f"{m}.projection": torch.from_numpy(self.projections_[m]) for m in self.modalities}
-        save_checkpoint(path, self, self.get_params(), state)
+        return state | {f"{m}.projection": torch.from_numpy(self.projections_[m]) for m in self.modalities}
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "LinearHash":
-        """Rebuild a learner saved by `save`."""
-        doc, state = load_checkpoint(path)
-        try:
-            model = cls(**doc["config"])
-        except (TypeError, InvalidInputError) as exc:
-            raise CorruptIndexError(f"checkpoint {path} has settings {cls.__name__} does not accept: {exc}") from exc
-        for m in cls.modalities:
-            try:
-                mean, proj = state[f"{m}.mean"].numpy(), state[f"{m}.projection"].numpy()
-            except KeyError as exc:
-                raise CorruptIndexError(f"checkpoint {path} lacks the {exc.args[0]} array of {cls.__name__}") from exc
-            if mean.ndim != 1 or proj.shape != (len(mean), model.nbits):
+    def _restore(self, fitted: dict[str, Any], state: dict[str, Any]) -> None:
+        for m in self.modalities:
+            mean, proj = state[f"{m}.mean"].numpy(), state[f"{m}.projection"].numpy()
+            if mean.ndim != 1 or proj.shape != (len(mean), self.nbits):
                 raise CorruptIndexError(
-                    f"checkpoint {path}: {m} projection has shape {proj.shape}, expected ({len(mean)}, {model.nbits})"
+                    f"checkpoint: {m} projection has shape {proj.shape}, expected ({len(mean)}, {self.nbits})"
                 )
-            model._set(m, mean, proj)
-        return model
+            self._set(m, mean, proj)
 
 
 class SingleModalHash(LinearHash):
@@ -262,6 +212,7 @@ class LSH(SingleModalHash):
     @one_blas_thread
     def fit(self, x: Any, labels: Any = None) -> "LSH":
         """Record the training mean and draw the hyperplanes (labels are not used)."""
+        self._check_params()
         x = check_features(x, "x")
         w = np.random.default_rng(self.seed).standard_normal((x.shape[1], self.nbits))
         self._set("x", x.mean(axis=0), w)
@@ -274,16 +225,18 @@ class ITQ(SingleModalHash):
     After `fit`, `loss_history_` holds the quantisation loss per iteration (non-increasing).
     """
 
-    param_names = ("nbits", "n_iter", "seed")
-
     def __init__(self, nbits: int, n_iter: int = 50, seed: int = 0) -> None:
+        self.n_iter = n_iter
         super().__init__(nbits, seed)
-        self.n_iter = _check_count(n_iter, "n_iter")
-        self.loss_history_: np.ndarray | None = None
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_count(self.n_iter, "n_iter")
 
     @one_blas_thread
     def fit(self, x: Any, labels: Any = None) -> "ITQ":
         """Fit PCA and the rotation on the rows of `x` (labels are not used)."""
+        self._check_params()
         x = check_features(x, "x")
         if len(x) < 2:
             raise InvalidInputError(f"ITQ needs at least 2 training rows, got {len(x)}")
@@ -304,18 +257,20 @@ class CCAITQ(CrossModalHash):
     `reg` is the ridge added to each covariance, relative to its mean eigenvalue.
     """
 
-    param_names = ("nbits", "n_iter", "reg", "eig_power", "seed")
-
     def __init__(self, nbits: int, n_iter: int = 50, reg: float = 1e-4, eig_power: float = 1.0, seed: int = 0) -> None:
+        self.n_iter, self.reg, self.eig_power = n_iter, reg, eig_power
         super().__init__(nbits, seed)
-        self.n_iter = _check_count(n_iter, "n_iter")
-        self.reg, self.eig_power = _check_real(reg, "reg"), _check_real(eig_power, "eig_power", False)
-        self.correlations_: np.ndarray | None = None
-        self.loss_history_: np.ndarray | None = None
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_count(self.n_iter, "n_iter")
+        check_real(self.reg, "reg")
+        check_real(self.eig_power, "eig_power", False)
 
     @one_blas_thread
     def fit(self, images: Any, texts: Any, labels: Any = None) -> "CCAITQ":
         """Fit on paired rows (CCA is unsupervised: `labels` is accepted for the common API, unused)."""
+        self._check_params()
         x, y = _check_pair(images, texts)
         mx, my = x.mean(axis=0), y.mean(axis=0)
         x, y = x - mx, y - my
@@ -359,16 +314,18 @@ class SCM(CrossModalHash):
     kept for the common learner API only.
     """
 
-    param_names = ("nbits", "reg", "seed")
-
     def __init__(self, nbits: int, reg: float = 1e-4, seed: int = 0) -> None:
+        self.reg = reg
         super().__init__(nbits, seed)
-        self.reg = _check_real(reg, "reg")
-        self.objective_history_: np.ndarray | None = None
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_real(self.reg, "reg")
 
     @one_blas_thread
     def fit(self, images: Any, texts: Any, labels: Any) -> "SCM":
         """Learn both projections from paired rows and their (multi-)labels."""
+        self._check_params()
         x, y = _check_pair(images, texts)
         unit = _unit_rows(check_labels(labels, len(x)))
         mx, my = x.mean(axis=0), y.mean(axis=0)
@@ -392,7 +349,7 @@ class SCM(CrossModalHash):
                 px, py = cca[0][:, t], cca[1][:, t]
             last = min(last, val[0])
             wx[:, t], wy[:, t] = px, py
-            bx[:, t], by[:, t] = _signs(x @ px), _signs(y @ py)
+            bx[:, t], by[:, t] = signs(x @ px), signs(y @ py)
             residual -= np.outer(kx @ (x.T @ bx[:, t]), ky @ (y.T @ by[:, t]))
         self.objective_history_ = _scm_objectives(bx, by, unit, c)
         self._set("image", mx, wx)

@@ -22,10 +22,11 @@ from tqdm.auto import tqdm
 
 from hashsearch.codes import check_nbits, encode_sign
 from hashsearch.errors import InvalidInputError
-from hashsearch.models.nets import CNNF, FeatureMLP, TextNet
-from hashsearch.models.training import (
-    as_float_tensor, load_checkpoint, save_checkpoint, seed_everything, select_device,
+from hashsearch.models.base import (
+    CUSTOM, Learner, check_count, check_is_fitted, label_similarity, multihot_labels, signs,
 )
+from hashsearch.models.nets import CNNF, FeatureMLP, TextNet
+from hashsearch.models.training import as_float_tensor, load_checkpoint, seed_everything, select_device
 
 # Settings for precomputed features on small sets, tuned on a validation split carved from
 # wikipedia's training pairs (never its queries). With the paper's η = 1 the bit-balance term, whose
@@ -37,16 +38,6 @@ FEATURE_SETTINGS: dict[str, Any] = dict(optimizer="adam", lr=(1e-3, 1e-4), weigh
 
 NORMALISATIONS = ("center", "standardize", "none")
 OPTIMIZERS = ("sgd", "adam")
-
-
-def similarity(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Tensor:
-    """S_ij = 1 when items i and j share at least one label (multi-hot rows), else 0."""
-    return (labels_a @ labels_b.T > 0).to(torch.float32)
-
-
-def sign_codes(x: torch.Tensor) -> torch.Tensor:
-    """±1 signs with sign(0) = +1, so B never holds a third state."""
-    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
 
 def dcmh_objective(F: torch.Tensor, G: torch.Tensor, B: torch.Tensor, S: torch.Tensor,
@@ -76,23 +67,6 @@ def batch_loss(out: torch.Tensor, ind: torch.Tensor, own: torch.Tensor, other: t
     return (loglik + gamma * quant + eta * balance) / (n * len(ind))
 
 
-def labels_matrix(labels: np.ndarray, n: int) -> torch.Tensor:
-    """Labels as a float (n, c) multi-hot tensor: accepts multi-hot rows or a vector of class ids."""
-    labels = np.asarray(labels)
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.ndim == 1:
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise InvalidInputError(f"a label vector must hold integer class ids, got dtype {labels.dtype}")
-        _, ids = np.unique(labels, return_inverse=True)
-        labels = np.eye(ids.max() + 1, dtype=np.float32)[ids]
-    if labels.ndim != 2 or len(labels) != n:
-        raise InvalidInputError(f"labels must be (n,) class ids or (n, c) multi-hot with n = {n}, got shape {labels.shape}")
-    if not np.isin(labels, (0, 1)).all():
-        raise InvalidInputError("multi-hot labels must hold only 0 and 1")
-    return torch.from_numpy(labels.astype(np.float32))
-
-
 class _Normaliser:
     """Per-feature centring (and optional scaling) learnt on the training inputs, kept for encoding."""
 
@@ -110,92 +84,105 @@ class _Normaliser:
         return (x - self.mean.to(x.device)) / self.scale.to(x.device)
 
 
-class DCMH:
+class DCMH(Learner):
     """Deep cross-modal hashing: `DCMH(nbits=64).fit(images, texts, labels)`, then encode either side.
 
     Images are (n, d) precomputed features (an MLP) or (n, c, h, w) pixels (CNN-F); texts are (n, t)
     bag-of-words. `image_net` / `text_net` may be your own `torch.nn.Module` mapping a batch to
     (batch, nbits). Defaults follow the reference: γ = η = 1, batch 128, 500 epochs, SGD with the
     learning rate log-spaced from 10^-1.5 to 10^-3, weight decay 5e-4, tags zero-meaned.
+    Constructor arguments are kept as given (scikit-learn's contract); `params_` holds the settings
+    fit() resolved ("auto" choices, the (start, end) learning rates, the device).
     """
 
     def __init__(self, nbits: int = 64, *, gamma: float = 1.0, eta: float = 1.0, batch_size: int = 128,
-                 epochs: int = 500, lr: tuple[float, float] = (10 ** -1.5, 1e-3), optimizer: str = "sgd",
+                 epochs: int = 500, lr: float | tuple[float, float] = (10 ** -1.5, 1e-3), optimizer: str = "sgd",
                  momentum: float = 0.0, weight_decay: float = 5e-4,
                  image_net: nn.Module | str = "auto", text_net: nn.Module | None = None,
                  image_hidden: tuple[int, ...] = (1024,), text_hidden: int = 8192, dropout: float = 0.0,
                  image_norm: str = "auto", text_norm: str = "center", buffer_init: str = "randn", amp: bool = False,
                  device: str | None = None, seed: int = 0, progress: bool = True,
                  checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 10):
-        self.nbits = check_nbits(nbits)
-        if optimizer not in OPTIMIZERS:
-            raise InvalidInputError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-        if isinstance(image_net, str) and image_net not in ("auto", "cnnf", "mlp"):
-            raise InvalidInputError(f"image_net must be 'auto', 'cnnf', 'mlp' or a torch.nn.Module, got {image_net!r}")
-        if batch_size < 1 or epochs < 1 or gamma < 0 or eta < 0:
-            raise InvalidInputError("batch_size and epochs must be >= 1, gamma and eta >= 0")
-        lr = tuple(float(v) for v in lr) if isinstance(lr, (tuple, list)) else (float(lr), float(lr))
-        if len(lr) != 2 or min(lr) <= 0:
-            raise InvalidInputError(f"lr must be a positive number or a (start, end) pair, got {lr!r}")
-        self.gamma, self.eta, self.batch_size, self.epochs = float(gamma), float(eta), int(batch_size), int(epochs)
-        self.lr, self.optimizer, self.momentum, self.weight_decay = lr, optimizer, float(momentum), float(weight_decay)
-        self.image_hidden, self.text_hidden, self.dropout = tuple(image_hidden), int(text_hidden), float(dropout)
-        if buffer_init not in ("randn", "outputs"):
-            raise InvalidInputError(f"buffer_init must be 'randn' or 'outputs', got {buffer_init!r}")
-        self.image_norm, self.text_norm, self.buffer_init, self.amp = image_norm, text_norm, buffer_init, bool(amp)
-        self.seed, self.progress = seed, progress
-        self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, int(checkpoint_every)
-        self.device = select_device(device)
-        self.image_net_ = image_net if isinstance(image_net, nn.Module) else None
-        self.text_net_ = text_net
-        self._image_kind = "custom" if isinstance(image_net, nn.Module) else image_net
-        self._text_kind = "custom" if text_net is not None else "textnet"
-        self.history_: list[dict[str, float]] = []
-        self.image_dim_: list[int] | None = None
-        self.text_dim_: int | None = None
+        self.nbits, self.gamma, self.eta, self.batch_size, self.epochs = nbits, gamma, eta, batch_size, epochs
+        self.lr, self.optimizer, self.momentum, self.weight_decay = lr, optimizer, momentum, weight_decay
+        self.image_net, self.text_net = image_net, text_net
+        self.image_hidden, self.text_hidden, self.dropout = image_hidden, text_hidden, dropout
+        self.image_norm, self.text_norm, self.buffer_init, self.amp = image_norm, text_norm, buffer_init, amp
+        self.device, self.seed, self.progress = device, seed, progress
+        self.checkpoint_dir, self.checkpoint_every = checkpoint_dir, checkpoint_every
+        self._check_params()
 
-    # ---- configuration and networks -------------------------------------------------------------
-    def get_config(self) -> dict[str, Any]:
-        """Constructor settings plus what was learnt about the inputs (JSON-serialisable)."""
+    def _check_params(self) -> None:
+        check_nbits(self.nbits)
+        if self.optimizer not in OPTIMIZERS:
+            raise InvalidInputError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not isinstance(self.image_net, nn.Module) and self.image_net not in ("auto", "cnnf", "mlp"):
+            raise InvalidInputError(f"image_net must be 'auto', 'cnnf', 'mlp' or a torch.nn.Module, got {self.image_net!r}")
+        if self.text_net is not None and not isinstance(self.text_net, nn.Module):
+            raise InvalidInputError(f"text_net must be None (the paper's text net) or a torch.nn.Module, got {self.text_net!r}")
+        if self.batch_size < 1 or self.epochs < 1 or self.gamma < 0 or self.eta < 0 or self.checkpoint_every < 1:
+            raise InvalidInputError("batch_size, epochs and checkpoint_every must be >= 1, gamma and eta >= 0")
+        lr = self.lr if isinstance(self.lr, (tuple, list)) else (self.lr, self.lr)
+        if len(lr) != 2 or min(lr) <= 0:
+            raise InvalidInputError(f"lr must be a positive number or a (start, end) pair, got {self.lr!r}")
+        if self.buffer_init not in ("randn", "outputs"):
+            raise InvalidInputError(f"buffer_init must be 'randn' or 'outputs', got {self.buffer_init!r}")
+        for name in ("image_norm", "text_norm"):
+            if getattr(self, name) not in (*NORMALISATIONS, "auto"):
+                raise InvalidInputError(f"{name} must be 'auto' or one of {NORMALISATIONS}, got {getattr(self, name)!r}")
+        check_count(self.seed, "seed")
+
+    def _resolve(self, image_shape: tuple[int, ...]) -> dict[str, Any]:
+        """The settings fit() uses for inputs of this shape: "auto" choices made, lr as a (start, end) pair."""
+        pixels = len(image_shape) == 3
+        image_kind = CUSTOM if isinstance(self.image_net, nn.Module) else self.image_net
+        if image_kind == "auto":
+            image_kind = "cnnf" if pixels else "mlp"
+        if image_kind == "cnnf" and not pixels:
+            raise InvalidInputError(f"the CNN-F image net needs pixel images (n, c, h, w), got rows of shape {image_shape}")
+        if image_kind == "mlp" and pixels:
+            raise InvalidInputError(f"the MLP image net needs feature vectors (n, d), got rows of shape {image_shape}")
+        lr = self.lr if isinstance(self.lr, (tuple, list)) else (self.lr, self.lr)
         return {
-            "nbits": self.nbits, "gamma": self.gamma, "eta": self.eta, "batch_size": self.batch_size,
-            "epochs": self.epochs, "lr": list(self.lr), "optimizer": self.optimizer, "momentum": self.momentum,
-            "weight_decay": self.weight_decay, "image_net": self._image_kind, "text_net": self._text_kind,
-            "image_hidden": list(self.image_hidden), "text_hidden": self.text_hidden, "dropout": self.dropout,
-            "image_norm": self.image_norm, "text_norm": self.text_norm, "buffer_init": self.buffer_init, "amp": self.amp, "seed": self.seed,
-            "image_dim": self.image_dim_, "text_dim": self.text_dim_,
+            "nbits": int(self.nbits), "gamma": float(self.gamma), "eta": float(self.eta),
+            "batch_size": int(self.batch_size), "epochs": int(self.epochs), "lr": [float(v) for v in lr],
+            "optimizer": self.optimizer, "momentum": float(self.momentum), "weight_decay": float(self.weight_decay),
+            "image_net": image_kind, "text_net": CUSTOM if self.text_net is not None else "textnet",
+            "image_hidden": [int(h) for h in self.image_hidden], "text_hidden": int(self.text_hidden),
+            "dropout": float(self.dropout),
+            "image_norm": self.image_norm if self.image_norm != "auto" else ("center" if pixels else "standardize"),
+            "text_norm": self.text_norm, "buffer_init": self.buffer_init, "amp": bool(self.amp),
         }
 
     def _build(self, image_shape: tuple[int, ...], text_dim: int) -> None:
-        """Create networks and normalisers for inputs of these shapes (custom modules are kept)."""
+        """Create networks and normalisers for inputs of these shapes, as `params_` says."""
+        p = self.params_
+        self.device_ = select_device(self.device)
         self.image_dim_, self.text_dim_ = list(image_shape), int(text_dim)
-        pixels = len(image_shape) == 3
-        kind = self._image_kind if self._image_kind != "auto" else ("cnnf" if pixels else "mlp")
-        self._image_kind = kind if self._image_kind != "custom" else "custom"
-        if kind == "cnnf" and not pixels:
-            raise InvalidInputError(f"the CNN-F image net needs pixel images (n, c, h, w), got rows of shape {image_shape}")
-        if kind == "mlp" and pixels:
-            raise InvalidInputError(f"the MLP image net needs feature vectors (n, d), got rows of shape {image_shape}")
-        if self.image_net_ is None:
-            self.image_net_ = (CNNF(self.nbits, in_channels=image_shape[0], dropout=self.dropout or 0.5) if kind == "cnnf"
-                               else FeatureMLP(image_shape[0], self.nbits, self.image_hidden, self.dropout))
-        if self.text_net_ is None:
-            self.text_net_ = TextNet(text_dim, self.nbits, self.text_hidden, self.dropout)
-        self.image_net_.to(self.device)
-        self.text_net_.to(self.device)
-        image_norm = self.image_norm if self.image_norm != "auto" else ("center" if pixels else "standardize")
-        self._img_norm, self._txt_norm = _Normaliser(image_norm), _Normaliser(self.text_norm)
+        if isinstance(self.image_net, nn.Module):
+            self.image_net_ = self.image_net
+        elif p["image_net"] == "cnnf":
+            self.image_net_ = CNNF(self.nbits, in_channels=image_shape[0], dropout=p["dropout"] or 0.5)
+        else:
+            self.image_net_ = FeatureMLP(image_shape[0], self.nbits, p["image_hidden"], p["dropout"])
+        self.text_net_ = (self.text_net if self.text_net is not None
+                          else TextNet(text_dim, self.nbits, p["text_hidden"], p["dropout"]))
+        self.image_net_.to(self.device_)
+        self.text_net_.to(self.device_)
+        self._img_norm, self._txt_norm = _Normaliser(p["image_norm"]), _Normaliser(p["text_norm"])
 
     def _make_optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
-        if self.optimizer == "adam":
-            return torch.optim.Adam(net.parameters(), lr=self.lr[0], weight_decay=self.weight_decay)
-        return torch.optim.SGD(net.parameters(), lr=self.lr[0], momentum=self.momentum, weight_decay=self.weight_decay)
+        p = self.params_
+        if p["optimizer"] == "adam":
+            return torch.optim.Adam(net.parameters(), lr=p["lr"][0], weight_decay=p["weight_decay"])
+        return torch.optim.SGD(net.parameters(), lr=p["lr"][0], momentum=p["momentum"], weight_decay=p["weight_decay"])
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of `epoch` (0-based): log-spaced from lr[0] to lr[1] over the epochs."""
-        if self.epochs == 1:
-            return self.lr[0]
-        return self.lr[0] * (self.lr[1] / self.lr[0]) ** (epoch / (self.epochs - 1))
+        (start, end), epochs = self.params_["lr"], self.params_["epochs"]
+        if epochs == 1:
+            return start
+        return start * (end / start) ** (epoch / (epochs - 1))
 
     # ---- training -------------------------------------------------------------------------------
     def _check_inputs(self, images, texts) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,12 +195,14 @@ class DCMH:
     def fit(self, images: np.ndarray, texts: np.ndarray, labels: np.ndarray,
             resume: str | os.PathLike | None = None) -> "DCMH":
         """Train both networks on paired rows; `resume` continues from a checkpoint directory."""
+        self._check_params()
         x, y = self._check_inputs(images, texts)
-        L = labels_matrix(labels, len(x)).to(self.device)
         n = len(x)
         gen = seed_everything(self.seed)
-        self.history_ = []
+        self.params_ = self._resolve(tuple(x.shape[1:]))
         self._build(tuple(x.shape[1:]), y.shape[1])
+        L = torch.from_numpy(multihot_labels(labels, n)).to(self.device_)
+        p, self.history_ = self.params_, []
         self._img_norm.fit(x)
         self._txt_norm.fit(y)
         x, y = self._img_norm(x), self._txt_norm(y)
@@ -222,26 +211,24 @@ class DCMH:
         start = 0
         if resume is not None:
             start, F, G = self._restore_training(resume, opt_img, opt_txt, gen, n)
-        per_epoch = math.ceil(n / self.batch_size)
-        bar = tqdm(range(start, self.epochs), desc=f"DCMH {self.nbits} bits", disable=not self.progress,
-                   initial=start, total=self.epochs)
+        per_epoch = math.ceil(n / p["batch_size"])
+        bar = tqdm(range(start, p["epochs"]), desc=f"DCMH {self.nbits} bits", disable=not self.progress,
+                   initial=start, total=p["epochs"])
         for epoch in bar:
             t0 = time.perf_counter()
             lr = self.lr_at(epoch)
             for opt in (opt_img, opt_txt):
                 for group in opt.param_groups:
                     group["lr"] = lr
-            B = sign_codes(self.gamma * (F + G))
+            B = signs(p["gamma"] * (F + G))
             txt_loss = self._train_side(self.text_net_, opt_txt, y, L, G, F, B, gen, per_epoch)
             img_loss = self._train_side(self.image_net_, opt_img, x, L, F, G, B, gen, per_epoch)
-            B = sign_codes(self.gamma * (F + G))
             self.history_.append({"epoch": epoch + 1, "lr": lr, "image_loss": img_loss, "text_loss": txt_loss,
                                   "seconds": time.perf_counter() - t0})
             bar.set_postfix(img=f"{img_loss:.4f}", txt=f"{txt_loss:.4f}")
             done = epoch + 1
-            if self.checkpoint_dir is not None and (done % self.checkpoint_every == 0 or done == self.epochs):
-                self._save(self.checkpoint_dir, training=(done, F, G, opt_img, opt_txt, gen))
-        self.B_ = B.cpu()
+            if self.checkpoint_dir is not None and (done % self.checkpoint_every == 0 or done == p["epochs"]):
+                self._save(self.checkpoint_dir, {"training": self._training_state(done, F, G, opt_img, opt_txt, gen)})
         return self
 
     def _initial_buffers(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,33 +237,34 @@ class DCMH:
         Random buffers carry no label structure, so with weak input features (e.g. SIFT bag-of-words)
         both nets first learn a constant code; the nets' own outputs keep the inputs' structure.
         """
-        if self.buffer_init == "randn":
+        if self.params_["buffer_init"] == "randn":
             F = torch.randn(len(x), self.nbits, generator=gen)
             G = torch.randn(len(y), self.nbits, generator=gen)
-            return F.to(self.device), G.to(self.device)
+            return F.to(self.device_), G.to(self.device_)
         ident = _Normaliser("none")
         ident.fit(x[:1])
         F = torch.from_numpy(self._outputs(self.image_net_, ident, x, 1024))
         ident.fit(y[:1])
         G = torch.from_numpy(self._outputs(self.text_net_, ident, y, 1024))
-        return F.to(self.device), G.to(self.device)
+        return F.to(self.device_), G.to(self.device_)
 
     def _train_side(self, net: nn.Module, opt: torch.optim.Optimizer, inputs: torch.Tensor, L: torch.Tensor,
                     own: torch.Tensor, other: torch.Tensor, B: torch.Tensor, gen: torch.Generator,
                     batches: int) -> float:
         """One pass of `batches` random batches over one modality; refreshes `own` in place."""
+        p = self.params_
         net.train()
         n, total = len(inputs), 0.0
         for _ in range(batches):
-            ind = torch.randperm(n, generator=gen)[: self.batch_size]
-            batch = inputs[ind].to(self.device, non_blocking=True)
-            ind = ind.to(self.device)
-            with torch.autocast(self.device.type, enabled=self.amp and self.device.type == "cuda"):
+            ind = torch.randperm(n, generator=gen)[: p["batch_size"]]
+            batch = inputs[ind].to(self.device_, non_blocking=True)
+            ind = ind.to(self.device_)
+            with torch.autocast(self.device_.type, enabled=p["amp"] and self.device_.type == "cuda"):
                 out = net(batch)
             out = out.float()
             if out.shape != (len(ind), self.nbits):
                 raise InvalidInputError(f"network output has shape {tuple(out.shape)}, expected ({len(ind)}, {self.nbits})")
-            loss = batch_loss(out, ind, own, other, B, similarity(L[ind], L), self.gamma, self.eta)
+            loss = batch_loss(out, ind, own, other, B, label_similarity(L[ind], L), p["gamma"], p["eta"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -285,31 +273,31 @@ class DCMH:
         return total / batches
 
     # ---- encoding -------------------------------------------------------------------------------
-    def _outputs(self, net: nn.Module | None, norm: "_Normaliser", x: torch.Tensor, batch_size: int) -> np.ndarray:
-        if net is None:
-            raise InvalidInputError("this DCMH model is not trained yet: call fit() or DCMH.load() first")
+    def _outputs(self, net: nn.Module, norm: "_Normaliser", x: torch.Tensor, batch_size: int) -> np.ndarray:
         net.eval()
         outs = []
         with torch.no_grad():
             for start in range(0, len(x), batch_size):
-                outs.append(net(norm(x[start:start + batch_size].to(self.device))).float().cpu())
+                outs.append(net(norm(x[start:start + batch_size].to(self.device_))).float().cpu())
         return torch.cat(outs).numpy()
 
     def image_outputs(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Real-valued image-net outputs (n, nbits) before the sign."""
+        check_is_fitted(self)
         x = as_float_tensor(images, "images", ndim=(2, 4))
         self._check_dims(tuple(x.shape[1:]), self.image_dim_, "images")
-        return self._outputs(self.image_net_, getattr(self, "_img_norm", None), x, batch_size)
+        return self._outputs(self.image_net_, self._img_norm, x, batch_size)
 
     def text_outputs(self, texts: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Real-valued text-net outputs (n, nbits) before the sign."""
+        check_is_fitted(self)
         y = as_float_tensor(texts, "texts")
-        self._check_dims(tuple(y.shape[1:]), None if self.text_dim_ is None else [self.text_dim_], "texts")
-        return self._outputs(self.text_net_, getattr(self, "_txt_norm", None), y, batch_size)
+        self._check_dims(tuple(y.shape[1:]), [self.text_dim_], "texts")
+        return self._outputs(self.text_net_, self._txt_norm, y, batch_size)
 
     @staticmethod
-    def _check_dims(got: tuple[int, ...], want: list[int] | None, name: str) -> None:
-        if want is not None and list(got) != list(want):
+    def _check_dims(got: tuple[int, ...], want: list[int], name: str) -> None:
+        if list(got) != list(want):
             raise InvalidInputError(f"{name} rows have shape {got}, but the model was trained on {tuple(want)}")
 
     def encode_image(self, images: np.ndarray) -> np.ndarray:
@@ -320,41 +308,49 @@ class DCMH:
         """Packed uint8 codes (n, nbits / 8) of texts, in the same Hamming space as the image codes."""
         return encode_sign(self.text_outputs(texts))
 
-    # ---- checkpoints ----------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
+    # ---- checkpoints (base.Learner's format) ---------------------------------------------------
+    def _fitted_config(self) -> dict[str, Any]:
+        return {"params": self.params_, "image_dim": self.image_dim_, "text_dim": self.text_dim_,
+                "history": self.history_}
+
+    def _fitted_state(self) -> dict[str, Any]:
         return {
             "image_net": self.image_net_.state_dict(), "text_net": self.text_net_.state_dict(),
-            "image_mean": self._img_norm.mean, "image_scale": self._img_norm.scale, "image_norm": self._img_norm.mode,
-            "text_mean": self._txt_norm.mean, "text_scale": self._txt_norm.scale, "text_norm": self._txt_norm.mode,
+            "image_mean": self._img_norm.mean, "image_scale": self._img_norm.scale,
+            "text_mean": self._txt_norm.mean, "text_scale": self._txt_norm.scale,
         }
 
-    def _save(self, path, training=None) -> Path:
-        state = self._state()
-        config = self.get_config() | {"history": self.history_}
-        if training is not None:
-            done, F, G, opt_img, opt_txt, gen = training
-            state["training"] = {"epoch": done, "F": F.cpu(), "G": G.cpu(), "opt_img": opt_img.state_dict(),
-                                 "opt_txt": opt_txt.state_dict(), "gen": gen.get_state(),
-                                 "torch_rng": torch.get_rng_state(),  # dropout masks on the CPU...
-                                 "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
-        return save_checkpoint(path, self, config, state)
+    def _restore(self, fitted: dict[str, Any], state: dict[str, Any]) -> None:
+        self.params_ = fitted["params"]
+        self._build(tuple(fitted["image_dim"]), fitted["text_dim"])
+        self.image_net_.load_state_dict(state["image_net"])
+        self.text_net_.load_state_dict(state["text_net"])
+        for side, norm in (("image", self._img_norm), ("text", self._txt_norm)):
+            norm.mean, norm.scale = state[f"{side}_mean"], state[f"{side}_scale"]
+        self.history_ = list(fitted.get("history", []))
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the trained model (weights, input normalisation, JSON config) into directory `path`."""
-        if self.image_net_ is None or self.text_net_ is None or not hasattr(self, "_img_norm"):
-            raise InvalidInputError("cannot save an untrained DCMH model: call fit() first")
-        return self._save(path)
+    def _training_state(self, done, F, G, opt_img, opt_txt, gen) -> dict[str, Any]:
+        """What resuming needs beyond the model: epoch, buffers, optimisers and RNG states."""
+        return {"epoch": done, "F": F.cpu(), "G": G.cpu(), "opt_img": opt_img.state_dict(),
+                "opt_txt": opt_txt.state_dict(), "gen": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),  # dropout masks on the CPU...
+                "cuda_rng": torch.cuda.get_rng_state(self.device_) if self.device_.type == "cuda" else None}
 
     def _restore_training(self, path, opt_img, opt_txt, gen, n) -> tuple[int, torch.Tensor, torch.Tensor]:
         """Load nets, optimisers, buffers and RNG states saved mid-training; return (epoch, F, G)."""
-        doc, state = load_checkpoint(path, map_location=self.device)
+        doc, state = load_checkpoint(path, map_location=self.device_)
         if "training" not in state:
             raise InvalidInputError(f"checkpoint {path} holds a finished model without training state; cannot resume")
-        saved = doc["config"]
-        for key in ("nbits", "image_dim", "text_dim"):
-            if saved.get(key) != self.get_config()[key]:
+        saved = doc["config"].get("fitted", {})
+        mine = self._fitted_config()
+        for key in ("image_dim", "text_dim"):
+            if saved.get(key) != mine[key]:
                 raise InvalidInputError(f"cannot resume from {path}: it was trained with {key}={saved.get(key)}, "
-                                        f"this run has {self.get_config()[key]}")
+                                        f"this run has {mine[key]}")
+        for key, value in saved.get("params", {}).items():
+            if value != mine["params"].get(key) and key not in ("epochs",):
+                raise InvalidInputError(f"cannot resume from {path}: it was trained with {key}={value}, "
+                                        f"this run has {mine['params'].get(key)}")
         tr = state["training"]
         if tr["F"].shape[0] != n:
             raise InvalidInputError(f"cannot resume from {path}: it was trained on {tr['F'].shape[0]} pairs, got {n}")
@@ -364,32 +360,7 @@ class DCMH:
         opt_txt.load_state_dict(tr["opt_txt"])
         gen.set_state(tr["gen"].cpu())
         torch.set_rng_state(tr["torch_rng"].cpu())
-        if tr.get("cuda_rng") is not None and self.device.type == "cuda":  # ...and on the GPU
-            torch.cuda.set_rng_state(tr["cuda_rng"].cpu(), self.device)
+        if tr.get("cuda_rng") is not None and self.device_.type == "cuda":  # ...and on the GPU
+            torch.cuda.set_rng_state(tr["cuda_rng"].cpu(), self.device_)
         self.history_ = list(saved.get("history", []))
-        return int(tr["epoch"]), tr["F"].to(self.device), tr["G"].to(self.device)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, image_net: nn.Module | None = None, text_net: nn.Module | None = None,
-             device: str | None = None) -> "DCMH":
-        """Rebuild a saved model; pass `image_net` / `text_net` if it was trained with custom modules."""
-        doc, state = load_checkpoint(path)
-        cfg = dict(doc["config"])
-        history = cfg.pop("history", [])
-        image_dim, text_dim = cfg.pop("image_dim"), cfg.pop("text_dim")
-        kinds = {"image_net": image_net, "text_net": text_net}
-        for key, module in kinds.items():
-            if cfg[key] == "custom" and module is None:
-                raise InvalidInputError(f"{path} was trained with a custom {key}; pass the same module as {key}=")
-            cfg[key] = module if module is not None else cfg[key]
-        if cfg["text_net"] == "textnet":
-            cfg["text_net"] = None
-        cfg["lr"] = tuple(cfg["lr"])
-        model = cls(**cfg, device=device, progress=False)
-        model._build(tuple(image_dim), text_dim)
-        model.image_net_.load_state_dict(state["image_net"])
-        model.text_net_.load_state_dict(state["text_net"])
-        for side, norm in (("image", model._img_norm), ("text", model._txt_norm)):
-            norm.mode, norm.mean, norm.scale = state[f"{side}_norm"], state[f"{side}_mean"], state[f"{side}_scale"]
-        model.history_ = history
-        return model
+        return int(tr["epoch"]), tr["F"].to(self.device_), tr["G"].to(self.device_)

@@ -7,13 +7,18 @@ b_i = sign(u_i); u_j for the whole training set is kept as a buffer refreshed ba
 """
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from hashsearch.errors import InvalidInputError
-from hashsearch.models.single_modal import DeepImageHasher, label_similarity, sign_plus
+from hashsearch.models.base import check_real, label_similarity, signs
+from hashsearch.models.single_modal import AUTO, DeepImageHasher, NonFiniteError, Rollback, check_finite, check_size
+
+MIN_STEPS = 600  # "auto" epochs: at least this many batches in all, so that small sets are not under-trained
 
 
 def dpsh_loss(u: torch.Tensor, U: torch.Tensor, S: torch.Tensor, eta: float) -> torch.Tensor:
@@ -21,7 +26,7 @@ def dpsh_loss(u: torch.Tensor, U: torch.Tensor, S: torch.Tensor, eta: float) -> 
     given 0/1 similarities `S` (|batch| x N), plus η times the quantisation error of `u`."""
     theta = 0.5 * (u @ U.T)
     likelihood = (F.softplus(theta) - S * theta).sum()
-    quantization = ((u - sign_plus(u.detach())) ** 2).sum()
+    quantization = ((u - signs(u.detach())) ** 2).sum()
     return (likelihood + eta * quantization) / (u.shape[0] * U.shape[0])
 
 
@@ -29,20 +34,31 @@ class DPSH(DeepImageHasher):
     """`DPSH(nbits, seed=0).fit(x, labels).encode(x)` -> packed uint8 codes.
 
     Outputs are linear (no tanh), as in the paper. Defaults: η = 10 (paper), Adam lr 1e-3 for the
-    from-scratch encoder (the paper fine-tunes pretrained CNN-F), batch 64 and 30 epochs.
+    from-scratch encoder (the paper fine-tunes pretrained CNN-F), batch 64; `epochs="auto"` is 30
+    (an MLP on feature rows, a small CNN on pixels), more on small sets so that training takes at
+    least 600 steps. A non-finite step restores the last finite epoch with half the step size
+    (recorded in `history_`).
     """
 
     encoder_tanh = False
 
-    def __init__(self, nbits: int, seed: int = 0, eta: float = 10.0, epochs: int = 30, lr: float = 1e-3,
-                 weight_decay: float = 1e-5, batch_size: int = 64, feature_dim: int = 256,
+    def __init__(self, nbits: int, seed: int = 0, eta: float = 10.0, epochs: int | str = AUTO, lr: float = 1e-3,
+                 weight_decay: float = 1e-5, batch_size: int = 64, feature_dim: int | str = AUTO,
                  device: str | None = None, verbose: bool = True):
+        self.eta, self.epochs = eta, epochs
         super().__init__(nbits, seed=seed, feature_dim=feature_dim, lr=lr, weight_decay=weight_decay,
                          batch_size=batch_size, device=device, verbose=verbose)
-        if eta < 0 or epochs < 1:
-            raise InvalidInputError(f"need eta >= 0 and epochs >= 1, got eta={eta}, epochs={epochs}")
-        self.eta, self.epochs = float(eta), int(epochs)
-        self.loss_history: list[float] = []
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_real(self.eta, "eta", strictly_positive=False)
+        check_size(self.epochs, "epochs")
+
+    def _resolve_params(self, input_shape: tuple[int, ...], n: int, n_classes: int) -> dict[str, Any]:
+        params = super()._resolve_params(input_shape, n, n_classes)
+        if params["epochs"] == AUTO:
+            params["epochs"] = max(30, math.ceil(MIN_STEPS / math.ceil(n / self.batch_size)))
+        return params
 
     def fit(self, x: np.ndarray, labels: np.ndarray) -> "DPSH":
         """Train the encoder on images/features `x` with class ids or multi-hot `labels`."""
@@ -50,19 +66,39 @@ class DPSH(DeepImageHasher):
         xt, lt = xt.to(dev), lt.to(dev)
         gen = torch.Generator().manual_seed(self.seed)
         U = torch.zeros(len(xt), self.nbits, device=dev)
-        opt = torch.optim.Adam(self.encoder.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        self.encoder.train()
-        self.loss_history = []
-        for _ in tqdm(range(self.epochs), desc=f"DPSH {self.nbits} bits", disable=not self.verbose):
-            total = 0.0
-            for idx in self._batches(len(xt), gen):
-                idx = idx.to(dev)
-                u = self.encoder(xt[idx])[1]
-                U[idx] = u.detach()
-                loss = dpsh_loss(u, U, label_similarity(lt[idx], lt), self.eta)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-            self.loss_history.append(total / len(xt))
+        opt = torch.optim.Adam(self.encoder_.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=True)
+        rollback = Rollback({"encoder": self.encoder_}, [opt])
+        self.encoder_.train()
+        epochs = self.params_["epochs"]
+        bar = tqdm(total=epochs, desc=f"DPSH {self.nbits} bits", disable=not self.verbose)
+        epoch = 0
+        while epoch < epochs:
+            try:
+                rollback.save(U=U)
+                loss = self._epoch(xt, lt, U, opt, gen)
+            except NonFiniteError as exc:
+                buffers, event = rollback.recover(exc, {"epoch": epoch})
+                U = buffers["U"]
+                self._log(event)
+                continue
+            self._log({"epoch": epoch, "loss": loss, "lr": opt.param_groups[0]["lr"]})
+            epoch += 1
+            bar.update()
+        bar.close()
         return self
+
+    def _epoch(self, xt: torch.Tensor, lt: torch.Tensor, U: torch.Tensor, opt: torch.optim.Optimizer,
+               gen: torch.Generator) -> float:
+        """One shuffled pass in batches; the mean loss per item (NonFiniteError on a non-finite loss)."""
+        total = 0.0
+        for idx in self._batches(len(xt), gen):
+            idx = idx.to(xt.device)
+            u = self.encoder_(xt[idx])[1]
+            U[idx] = u.detach()
+            loss = dpsh_loss(u, U, label_similarity(lt[idx], lt), self.eta)
+            check_finite({"loss": loss}, "DPSH training")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        return total / len(xt)

@@ -1,13 +1,13 @@
 """Shared parts of the single-modal deep hashers (SCHN, DPSH): image encoders, label checks,
-batched encoding to packed codes, and checkpoints in `training.py`'s format.
+settings resolved from the input ("auto"), recovery from non-finite steps, batched encoding to
+packed codes, and checkpoints in `training.py`'s format.
 
 No pretrained ImageNet weights can be downloaded here, so pixels go through a small CNN trained
 from scratch (`SmallCNN`) and precomputed features through an MLP (`FeatureNet`).
 """
 from __future__ import annotations
 
-import inspect
-import os
+import copy
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from torch import nn
 from hashsearch.codes import check_nbits, encode_sign
 from hashsearch.errors import HashsearchError, InvalidInputError
 from hashsearch.models import training
+from hashsearch.models.base import Learner, check_count, check_is_fitted, check_real, multihot_labels
 
 
 class SmallCNN(nn.Module):
@@ -81,72 +82,130 @@ def as_images(x: np.ndarray, name: str = "x") -> torch.Tensor:
     return t.unsqueeze(1) if t.ndim == 3 else t
 
 
-def as_multihot(labels: np.ndarray, n: int, n_classes: int | None = None) -> torch.Tensor:
-    """Labels as a float32 (n, c) 0/1 matrix: accepts (n,) class ids or an (n, c) multi-hot matrix."""
-    if labels is None:
-        raise InvalidInputError("labels are required: this hasher is supervised")
-    lab = np.asarray(labels)
-    if lab.shape[:1] != (n,):
-        raise InvalidInputError(f"labels have {lab.shape[0] if lab.ndim else 0} rows but the input has {n}")
-    if lab.ndim == 1:
-        if not np.issubdtype(lab.dtype, np.integer) or (lab < 0).any():
-            raise InvalidInputError(f"1-D labels must be non-negative integer class ids, got dtype {lab.dtype}")
-        c = n_classes or int(lab.max()) + 1
-        if lab.max() >= c:
-            raise InvalidInputError(f"class id {int(lab.max())} is out of range for {c} classes")
-        out = np.zeros((n, c), np.float32)
-        out[np.arange(n), lab] = 1
-        return torch.from_numpy(out)
-    if lab.ndim != 2 or not np.isin(lab, (0, 1)).all():
-        raise InvalidInputError(f"labels must be class ids (n,) or a 0/1 multi-hot matrix (n, c), got shape {lab.shape}")
-    if n_classes is not None and lab.shape[1] != n_classes:
-        raise InvalidInputError(f"labels have {lab.shape[1]} classes, expected {n_classes}")
-    return torch.from_numpy(lab.astype(np.float32))
+def as_multihot(labels: np.ndarray, n: int) -> torch.Tensor:
+    """Labels as a float32 (n, c) 0/1 tensor (`base.multihot_labels`: class ids or multi-hot)."""
+    return torch.from_numpy(multihot_labels(labels, n))
 
 
-def label_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """S_ij = 1 where items i and j share at least one label, else 0 (float)."""
-    return (a @ b.T > 0).float()
+AUTO = "auto"
 
 
-def sign_plus(x: torch.Tensor) -> torch.Tensor:
-    """Sign with sign(0) = +1, so codes never take a third value."""
-    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+def input_kind(shape: tuple[int, ...]) -> str:
+    """"pixels" for (c, h, w) image rows, "features" for flat feature vectors."""
+    return "pixels" if len(shape) == 3 else "features"
 
 
-class DeepImageHasher:
+def check_size(value: Any, name: str) -> None:
+    """A setting that is "auto" or a positive integer, else InvalidInputError naming it."""
+    if not (isinstance(value, str) and value == AUTO) and check_count(value, name) < 1:
+        raise InvalidInputError(f"{name} must be a positive integer or \"auto\", got {value!r}")
+
+
+class NonFiniteError(HashsearchError):
+    """A loss, code or weight of a training step is NaN or infinite (caught by `Rollback`)."""
+
+
+def check_finite(values: dict[str, torch.Tensor], what: str = "training") -> None:
+    """Raise NonFiniteError naming every entry of `values` that holds a NaN or an infinity."""
+    bad = [name for name, v in values.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise NonFiniteError(f"{what} diverged: non-finite {', '.join(bad)}")
+
+
+class Rollback:
+    """The last finite training state (networks, optimisers, buffers), kept so that a fit that meets a
+    non-finite step restores it, halves every optimiser's step size and goes on, instead of aborting.
+
+    `save` is called at the start of each epoch (or round) and refuses to keep a non-finite state."""
+
+    def __init__(self, modules: dict[str, nn.Module], optimizers: list[torch.optim.Optimizer], max_retries: int = 6):
+        self.modules, self.optimizers, self.max_retries = modules, optimizers, max_retries
+        self.retries = 0
+        self.state: dict[str, Any] = {}
+
+    def save(self, **buffers: torch.Tensor) -> None:
+        """Keep copies of every module's and optimiser's state and of `buffers` (checked finite first)."""
+        check_finite({**{f"{name} weights": torch.cat([p.detach().flatten() for p in m.parameters()])
+                         for name, m in self.modules.items()}, **buffers})
+        self.state = copy.deepcopy({"modules": {n: m.state_dict() for n, m in self.modules.items()},
+                                    "optimizers": [o.state_dict() for o in self.optimizers],
+                                    "buffers": buffers})
+
+    def recover(self, error: NonFiniteError, where: dict[str, int]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Restore the saved state with half the step size: (buffers, history record of the event);
+        after `max_retries` recoveries in one fit the error is raised, with what was tried."""
+        self.retries += 1
+        lr = [g["lr"] for g in self.optimizers[0].param_groups][0]
+        if self.retries > self.max_retries or not self.state:
+            raise HashsearchError(f"{error}; still diverging after {self.retries - 1} restarts from the last finite "
+                                  f"state with the step size halved each time (lr now {lr:g}): check the input "
+                                  "scale or pass a lower lr") from error
+        state = copy.deepcopy(self.state)
+        for name, module in self.modules.items():
+            module.load_state_dict(state["modules"][name])
+        for opt, opt_state in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(opt_state)
+            for group in opt.param_groups:
+                group["lr"] *= 0.5
+        event = {**where, "event": "recovered", "error": str(error), "lr": lr * 0.5}
+        return state["buffers"], event
+
+
+class DeepImageHasher(Learner):
     """Base of the single-modal deep hashers: fit(x, labels) in subclasses, encode(x) -> packed uint8.
 
-    Subclasses set `self.encoder` (a HashEncoder) in `fit`; every constructor argument is stored
-    under its own name, so `save`/`load` rebuild the learner from `config.json` alone.
+    The constructor stores its arguments unchanged (`base.Learner`, scikit-learn's contract); settings
+    left "auto" are chosen in `fit` from the input (feature rows or pixels, their number, the labels)
+    by `_resolve_params`, and every setting used is kept in `params_` and saved with the model.
+    Fitted attributes: `encoder_`, `params_`, `history_`, `input_shape_`, `x_mean_`, `x_std_`.
     """
 
     encoder_tanh = True
 
-    def __init__(self, nbits: int, seed: int = 0, feature_dim: int = 256, lr: float = 1e-3,
+    def __init__(self, nbits: int, seed: int = 0, feature_dim: int | str = AUTO, lr: float = 1e-3,
                  weight_decay: float = 1e-5, batch_size: int = 64, device: str | None = None,
                  verbose: bool = True):
-        self.nbits = check_nbits(nbits)
-        self.seed, self.feature_dim, self.lr = seed, int(feature_dim), float(lr)
-        self.weight_decay, self.batch_size = float(weight_decay), int(batch_size)
-        if self.batch_size < 2:
-            raise InvalidInputError(f"batch_size must be at least 2 (pairs are needed), got {batch_size}")
-        self.device, self.verbose = device, verbose
-        self.encoder: HashEncoder | None = None
-        self.input_shape: tuple[int, ...] | None = None
-        self.x_mean, self.x_std = 0.0, 1.0
+        self.nbits, self.seed, self.feature_dim, self.lr = nbits, seed, feature_dim, lr
+        self.weight_decay, self.batch_size, self.device, self.verbose = weight_decay, batch_size, device, verbose
+        self._check_params()
+
+    # ----- settings
+    def _check_params(self) -> None:
+        check_nbits(self.nbits)
+        check_count(self.seed, "seed")
+        check_size(self.feature_dim, "feature_dim")
+        check_real(self.lr, "lr", strictly_positive=False)
+        check_real(self.weight_decay, "weight_decay", strictly_positive=False)
+        if check_count(self.batch_size, "batch_size") < 2:
+            raise InvalidInputError(f"batch_size must be at least 2 (pairs are needed), got {self.batch_size}")
+
+    def _resolve_params(self, input_shape: tuple[int, ...], n: int, n_classes: int) -> dict[str, Any]:
+        """Every training setting, "auto" ones chosen for this input; here the encoder width (256)."""
+        params = self.get_params()
+        params.pop("verbose")
+        params["input_kind"] = input_kind(input_shape)
+        if params["feature_dim"] == AUTO:
+            params["feature_dim"] = 256
+        return params
 
     # ----- setup shared by fit implementations
     def _start_fit(self, x: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.device]:
-        """Validate data, seed, standardise pixels with the training mean/std, build the encoder."""
+        """Validate data and settings, resolve "auto" ones, seed, standardise the input with the training
+        mean/std, build the encoder."""
+        self._check_params()
         xt = as_images(x)
         lt = as_multihot(labels, len(xt))
         training.seed_everything(self.seed)
         dev = training.select_device(self.device)
-        self.input_shape = tuple(xt.shape[1:])
-        self.x_mean, self.x_std = float(xt.mean()), float(xt.std()) or 1.0
-        self.encoder = HashEncoder(self.input_shape, self.nbits, self.feature_dim, tanh=self.encoder_tanh).to(dev)
-        return (xt - self.x_mean) / self.x_std, lt, dev
+        self.input_shape_ = tuple(xt.shape[1:])
+        self.params_ = self._resolve_params(self.input_shape_, len(xt), lt.shape[1])
+        self.history_: list[dict[str, Any]] = []
+        self.x_mean_, self.x_std_ = float(xt.mean()), float(xt.std()) or 1.0
+        self.encoder_ = self._build_encoder().to(dev)
+        return (xt - self.x_mean_) / self.x_std_, lt, dev
+
+    def _build_encoder(self) -> HashEncoder:
+        return HashEncoder(self.input_shape_, self.nbits, self.params_["feature_dim"], tanh=self.encoder_tanh)
 
     def _batches(self, n: int, gen: torch.Generator):
         """Index tensors of one shuffled epoch in batches of `batch_size`; a last batch of one item
@@ -157,57 +216,47 @@ class DeepImageHasher:
             batches[-2:] = [torch.cat(batches[-2:])]
         return batches
 
-    # ----- inference
-    def _check_fitted(self) -> None:
-        if self.encoder is None:
-            raise HashsearchError(f"{type(self).__name__} is not fitted: call fit(x, labels) first")
+    def _log(self, record: dict[str, Any]) -> None:
+        """Append to `history_`; recoveries are also reported when verbose."""
+        self.history_.append(record)
+        if self.verbose and record.get("event") == "recovered":
+            print(f"{type(self).__name__}: {record['error']}; restored the last finite state, lr now {record['lr']:g}")
 
+    # ----- inference
     def real_codes(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """The hash layer's real-valued outputs (n, nbits) float32, before the sign."""
-        self._check_fitted()
+        check_is_fitted(self)
         xt = as_images(x)
-        if tuple(xt.shape[1:]) != self.input_shape:
-            raise InvalidInputError(f"input rows have shape {tuple(xt.shape[1:])}, the model was fitted on {self.input_shape}")
-        return self._hash_outputs((xt - self.x_mean) / self.x_std, batch_size)
+        if tuple(xt.shape[1:]) != self.input_shape_:
+            raise InvalidInputError(f"input rows have shape {tuple(xt.shape[1:])}, the model was fitted on {self.input_shape_}")
+        return self._hash_outputs((xt - self.x_mean_) / self.x_std_, batch_size)
 
     def _hash_outputs(self, xt: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
         """Hash-layer outputs of already standardised input, in eval mode and batches."""
-        dev = next(self.encoder.parameters()).device
-        was_training = self.encoder.training
-        self.encoder.eval()
+        dev = next(self.encoder_.parameters()).device
+        was_training = self.encoder_.training
+        self.encoder_.eval()
         with torch.no_grad():
-            outs = [self.encoder(xt[i:i + batch_size].to(dev))[1].cpu() for i in range(0, len(xt), batch_size)]
-        self.encoder.train(was_training)
+            outs = [self.encoder_(xt[i:i + batch_size].to(dev))[1].cpu() for i in range(0, len(xt), batch_size)]
+        self.encoder_.train(was_training)
         return torch.cat(outs).numpy()
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """Packed uint8 codes (n, nbits // 8) of images or feature rows, by the sign of the hash layer."""
         return encode_sign(self.real_codes(x))
 
-    # ----- persistence (training.py's checkpoint format, so training.load_model works)
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments by name (what config.json stores)."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
+    # ----- checkpoints (base.Learner's format: the resolved settings and the encoder's weights)
+    def _fitted_config(self) -> dict[str, Any]:
+        return {"params_": self.params_, "history_": self.history_, "input_shape_": list(self.input_shape_),
+                "x_mean_": self.x_mean_, "x_std_": self.x_std_}
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted encoder and its settings into checkpoint directory `path`."""
-        self._check_fitted()
-        config = {"params": self.get_params(), "input_shape": list(self.input_shape),
-                  "x_mean": self.x_mean, "x_std": self.x_std}
-        training.save_checkpoint(path, self, config, {"encoder": self.encoder.state_dict()})
+    def _fitted_state(self) -> dict[str, Any]:
+        return {"encoder_": self.encoder_.state_dict()}
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "DeepImageHasher":
-        """Rebuild a fitted learner from a directory written by `save`, on CUDA when available, else CPU."""
-        doc, state = training.load_checkpoint(path)
-        if doc["class"] != training.class_path(cls):
-            raise InvalidInputError(f"checkpoint {path} holds a {doc['class']}, not a {training.class_path(cls)}")
-        cfg = doc["config"]
-        model = cls(**cfg["params"])
-        model.input_shape = tuple(cfg["input_shape"])
-        model.x_mean, model.x_std = float(cfg["x_mean"]), float(cfg["x_std"])
-        model.encoder = HashEncoder(model.input_shape, model.nbits, model.feature_dim, tanh=cls.encoder_tanh)
-        model.encoder.load_state_dict(state["encoder"])
-        model.encoder.to(training.select_device(None))
-        return model
+    def _restore(self, fitted: dict[str, Any], state: dict[str, Any]) -> None:
+        self.params_, self.history_ = fitted["params_"], fitted["history_"]
+        self.input_shape_ = tuple(fitted["input_shape_"])
+        self.x_mean_, self.x_std_ = float(fitted["x_mean_"]), float(fitted["x_std_"])
+        self.encoder_ = self._build_encoder()
+        self.encoder_.load_state_dict(state["encoder_"])
+        self.encoder_.to(training.select_device(None))
