@@ -60,7 +60,7 @@ def backend_params_help() -> str:
     return "Backend parameter KEY=VALUE, repeatable (" + "; ".join(per) + ")."
 
 
-@click.group(cls=OneLineUsageErrors)
+@click.group("hashsearch", cls=OneLineUsageErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hashsearch")
 def main() -> None:
     """Learned binary codes and exact Hamming search.
