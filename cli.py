@@ -53,6 +53,10 @@ class OneLineUsageErrors(click.Group):
         sys.exit(result if isinstance(result, int) else 0)
 
 
+THREADS_HELP = ("Torch threads while training. One is fastest for the feature MLPs on a small machine; "
+                "more help convolutional networks on many cores.")
+
+
 def backend_params_help() -> str:
     """What --param takes, per backend (from the index's own table, so it cannot fall out of date)."""
     per = [f"{b}: {', '.join(f'{k}={t.__name__.upper()}' for k, t in p.items()) or 'none'}"
@@ -190,8 +194,9 @@ def bench_command(mode: str, out_dir: str, models_dir: str | None, sections: str
 @click.option("--epochs", type=int, default=30, show_default=True, help="DCMH training epochs.")
 @click.option("--k", type=int, default=5, show_default=True, help="Results shown per example query.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data, split and training.")
+@click.option("--threads", type=int, default=1, show_default=True, help=THREADS_HELP)
 @one_line_errors
-def demo_command(data: str | None, nbits: int, epochs: int, k: int, seed: int) -> None:
+def demo_command(data: str | None, nbits: int, epochs: int, k: int, seed: int, threads: int) -> None:
     """Run the main job end to end on one data set.
 
     Trains DCMH, encodes both modalities, indexes them, queries text -> image and image -> text and
@@ -199,7 +204,7 @@ def demo_command(data: str | None, nbits: int, epochs: int, k: int, seed: int) -
     """
     from hashsearch.demo import run_demo
 
-    run_demo(data=data, nbits=nbits, epochs=epochs, k=k, seed=seed, echo=click.echo)
+    run_demo(data=data, nbits=nbits, epochs=epochs, k=k, seed=seed, threads=threads, echo=click.echo)
 
 
 # --- train and encode (data set -> model -> codes): logic in hashsearch/jobs.py --------------------
@@ -222,8 +227,9 @@ def _widths(text: str) -> list[int]:
 @click.option("--epochs", type=int, default=None, help="Deep learners' epochs (default: their recommended settings).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and of training.")
 @click.option("--resume", is_flag=True, help="Continue interrupted training from each model's checkpoint (DCMH).")
+@click.option("--threads", type=int, default=1, show_default=True, help=THREADS_HELP)
 @one_line_errors
-def train_command(data, methods, nbits, out, modality, epochs, seed, resume) -> None:
+def train_command(data, methods, nbits, out, modality, epochs, seed, resume, threads) -> None:
     """Train learners and save them for encode and eval.
 
     Fits each method at each width on the data set's standard training split and saves it to
@@ -232,7 +238,7 @@ def train_command(data, methods, nbits, out, modality, epochs, seed, resume) -> 
     from hashsearch import jobs
 
     jobs.train(data, [m.strip() for m in methods.split(",") if m.strip()], _widths(nbits), out,
-               modality=modality, epochs=epochs, seed=seed, resume=resume, echo=click.echo)
+               modality=modality, epochs=epochs, seed=seed, resume=resume, threads=threads, echo=click.echo)
 
 
 @main.command("encode")

@@ -13,7 +13,7 @@ import numpy as np
 from hashsearch.datasets import PairedDataset, load, standard_split, synthetic_paired
 from hashsearch.errors import InvalidInputError
 from hashsearch.index import HammingIndex
-from hashsearch.jobs import check_widths
+from hashsearch.jobs import check_widths, torch_threads
 from hashsearch.metrics import mean_average_precision
 from hashsearch.models.dcmh import DCMH, FEATURE_SETTINGS
 
@@ -32,10 +32,10 @@ def demo_dataset(data: str | None, seed: int) -> PairedDataset:
     return dataset
 
 
-def check_arguments(nbits: int, epochs: int, k: int) -> None:
+def check_arguments(nbits: int, epochs: int, k: int, threads: int | None = 1) -> None:
     """Refuse bad arguments before any data is read or generated."""
     check_widths([nbits])
-    for name, value in (("--epochs", epochs), ("--k", k)):
+    for name, value in (("--epochs", epochs), ("--k", k), ("--threads", 1 if threads is None else threads)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
 
@@ -56,9 +56,15 @@ def _show_query(echo: Callable[[str], None], title: str, dataset: PairedDataset,
 
 
 def run_demo(data: str | None = None, nbits: int = 32, epochs: int = 30, k: int = 5, seed: int = 0,
-             progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train, encode, index, query both ways and print the results; returns the two MAPs."""
-    check_arguments(nbits, epochs, k)
+             progress: bool = True, threads: int | None = 1, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (on `threads` torch threads; None: torch's default), encode, index, query both ways and
+    print the results; returns the two MAPs."""
+    check_arguments(nbits, epochs, k, threads)
+    with torch_threads(threads):
+        return _run(data, nbits, epochs, k, seed, progress, echo)
+
+
+def _run(data, nbits, epochs, k, seed, progress, echo) -> dict[str, Any]:
     dataset = demo_dataset(data, seed)
     split = standard_split(dataset, seed=seed)
     kind = "SYNTHETIC (seeded, generated here; real data: --data wikipedia)" if dataset.synthetic else "real"

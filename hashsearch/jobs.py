@@ -8,9 +8,10 @@ data set has them) that an index keeps as metadata and returns with each hit.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,22 @@ def modality_code(modality: str) -> str:
     return learners.MODALITIES[modality]
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Train with `threads` torch threads (None: torch's default, every core), then restore the setting.
+    One thread is the fast choice for the feature MLPs on a small machine: on the shared 2-core test
+    machine two threads spent 6x the CPU time of one per DCMH epoch on wikipedia."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def check_widths(nbits: Sequence[int]) -> None:
     """At least one code width, each a multiple of 8 in [8, 1024], or an error naming --nbits."""
     if not nbits:
@@ -54,15 +71,18 @@ def model_dir(out: str | os.PathLike, dataset: str, method: learners.Method, nbi
 
 def train(data: str, methods: Sequence[str], nbits: Sequence[int], out: str | os.PathLike, *,
           modality: str = "image", epochs: int | None = None, seed: int = 0, resume: bool = False,
-          echo: Callable[[str], None] = print) -> list[Path]:
+          threads: int | None = None, echo: Callable[[str], None] = print) -> list[Path]:
     """Fit each method at each width on `data`'s standard training split and save it; returns the
-    model folders. `epochs` overrides the deep learners' budget (their recommended settings otherwise).
+    model folders. `epochs` overrides the deep learners' budget (their recommended settings otherwise);
+    `threads` sets torch's threads while training (None: torch's default).
     Learners that checkpoint (DCMH) save their training state in <model folder>/checkpoint as they go;
     `resume` continues from it after an interruption."""
     chosen = [learners.method_named(m) for m in methods]
     check_widths(nbits)  # every argument is checked before the data set is read
     if epochs is not None and epochs < 1:
         raise InvalidInputError(f"--epochs must be at least 1, got {epochs}")
+    if threads is not None and threads < 1:
+        raise InvalidInputError(f"--threads must be at least 1, got {threads}")
     code = modality_code(modality)
     dataset = datasets.load(data)
     split = datasets.standard_split(dataset, seed=seed)
@@ -71,8 +91,8 @@ def train(data: str, methods: Sequence[str], nbits: Sequence[int], out: str | os
     echo(f"data: {dataset.name}{' [SYNTHETIC]' if dataset.synthetic else ''}: {len(split.train)} training rows, "
          f"{len(split.query)} queries, {len(split.database)} in the database")
     saved = []
-    for method in chosen:
-        for width in nbits:
+    with torch_threads(threads):
+        for method, width in ((m, w) for m in chosen for w in nbits):
             t0 = time.perf_counter()
             dest = model_dir(out, dataset.name, method, width)
             model = learners.fit(method, dataset, split, width, modality=code, seed=seed,
