@@ -37,7 +37,8 @@ def oracle_knn(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(dist, order, axis=1), order
 
 
-@pytest.mark.parametrize("name", eng.KNN_ENGINES)
+@pytest.mark.parametrize("name", [pytest.param(e, marks=pytest.mark.slow) if e == eng.MIH else e
+                                  for e in eng.KNN_ENGINES])  # MIH k-NN is also checked in test_mih and test_index
 def test_knn_matches_oracle(database, name):
     nbits, codes, queries, dist = database
     engine = eng.build_engine(name, codes, nbits)
@@ -164,6 +165,7 @@ def test_derived_ratios_hand_computed():
     assert report.md_table(["a", "b"], [[1.23456, None]]).splitlines()[2] == "| 1.23 | — |"
 
 
+@pytest.mark.slow
 def test_runner_writes_report_json_and_plots(tmp_path):
     path = run(TINY, tmp_path, sections=("physical", "latency", "storage", "scale"))
     results = json.loads((tmp_path / "results.json").read_text())

@@ -141,6 +141,7 @@ def test_split_and_modality_names_are_checked():
         jobs.modality_code("audio")
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_model_checkpoint(tmp_path):
     args = ["train", "--data", "synthetic", "--method", "dcmh", "--nbits", "16", "--out", tmp_path]
     assert invoke(*args, "--epochs", "2").exit_code == 0
