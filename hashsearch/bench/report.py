@@ -249,11 +249,12 @@ def speedups_figure(latency: list[dict]):
         bar = 0.8 / len(ks)
         for j, k in enumerate(ks):
             value = {d["nbits"]: d["ratio"] for d in sub if d["k"] == k}
-            ax.bar([i + (j - (len(ks) - 1) / 2) * bar for i in range(len(widths))],
-                   [value.get(b, np.nan) for b in widths], bar, label=f"k={k}")
+            ratio = np.array([value.get(b, np.nan) for b in widths])
+            ax.bar([i + (j - (len(ks) - 1) / 2) * bar for i in range(len(widths))], ratio - 1, bar, bottom=1,
+                   label=f"k={k}")  # bars grow from 1 (a tie), up where ours is faster, down where slower
         ax.set_xticks(range(len(widths)), [f"{b} bits\nn={_n_label(n_of[b])}" for b in widths])
         ax.axhline(1.0, color="k", lw=0.8)
-        ax.set(ylabel="FAISS flat p50 / ours p50 (> 1: ours faster)", title=f"exact k-NN, {mode} queries")
+        ax.set(yscale="log", ylabel="FAISS flat p50 / ours p50 (> 1: ours faster)", title=f"exact k-NN, {mode} queries")
         ax.legend(fontsize=8, ncol=2)
     b = axes[0][-1]
     speed = [d for d in mih_speedups(latency) if d["speedup_vs_scan"] and d["mode"] == "single"]
