@@ -9,6 +9,7 @@ import click
 
 from hashsearch.backends import backend_names
 from hashsearch.errors import HashsearchError
+from hashsearch.index import _PARAMS as BACKEND_PARAMS
 
 
 def one_line_errors(fn):
@@ -21,17 +22,56 @@ def one_line_errors(fn):
         except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
-        except (HashsearchError, ValueError, OSError, KeyError) as exc:
+        except (HashsearchError, ValueError, OSError, KeyError, EOFError) as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except MemoryError as exc:
+            click.echo(f"error: out of memory{f' ({exc})' if str(exc) else ''}", err=True)
             sys.exit(1)
 
     return wrapper
 
 
-@click.group()
+class OneLineUsageErrors(click.Group):
+    """Click's usage errors (a bad option value, a missing argument) as one line too, with where to
+    read the command's help, instead of a usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"error: {exc.format_message()}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: interrupted", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+THREADS_HELP = ("Torch threads while training. One is fastest for the feature MLPs on a small machine; "
+                "more help convolutional networks on many cores.")
+
+
+def backend_params_help() -> str:
+    """What --param takes, per backend (from the index's own table, so it cannot fall out of date)."""
+    per = [f"{b}: {', '.join(f'{k}={t.__name__.upper()}' for k, t in p.items()) or 'none'}"
+           for b, p in BACKEND_PARAMS.items()]
+    return "Backend parameter KEY=VALUE, repeatable (" + "; ".join(per) + ")."
+
+
+@click.group("hashsearch", cls=OneLineUsageErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hashsearch")
 def main() -> None:
-    """Learned binary codes and exact Hamming search."""
+    """Learned binary codes and exact Hamming search.
+
+    Errors are one line on stderr and a non-zero exit status.
+    """
 
 
 # --- index commands (STORAGE): logic in hashsearch/codefiles.py and querying.py -----------------
@@ -43,13 +83,18 @@ def main() -> None:
 @click.option("--ids", "ids_path", type=click.Path(dir_okay=False), help="int64 ids (.npy), one per code.")
 @click.option("--nbits", type=int, help="Code width in bits (tells a uint8 0/1 bit matrix from packed bytes).")
 @click.option("--column", help="Parquet column holding the codes (binary, fixed_size_binary or list).")
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Backend parameter, repeatable.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help=backend_params_help())
 @click.option("--batch-size", type=int, default=1 << 22, show_default=True, help="Codes added per step.")
 @click.option("--metadata/--no-metadata", default=True, show_default=True,
               help="Keep a Parquet file's other columns as per-item metadata in the index.")
 @one_line_errors
 def build_index_command(codes, out, backend, ids_path, nbits, column, params, batch_size, metadata) -> None:
-    """Build an index from CODES (.npy or .parquet) and save it to --out."""
+    """Build an index from a code file.
+
+    CODES is a .npy matrix or a Parquet file (e.g. from `hashsearch encode`): packed bytes, bits,
+    -1/+1 signs or real outputs. A Parquet file's `id` column gives the ids, and its other columns
+    are kept as per-item metadata that `query` returns with each hit.
+    """
     from hashsearch import codefiles, querying
 
     code_file = codefiles.read_codes(codes, nbits=nbits, column=column, with_metadata=metadata)
@@ -64,26 +109,36 @@ def build_index_command(codes, out, backend, ids_path, nbits, column, params, ba
 @main.command("query")
 @click.argument("index_dir", type=click.Path(file_okay=False))
 @click.argument("queries", type=click.Path(dir_okay=False))
-@click.option("--topk", type=int, help="The K nearest codes per query (ties by ascending id).")
-@click.option("--radius", type=int, help="Every code within Hamming distance R (inclusive).")
+@click.option("--topk", type=int, metavar="K",
+              help="The K nearest codes per query (ties by ascending id); all of them if K exceeds the index.")
+@click.option("--radius", type=int, metavar="R",
+              help="Every code within Hamming distance R (inclusive); R >= nbits returns every code.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Result file (jsonl: default stdout; parquet: required).")
 @click.option("--column", help="Parquet column holding the query codes.")
 @click.option("--batch-size", type=int, default=1024, show_default=True, help="Queries searched per step.")
 @one_line_errors
 def query_command(index_dir, queries, topk, radius, fmt, out, column, batch_size) -> None:
-    """Search the index in INDEX_DIR with the codes in QUERIES (.npy or .parquet)."""
+    """Search an index with a file of query codes.
+
+    Searches the index in INDEX_DIR with the codes in QUERIES (.npy or .parquet). Give exactly one
+    of --topk K or --radius R. Each result line (or Parquet row) holds the query's row number
+    (`query`), its id (`query_id`: the query file's `id` column, else the row number), the hits'
+    `ids` and `distances`, best first, and, when the index stores metadata, each hit's `metadata`.
+    """
     from hashsearch import codefiles, querying
     from hashsearch.errors import InvalidInputError
     from hashsearch.index import HammingIndex
 
     if fmt == "parquet" and out is None:
         raise InvalidInputError("--format parquet needs --out FILE")
+    querying.check_search_arguments(topk, radius, batch_size)  # before anything is read
     index = HammingIndex.load(index_dir, mmap=True)
     query_file = codefiles.read_codes(queries, nbits=index.nbits, column=column)
     if query_file.note:
         click.echo(query_file.note, err=True)
-    batches = querying.search_batches(index, query_file.codes, topk=topk, radius=radius, batch_size=batch_size)
+    batches = querying.search_batches(index, query_file.codes, topk=topk, radius=radius, batch_size=batch_size,
+                                      query_ids=query_file.ids)
     querying.write_results(batches, fmt, out, stdout=sys.stdout)
 
 
@@ -93,7 +148,10 @@ def query_command(index_dir, queries, topk, radius, fmt, out, column, batch_size
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
 @one_line_errors
 def info_command(index_dir, no_verify, as_json) -> None:
-    """Describe an index: bits, count, backend, bytes on disk and per item, checksums."""
+    """Describe an index on disk.
+
+    Prints its bits, count, backend, bytes on disk and per item, and checks the checksums.
+    """
     import json
 
     from hashsearch import querying
@@ -118,7 +176,10 @@ def info_command(index_dir, no_verify, as_json) -> None:
 @one_line_errors
 def bench_command(mode: str, out_dir: str, models_dir: str | None, sections: str | None, threads: int | None,
                   settings: tuple[str, ...]) -> None:
-    """Measure size, speed and accuracy; write DIR/report.md, results.json and plots."""
+    """Benchmark speed, size and accuracy against FAISS.
+
+    Writes OUT/report.md, results.json and PNG plots.
+    """
     from hashsearch.bench.runner import SECTIONS, run
 
     chosen = tuple(s.strip() for s in sections.split(",")) if sections else SECTIONS
@@ -134,12 +195,17 @@ def bench_command(mode: str, out_dir: str, models_dir: str | None, sections: str
 @click.option("--epochs", type=int, default=30, show_default=True, help="DCMH training epochs.")
 @click.option("--k", type=int, default=5, show_default=True, help="Results shown per example query.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data, split and training.")
+@click.option("--threads", type=int, default=1, show_default=True, help=THREADS_HELP)
 @one_line_errors
-def demo_command(data: str | None, nbits: int, epochs: int, k: int, seed: int) -> None:
-    """Train DCMH, encode both modalities, index them, query text->image and image->text, print MAP."""
+def demo_command(data: str | None, nbits: int, epochs: int, k: int, seed: int, threads: int) -> None:
+    """Run the main job end to end on one data set.
+
+    Trains DCMH, encodes both modalities, indexes them, queries text -> image and image -> text and
+    prints the MAP.
+    """
     from hashsearch.demo import run_demo
 
-    run_demo(data=data, nbits=nbits, epochs=epochs, k=k, seed=seed, echo=click.echo)
+    run_demo(data=data, nbits=nbits, epochs=epochs, k=k, seed=seed, threads=threads, echo=click.echo)
 
 
 # --- train and encode (data set -> model -> codes): logic in hashsearch/jobs.py --------------------
@@ -162,13 +228,18 @@ def _widths(text: str) -> list[int]:
 @click.option("--epochs", type=int, default=None, help="Deep learners' epochs (default: their recommended settings).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and of training.")
 @click.option("--resume", is_flag=True, help="Continue interrupted training from each model's checkpoint (DCMH).")
+@click.option("--threads", type=int, default=1, show_default=True, help=THREADS_HELP)
 @one_line_errors
-def train_command(data, methods, nbits, out, modality, epochs, seed, resume) -> None:
-    """Train learners on a data set's standard split and save them (read by encode, eval, bench --models)."""
+def train_command(data, methods, nbits, out, modality, epochs, seed, resume, threads) -> None:
+    """Train learners and save them for encode and eval.
+
+    Fits each method at each width on the data set's standard training split and saves it to
+    OUT/<data set>/<METHOD>-<nbits> (read by encode, eval and bench --models).
+    """
     from hashsearch import jobs
 
     jobs.train(data, [m.strip() for m in methods.split(",") if m.strip()], _widths(nbits), out,
-               modality=modality, epochs=epochs, seed=seed, resume=resume, echo=click.echo)
+               modality=modality, epochs=epochs, seed=seed, resume=resume, threads=threads, echo=click.echo)
 
 
 @main.command("encode")
@@ -181,7 +252,11 @@ def train_command(data, methods, nbits, out, modality, epochs, seed, resume) -> 
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the standard split.")
 @one_line_errors
 def encode_command(model_dir, data, modality, which, out, seed) -> None:
-    """Encode one modality of a data set with a trained model: codes ready for build-index / query."""
+    """Turn a data set's items into codes with a trained model.
+
+    Writes a Parquet file of (id: the data set row, code, labels) rows, ready for build-index
+    (database) or query (queries); labels are class names where the data set has them.
+    """
     from hashsearch import jobs
 
     rows, nbits = jobs.encode(model_dir, data, out, modality=modality, split=which, seed=seed)
@@ -198,16 +273,21 @@ def encode_command(model_dir, data, modality, which, out, seed) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the standard split.")
 @one_line_errors
 def eval_command(model_dir: str, data: str, out_dir: str | None, topk: int, seed: int) -> None:
-    """Score a trained model on the data set's standard split: report.md, results.json, PNG curves."""
+    """Score a trained model: mAP, lookup precision, curves.
+
+    Scores the model on the data set's standard split and writes report.md, results.json and PNG
+    curves. P@H<=r is the precision of hash lookup within radius r, shown with the share of
+    queries that find anything at all ("no hits" when none does).
+    """
     from pathlib import Path
 
-    from hashsearch.evaluation import run_eval
+    from hashsearch.evaluation import lookup_summary, run_eval
 
     out = out_dir or str(Path(model_dir) / f"eval-{Path(data).stem}")
     result, report = run_eval(model_dir, data, out, topk=topk, seed=seed)
     for task, scores in result["tasks"].items():
         click.echo(f"{result['dataset']} {result['nbits']} bits {task}: mAP@all {scores['map_all']:.4f}  "
-                   f"mAP@{scores['k']} {scores['map_at_k']:.4f}  P@H<={scores['radius']} {scores['precision_within_radius']:.4f}")
+                   f"mAP@{scores['k']} {scores['map_at_k']:.4f}  {lookup_summary(scores)}")
     click.echo(f"wrote {report}", err=True)
 
 if __name__ == "__main__":

@@ -17,10 +17,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hashsearch.codes import check_nbits, encode_sign, pack_bits, validate_codes
+from hashsearch.datasets.formats import npy_dtype
 from hashsearch.errors import InvalidInputError
 
 ID_COLUMN = "id"
+CODE_COLUMN = "code"  # the code column `hashsearch encode` writes, read without --column
 BLOCK_ROWS = 1 << 16  # rows converted at a time
+NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass
@@ -43,7 +46,8 @@ class CodeFile:
 def read_codes(path: str | os.PathLike, *, nbits: int | None = None, column: str | None = None,
                with_metadata: bool = False) -> CodeFile:
     """Packed codes from a .npy matrix or a Parquet column (binary, fixed_size_binary or list);
-    with_metadata keeps a Parquet file's other columns (all but the codes and `id`)."""
+    with_metadata keeps a Parquet file's other columns (all but the codes and `id`). The code column
+    is --column, else `code`, else the file's one binary or list column."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -51,11 +55,7 @@ def read_codes(path: str | os.PathLike, *, nbits: int | None = None, column: str
     if suffix == ".npy":
         if column is not None:
             raise InvalidInputError("--column applies to Parquet files, not .npy")
-        try:
-            matrix = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as exc:
-            raise InvalidInputError(f"{path}: not a readable .npy array ({exc})") from None
-        codes, note = to_packed(matrix, nbits, str(path))
+        codes, note = to_packed(load_npy(path, mmap=True), nbits, str(path))
         return CodeFile(codes, None, note)
     if suffix in (".parquet", ".pq"):
         return _read_parquet_codes(path, nbits, column, with_metadata)
@@ -64,15 +64,35 @@ def read_codes(path: str | os.PathLike, *, nbits: int | None = None, column: str
 
 def read_ids(path: str | os.PathLike, n: int) -> np.ndarray:
     """A 1-D integer id array of length n from a .npy file."""
-    try:
-        ids = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except ValueError as exc:
-        raise InvalidInputError(f"{path}: not a readable .npy array ({exc})") from None
+    ids = load_npy(path)
     if ids.ndim != 1 or ids.shape[0] != n or not np.issubdtype(ids.dtype, np.integer):
         raise InvalidInputError(f"{path}: ids must be a 1-D integer array of {n} values, got {ids.dtype} {ids.shape}")
     return ids.astype(np.int64, copy=False)
+
+
+def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
+    """A numeric array from a .npy file (memory-mapped when `mmap`), checked before numpy reads it:
+    an empty file, a file of another kind, or pickled objects get one line naming the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+            f.seek(0)
+            dtype = npy_dtype(f) if head == NPY_MAGIC else None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except (ValueError, EOFError) as exc:
+        raise InvalidInputError(f"{path}: not a readable .npy array ({exc})") from None
+    if dtype is None:
+        what = "is empty" if not head else "has no NumPy header (a .npy file starts with \\x93NUMPY)"
+        raise InvalidInputError(f"{path}: not a .npy array: the file {what}")
+    if dtype.hasobject:
+        raise InvalidInputError(f"{path}: the array holds Python objects (dtype {dtype}), not numbers; "
+                                "hashsearch never unpickles files")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, EOFError) as exc:  # e.g. fewer bytes than the header promises
+        raise InvalidInputError(f"{path}: not a readable .npy array ({exc})") from None
 
 
 def to_packed(matrix: np.ndarray, nbits: int | None, source: str) -> tuple[np.ndarray, str | None]:
@@ -151,7 +171,9 @@ def _read_parquet_codes(path: Path, nbits: int | None, column: str | None, with_
 
 
 def _guess_code_column(schema: pa.Schema, path: Path) -> str:
-    """The one binary or list column of the file; several or none -> ask for --column."""
+    """The `code` column, else the one binary or list column of the file; several or none -> ask for --column."""
+    if CODE_COLUMN in schema.names:
+        return CODE_COLUMN
     kinds = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary,
              pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
     found = [f.name for f in schema if f.name != ID_COLUMN and any(k(f.type) for k in kinds)]

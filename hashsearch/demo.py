@@ -13,6 +13,7 @@ import numpy as np
 from hashsearch.datasets import PairedDataset, load, standard_split, synthetic_paired
 from hashsearch.errors import InvalidInputError
 from hashsearch.index import HammingIndex
+from hashsearch.jobs import check_widths, torch_threads
 from hashsearch.metrics import mean_average_precision
 from hashsearch.models.dcmh import DCMH, FEATURE_SETTINGS
 
@@ -31,17 +32,39 @@ def demo_dataset(data: str | None, seed: int) -> PairedDataset:
     return dataset
 
 
-def _show_query(echo: Callable[[str], None], title: str, labels: np.ndarray, q_label: np.ndarray,
-                dist: np.ndarray, ids: np.ndarray) -> None:
-    echo(f"{title}: query labels {np.flatnonzero(q_label).tolist()}")
+def check_arguments(nbits: int, epochs: int, k: int, threads: int | None = 1) -> None:
+    """Refuse bad arguments before any data is read or generated."""
+    check_widths([nbits])
+    for name, value in (("--epochs", epochs), ("--k", k), ("--threads", 1 if threads is None else threads)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def label_text(row: np.ndarray, names: tuple[str, ...] | None) -> str:
+    """A row's labels by class name where the data set has names, else by label number."""
+    columns = np.flatnonzero(row)
+    return ", ".join(names[c] if names is not None else str(c) for c in columns) or "none"
+
+
+def _show_query(echo: Callable[[str], None], title: str, dataset: PairedDataset, labels: np.ndarray,
+                query: int, dist: np.ndarray, ids: np.ndarray) -> None:
+    names = dataset.label_names
+    echo(f"{title}: query pair {query}, labels: {label_text(labels[query], names)}")
     for rank, (d, i) in enumerate(zip(dist, ids), 1):
-        hit = "relevant" if (labels[i] & q_label).any() else "-"
-        echo(f"  {rank:2d}. item {int(i):5d}  hamming {int(d):3d}  labels {np.flatnonzero(labels[i]).tolist()}  {hit}")
+        hit = "relevant" if (labels[i] & labels[query]).any() else "-"
+        echo(f"  {rank:2d}. item {int(i):5d}  hamming {int(d):3d}  labels: {label_text(labels[i], names)}  {hit}")
 
 
 def run_demo(data: str | None = None, nbits: int = 32, epochs: int = 30, k: int = 5, seed: int = 0,
-             progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train, encode, index, query both ways and print the results; returns the two MAPs."""
+             progress: bool = True, threads: int | None = 1, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (on `threads` torch threads; None: torch's default), encode, index, query both ways and
+    print the results; returns the two MAPs."""
+    check_arguments(nbits, epochs, k, threads)
+    with torch_threads(threads):
+        return _run(data, nbits, epochs, k, seed, progress, echo)
+
+
+def _run(data, nbits, epochs, k, seed, progress, echo) -> dict[str, Any]:
     dataset = demo_dataset(data, seed)
     split = standard_split(dataset, seed=seed)
     kind = "SYNTHETIC (seeded, generated here; real data: --data wikipedia)" if dataset.synthetic else "real"
@@ -60,9 +83,9 @@ def run_demo(data: str | None = None, nbits: int = 32, epochs: int = 30, k: int 
     q_text, q_image = model.encode_text(dataset.texts[qs]), model.encode_image(dataset.images[qs])
 
     dist, ids = image_index.search(q_text[:1], k)
-    _show_query(echo, f"text -> image (query pair {int(qs[0])})", labels, labels[qs[0]], dist[0], ids[0])
+    _show_query(echo, "text -> image", dataset, labels, int(qs[0]), dist[0], ids[0])
     dist, ids = text_index.search(q_image[:1], k)
-    _show_query(echo, f"image -> text (query pair {int(qs[0])})", labels, labels[qs[0]], dist[0], ids[0])
+    _show_query(echo, "image -> text", dataset, labels, int(qs[0]), dist[0], ids[0])
 
     t2i = mean_average_precision(q_text, db_image, labels[qs], labels[db], nbits)
     i2t = mean_average_precision(q_image, db_text, labels[qs], labels[db], nbits)

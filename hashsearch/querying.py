@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -42,7 +43,7 @@ def build_index(codes: CodeFile, out: str | os.PathLike, *, backend: str, ids: n
     from hashsearch.index import HammingIndex
 
     if batch_size < 1:
-        raise InvalidInputError(f"batch size must be positive, got {batch_size}")
+        raise InvalidInputError(f"--batch-size must be positive, got {batch_size}")
     ids = codes.ids if ids is None else ids
     n = codes.codes.shape[0]
     if ids is not None and ids.shape[0] != n:
@@ -58,24 +59,54 @@ def build_index(codes: CodeFile, out: str | os.PathLike, *, backend: str, ids: n
     return index
 
 
-def search_batches(index, queries: np.ndarray, *, topk: int | None = None, radius: int | None = None,
-                   batch_size: int = 1024) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-    """Results batch by batch as (first query number, offsets, ids, distances) in CSR form:
-    row i's results are ids[offsets[i]:offsets[i+1]], best first; top-k padding is dropped.
-    The arguments are checked at once, before the first batch is searched."""
+INT64_MAX = np.iinfo(np.int64).max
+
+
+@dataclass
+class ResultBatch:
+    """Results of consecutive queries in CSR form: query r's hits are ids[offsets[r]:offsets[r+1]],
+    best first (top-k padding dropped), with their distances and, when the index stores metadata,
+    their metadata rows (one per hit, same order)."""
+
+    first: int  # row number of the first query in the query file
+    query_ids: np.ndarray  # the queries' own ids (the `id` column of the query file, else row numbers)
+    offsets: np.ndarray
+    ids: np.ndarray
+    distances: np.ndarray
+    metadata: pa.Table | None = None
+
+
+def check_search_arguments(topk: int | None, radius: int | None, batch_size: int) -> None:
+    """The rules of `hashsearch query`: exactly one of --topk K (1 <= K < 2**63; a K above the index
+    size returns every item) or --radius R (R >= 0; above nbits it means every item within nbits)."""
     if (topk is None) == (radius is None):
         raise InvalidInputError("give exactly one of --topk K or --radius R")
-    if topk is not None and topk < 1:
-        raise InvalidInputError(f"--topk must be at least 1, got {topk}")
-    if radius is not None and not 0 <= radius <= index.nbits:
-        raise InvalidInputError(f"--radius must be between 0 and {index.nbits}, got {radius}")
+    if topk is not None and not 1 <= topk <= INT64_MAX:
+        raise InvalidInputError(f"--topk must be between 1 and 2**63-1, got {topk}")
+    if radius is not None and not 0 <= radius <= INT64_MAX:
+        raise InvalidInputError(f"--radius must be between 0 and 2**63-1, got {radius}")
     if batch_size < 1:
-        raise InvalidInputError(f"batch size must be positive, got {batch_size}")
-    return _search(index, queries, topk, radius, batch_size)
+        raise InvalidInputError(f"--batch-size must be positive, got {batch_size}")
 
 
-def _search(index, queries, topk, radius, batch_size):
+def search_batches(index, queries: np.ndarray, *, topk: int | None = None, radius: int | None = None,
+                   batch_size: int = 1024, query_ids: np.ndarray | None = None) -> Iterator[ResultBatch]:
+    """Results batch by batch (see ResultBatch), each hit with its metadata when the index has some.
+    The arguments are checked at once, before the first batch is searched; top-k asks the index for
+    at most len(index) results, so a huge K allocates nothing extra."""
+    check_search_arguments(topk, radius, batch_size)
+    if query_ids is not None and len(query_ids) != len(queries):
+        raise InvalidInputError(f"{len(query_ids)} query ids for {len(queries)} queries")
+    if topk is not None:
+        topk = max(1, min(topk, len(index)))
+    else:
+        radius = min(radius, index.nbits)
+    return _search(index, queries, topk, radius, batch_size, query_ids)
+
+
+def _search(index, queries, topk, radius, batch_size, query_ids):
     nq = queries.shape[0]
+    rows = MetadataRows(index)
     with tqdm(total=nq, unit="query", desc="searching", disable=nq <= batch_size, leave=False) as bar:
         for lo in range(0, nq, batch_size):
             batch = np.ascontiguousarray(queries[lo:lo + batch_size])
@@ -83,35 +114,69 @@ def _search(index, queries, topk, radius, batch_size):
                 dist, ids = index.search(batch, topk)
                 found = ids >= 0
                 offsets = np.concatenate([[0], np.cumsum(found.sum(axis=1))])
-                yield lo, offsets, ids[found], dist[found]
+                ids, dist = ids[found], dist[found]
             else:
-                lims, dist, ids = index.range_search(batch, radius)
-                yield lo, np.asarray(lims), ids, dist
+                offsets, dist, ids = index.range_search(batch, radius)
+                offsets = np.asarray(offsets)
+            qids = np.arange(lo, lo + len(batch)) if query_ids is None else query_ids[lo:lo + len(batch)]
+            yield ResultBatch(lo, qids, offsets, ids, dist, rows.of(ids))
             bar.update(batch.shape[0])
+
+
+class MetadataRows:
+    """The stored metadata rows of hits, looked up by id (an index keeps codes in ascending id order)."""
+
+    def __init__(self, index):
+        self.table = index.metadata
+        self.ids = None if self.table is None else np.asarray(index.ids)
+
+    def of(self, ids: np.ndarray) -> pa.Table | None:
+        if self.table is None:
+            return None
+        return self.table.take(pa.array(np.searchsorted(self.ids, ids), pa.int64()))
 
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary sibling path renamed to `path` only when the block succeeds (no half-written results)."""
+    """A temporary sibling path renamed to `path` only when the block succeeds (no half-written
+    results). Failing to write names `path`, not the hidden temporary name."""
     path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: there is no folder {path.parent}")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if str(tmp) not in str(exc):
+            raise
+        raise type(exc)(str(exc).replace(str(tmp), str(path))) from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def write_jsonl(batches, stream: IO[str]) -> int:
-    """One line per query: {"query": i, "ids": [...], "distances": [...]}; returns the number of lines."""
-    rows = 0
-    for first, offsets, ids, dist in batches:
-        for r in range(offsets.size - 1):
-            a, b = offsets[r], offsets[r + 1]
-            stream.write(json.dumps({"query": first + r, "ids": ids[a:b].tolist(),
-                                     "distances": dist[a:b].tolist()}) + "\n")
-        rows += offsets.size - 1
-    return rows
+def _json_value(value: Any) -> Any:
+    """Metadata values JSON has no type for (dates, bytes, decimals) as text."""
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def write_jsonl(batches: Iterable[ResultBatch], stream: IO[str]) -> int:
+    """One line per query: {"query": row, "query_id": id, "ids": [...], "distances": [...]} and, when the
+    index stores metadata, "metadata": [{column: value}, ...] one per hit; returns the number of lines."""
+    lines = 0
+    for b in batches:
+        meta = None if b.metadata is None else b.metadata.to_pylist()
+        for r in range(b.offsets.size - 1):
+            lo, hi = int(b.offsets[r]), int(b.offsets[r + 1])
+            row = {"query": b.first + r, "query_id": int(b.query_ids[r]), "ids": b.ids[lo:hi].tolist(),
+                   "distances": b.distances[lo:hi].tolist()}
+            if meta is not None:
+                row["metadata"] = meta[lo:hi]
+            stream.write(json.dumps(row, ensure_ascii=False, default=_json_value) + "\n")
+        lines += b.offsets.size - 1
+    return lines
 
 
 def write_results(batches, fmt: str, out: str | os.PathLike | None, stdout: IO[str]) -> int:
@@ -128,22 +193,32 @@ def write_results(batches, fmt: str, out: str | os.PathLike | None, stdout: IO[s
             return write_jsonl(batches, stream)
 
 
-RESULT_SCHEMA = pa.schema([("query", pa.int64()), ("ids", pa.large_list(pa.int64())),
-                           ("distances", pa.large_list(pa.int32()))])
-
-
-def write_parquet(batches, out: str | os.PathLike) -> int:
-    """Columns query, ids (list), distances (list), one row per query; returns the number of rows."""
-    rows = 0
-    with pq.ParquetWriter(out, RESULT_SCHEMA) as writer:
-        for first, offsets, ids, dist in batches:
-            offsets = pa.array(offsets, pa.int64())
-            writer.write_batch(pa.record_batch([
-                pa.array(np.arange(first, first + len(offsets) - 1), pa.int64()),
-                pa.LargeListArray.from_arrays(offsets, pa.array(ids, pa.int64())),
-                pa.LargeListArray.from_arrays(offsets, pa.array(dist, pa.int32())),
-            ], schema=RESULT_SCHEMA))
-            rows += len(offsets) - 1
+def write_parquet(batches: Iterable[ResultBatch], out: str | os.PathLike) -> int:
+    """Columns query (row number), query_id, ids (list), distances (list) and, when the index stores
+    metadata, metadata (a list of per-hit structs); one row per query. Returns the number of rows."""
+    rows, writer = 0, None
+    try:
+        for b in batches:
+            offsets = pa.array(b.offsets, pa.int64())
+            columns = {
+                "query": pa.array(np.arange(b.first, b.first + len(b.offsets) - 1), pa.int64()),
+                "query_id": pa.array(b.query_ids, pa.int64()),
+                "ids": pa.LargeListArray.from_arrays(offsets, pa.array(b.ids, pa.int64())),
+                "distances": pa.LargeListArray.from_arrays(offsets, pa.array(b.distances, pa.int32())),
+            }
+            if b.metadata is not None:
+                meta = b.metadata.combine_chunks()
+                hits = pa.StructArray.from_arrays([c.chunk(0) if c.num_chunks else pa.array([], c.type)
+                                                   for c in meta.columns], names=meta.column_names)
+                columns["metadata"] = pa.LargeListArray.from_arrays(offsets, hits)
+            batch = pa.record_batch(list(columns.values()), names=list(columns))
+            if writer is None:
+                writer = pq.ParquetWriter(out, batch.schema)
+            writer.write_batch(batch)
+            rows += len(b.offsets) - 1
+    finally:
+        if writer is not None:
+            writer.close()
     return rows
 
 

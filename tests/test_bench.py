@@ -37,7 +37,8 @@ def oracle_knn(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(dist, order, axis=1), order
 
 
-@pytest.mark.parametrize("name", eng.KNN_ENGINES)
+@pytest.mark.parametrize("name", [pytest.param(e, marks=pytest.mark.slow) if e == eng.MIH else e
+                                  for e in eng.KNN_ENGINES])  # MIH k-NN is also checked in test_mih and test_index
 def test_knn_matches_oracle(database, name):
     nbits, codes, queries, dist = database
     engine = eng.build_engine(name, codes, nbits)
@@ -164,6 +165,7 @@ def test_derived_ratios_hand_computed():
     assert report.md_table(["a", "b"], [[1.23456, None]]).splitlines()[2] == "| 1.23 | — |"
 
 
+@pytest.mark.slow
 def test_runner_writes_report_json_and_plots(tmp_path):
     path = run(TINY, tmp_path, sections=("physical", "latency", "storage", "scale"))
     results = json.loads((tmp_path / "results.json").read_text())
@@ -172,11 +174,50 @@ def test_runner_writes_report_json_and_plots(tmp_path):
     assert "Ours vs FAISS flat" in text and "Multi-index hashing vs linear scan" in text and "Bytes per item" in text
     for png in ("latency_vs_n.png", "speedups.png", "memory_vs_n.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(results["latency"]) == 3 * 4 + 4 * 4  # tiny grid: 2 k x 2 modes, 2 r x 2 modes
+    # tiny grid, at each of its 2 sizes: 2 k x 2 modes (3 exact engines), 2 r x 2 modes (4 engines)
+    assert len(results["latency"]) == 2 * (3 * 4 + 4 * 4)
     items = {r["item"] for r in results["storage"]}
     assert {"packed code", "float32 embedding"} | {f"index: {e}" for e in eng.ENGINES} <= items
     assert next(r for r in results["storage"] if r["item"] == "packed code")["memory_bytes_per_item"] == 4
     assert {r["n"] for r in results["scale"]["memory"]} == set(TINY.scale_sizes)
+    assert results["meta"]["commit"] and "unknown" not in results["meta"]["commit"]  # tests run in a checkout
+    check_plotted_data(results)
+
+
+def _lines(fig) -> list:
+    return [line for ax in fig.axes for line in ax.get_lines() if len(line.get_xdata()) and line.get_label()[0] != "_"]
+
+
+def check_plotted_data(results: dict) -> None:
+    """What the report's plots draw: every latency and MIH series is a line over several n (not a dot),
+    every index needs at least its packed codes in memory, and the k-NN bars are labelled by width."""
+    nbits = results["meta"]["scale_nbits"]
+    for fig in (report.latency_figure(results["latency"], nbits), report.speedups_figure(results["latency"])):
+        lines = _lines(fig)
+        assert lines and all(len(set(line.get_xdata())) >= 2 for line in lines), [l.get_xdata() for l in lines]
+        report.plt.close(fig)
+    fig = report.speedups_figure(results["latency"])
+    bars = [ax for ax in fig.axes if ax.patches]
+    assert [ax.get_title() for ax in bars] == ["exact k-NN, single queries", "exact k-NN, batch queries"]
+    assert all(t.get_text().startswith("32 bits") for ax in bars for t in ax.get_xticklabels())
+    report.plt.close(fig)
+    mem = results["scale"]["memory"]
+    fig = report.memory_figure(mem)
+    engines = [line for line in _lines(fig) if line.get_label().startswith("index: ")]
+    assert len(engines) == len(eng.ENGINES)
+    for line in engines:
+        assert len(line.get_xdata()) == len(TINY.scale_sizes)
+        assert min(line.get_ydata()) >= mem[0]["nbits"] / 8, (line.get_label(), line.get_ydata())
+    report.plt.close(fig)
+
+
+def test_quick_grid_times_several_sizes_at_the_plotted_width():
+    from hashsearch.bench.config import QUICK
+
+    timed = [n for n in QUICK.sizes if n <= QUICK.big_n or QUICK.scale_nbits in QUICK.big_n_nbits]
+    assert len(timed) >= 3 and len(QUICK.scale_sizes) >= 3
+    everywhere = [n for n in QUICK.sizes if n <= QUICK.big_n]
+    assert len(everywhere) >= 2  # the MIH-vs-scan panel draws every width as a line
 
 
 def test_cli_bench_and_bad_section(tmp_path):

@@ -126,7 +126,7 @@ def test_query_index_refused_when_corrupt(corpus, tmp_path):
     (["build-index", "{tmp}/db.npy", "--out", "{tmp}"], "not overwriting"),
     (["build-index", "{tmp}/db.npy", "--out", "{out}/ix", "--nbits", "128"], "neither 16 packed bytes nor 128 bits"),
     (["build-index", "{tmp}/db.npy", "--out", "{out}/ix", "--param", "oops"], "not KEY=VALUE"),
-    (["build-index", "{tmp}/db.npy", "--out", "{out}/ix", "--batch-size", "0"], "batch size must be positive"),
+    (["build-index", "{tmp}/db.npy", "--out", "{out}/ix", "--batch-size", "0"], "--batch-size must be positive"),
     (["query", "{out}/none", "{tmp}/q.npy", "--topk", "3"], "no index at"),
     (["info", "{tmp}"], "manifest.json: missing"),
 ])
@@ -140,8 +140,8 @@ def test_errors_are_one_line(corpus, tmp_path, args, message):
 @pytest.mark.parametrize("args, message", [
     (["--topk", "3", "--radius", "2"], "exactly one of --topk K or --radius R"),
     ([], "exactly one of --topk K or --radius R"),
-    (["--topk", "0"], "--topk must be at least 1"),
-    (["--radius", "65"], "--radius must be between 0 and 64"),
+    (["--topk", "0"], "--topk must be between 1 and 2**63-1, got 0"),
+    (["--radius", "-1"], "--radius must be between 0 and 2**63-1, got -1"),
     (["--topk", "3", "--format", "parquet"], "--format parquet needs --out FILE"),
 ])
 def test_query_argument_errors_are_one_line(corpus, tmp_path, args, message):
@@ -188,3 +188,33 @@ def test_info_lines(corpus, tmp_path):
     disk = sum(p.stat().st_size for p in (tmp_path / "ix").iterdir())
     assert lines["bytes_on_disk"] == str(disk)
     assert lines["overhead_vs_raw_codes"] == f"{100 * (disk / db.nbytes - 1):+.3f} %"
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_results_carry_query_ids_and_hit_metadata(corpus, tmp_path, fmt):
+    """A query file's `id` column comes back as query_id, and every hit brings its stored metadata row."""
+    tmp, db, ids, queries = corpus
+    names = [f"item-{i}" for i in ids]
+    save_parquet(tmp_path, "db.parquet", {"id": ids, "code": pa.array([bytes(r) for r in db]), "name": names,
+                                          "tags": [[int(i) % 3, int(i) % 5] for i in ids]})
+    query_ids = np.arange(len(queries)) * 7 + 1000
+    save_parquet(tmp_path, "q.parquet", {"id": query_ids, "code": pa.array([bytes(r) for r in queries])})
+    assert invoke("build-index", tmp_path / "db.parquet", "--out", tmp_path / "ix").exit_code == 0
+    out = tmp_path / f"r.{fmt}"
+    result = invoke("query", tmp_path / "ix", tmp_path / "q.parquet", "--topk", 4, "--format", fmt, "--out", out,
+                    "--batch-size", 3)
+    assert result.exit_code == 0, result.output
+    rows = ([json.loads(line) for line in out.read_text().splitlines()] if fmt == "jsonl"
+            else pq.read_table(out).to_pylist())
+    by_id = {int(i): (name, [int(i) % 3, int(i) % 5]) for i, name in zip(ids, names)}
+    for r, (row, want) in enumerate(zip(rows, oracle(queries, db, ids))):
+        assert (row["query"], row["query_id"]) == (r, query_ids[r])
+        assert list(zip(row["distances"], row["ids"])) == want[:4]
+        assert [(m["name"], m["tags"]) for m in row["metadata"]] == [by_id[i] for i in row["ids"]]
+
+
+def test_results_without_ids_or_metadata(corpus, tmp_path):
+    tmp, *_ = corpus
+    invoke("build-index", tmp / "db.npy", "--out", tmp_path / "ix")
+    row = json.loads(invoke("query", tmp_path / "ix", tmp / "q.npy", "--topk", 2).stdout.splitlines()[5])
+    assert row["query"] == row["query_id"] == 5 and "metadata" not in row

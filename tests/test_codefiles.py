@@ -82,8 +82,17 @@ def test_unreadable_files_are_refused(tmp_path):
     with pytest.raises(InvalidInputError, match="unknown code file type '.csv'"):
         read_codes(tmp_path / "codes.csv")
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(InvalidInputError, match="not a readable .npy"):
+    with pytest.raises(InvalidInputError, match="holds Python objects"):
         read_codes(tmp_path / "obj.npy")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    with pytest.raises(InvalidInputError, match="empty.npy: not a .npy array: the file is empty"):
+        read_codes(tmp_path / "empty.npy")
+    (tmp_path / "text.npy").write_text("1,2\n")
+    with pytest.raises(InvalidInputError, match="text.npy: not a .npy array: the file has no NumPy header"):
+        read_codes(tmp_path / "text.npy")
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "obj.npy").read_bytes()[:20])
+    with pytest.raises(InvalidInputError, match="cut.npy: not a readable .npy array"):
+        codefiles.read_ids(tmp_path / "cut.npy", 1)
     (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(InvalidInputError, match="not a readable Parquet"):
         read_codes(tmp_path / "junk.parquet")
@@ -107,6 +116,12 @@ def test_parquet_code_columns(tmp_path, column):
     assert read_codes(path, with_metadata=True).metadata.to_pydict() == {"title": [str(i) for i in range(50)]}
 
 
+def test_the_code_column_encode_writes_is_found_beside_list_columns(tmp_path):
+    path = save_parquet(tmp_path, "enc.parquet", {"id": np.arange(50), "code": pa.array([bytes(r) for r in PACKED]),
+                                                  "labels": pa.array([["a", "b"]] * 50)})
+    np.testing.assert_array_equal(read_codes(path).codes, PACKED)
+
+
 def test_parquet_column_choice(tmp_path):
     two = {"a": pa.array([bytes(r) for r in PACKED]), "b": pa.array([bytes(r[:4]) for r in PACKED])}
     path = save_parquet(tmp_path, "two.parquet", two)
@@ -124,7 +139,8 @@ def test_parquet_column_choice(tmp_path):
     ({"code": pa.array([b"\x01", None])}, "1 null code"),
     ({"code": pa.array([[1], [None]], pa.list_(pa.uint8()))}, "null values inside codes"),
     ({"code": pa.array([b"\x01"]), "id": pa.array(["x"])}, "column 'id' must be integers"),
-    ({"code": pa.array([1, 2])}, "no binary/list columns"),
+    ({"x": pa.array([1, 2])}, "no binary/list columns"),
+    ({"code": pa.array([1, 2])}, "code: column type int64 cannot hold codes"),
 ])
 def test_bad_parquet_columns_are_refused(tmp_path, columns, message):
     with pytest.raises(InvalidInputError, match=message):

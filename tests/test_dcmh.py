@@ -187,6 +187,7 @@ def test_cpu_device_path():
         seed_everything(-1)
 
 
+@pytest.mark.slow
 def test_training_on_real_slice_beats_untrained_and_index_accepts_codes(wiki):
     from hashsearch.index import HammingIndex
     from hashsearch.metrics import mean_average_precision

@@ -61,6 +61,7 @@ def digits():
     return data.images, data.labels, split.query, split.train
 
 
+@pytest.mark.slow
 def test_short_fit_on_digits_beats_untrained_encoder_and_codes_are_packed(digits):
     x, y, q, db = digits
     untrained = DPSH(16, lr=0.0, epochs=1, verbose=False).fit(x[db], y[db])  # lr 0: initial weights

@@ -54,10 +54,62 @@ def test_encode_build_query_pipeline_matches_bruteforce(trained, tmp_path):
 
     assert invoke("build-index", tmp_path / "db.parquet", "--out", tmp_path / "ix").exit_code == 0
     result = invoke("query", tmp_path / "ix", tmp_path / "q.parquet", "--topk", "5")
-    first = json.loads(result.stdout.splitlines()[0])
-    dist = hamming_bruteforce(q_codes[:1], db_codes)[0]
-    order = np.lexsort((split.database, dist))[:5]  # ids are the data set's row numbers
-    assert first["ids"] == split.database[order].tolist() and first["distances"] == dist[order].tolist()
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    dist = hamming_bruteforce(q_codes, db_codes)
+    for r, row in enumerate(rows):
+        order = np.lexsort((split.database, dist[r]))[:5]  # ids are the data set's row numbers
+        assert row["ids"] == split.database[order].tolist() and row["distances"] == dist[r][order].tolist()
+        # the join back to both rows: the query's text row and each hit's image row, with its labels
+        assert row["query_id"] == split.query[r]
+        assert [m["labels"] for m in row["metadata"]] == [np.flatnonzero(ds.labels[i]).tolist() for i in row["ids"]]
+
+
+def test_text_to_image_results_join_back_to_wikipedia_rows_and_class_names(tmp_path):
+    """Real data, end to end: train CCA-ITQ, encode images (database) and texts (queries), index, query;
+    every result names its text row (query_id) and image rows (ids) with their category names."""
+    from hashsearch.datasets import data_root
+    from hashsearch.datasets.crossmodal import WIKIPEDIA_CATEGORIES, WIKIPEDIA_FILE
+
+    if not (data_root() / WIKIPEDIA_FILE).is_file():
+        pytest.skip("wikipedia data set not found under data_root()")
+    assert invoke("train", "--data", "wikipedia", "--method", "cca-itq", "--nbits", "32", "--out", tmp_path).exit_code == 0
+    model = tmp_path / "wikipedia" / "CCA-ITQ-32"
+    for modality, which in (("image", "database"), ("text", "query")):
+        result = invoke("encode", model, "--data", "wikipedia", "--modality", modality, "--split", which,
+                        "--out", tmp_path / f"{modality}.parquet")
+        assert result.exit_code == 0, result.output
+    assert invoke("build-index", tmp_path / "image.parquet", "--out", tmp_path / "ix").exit_code == 0
+    result = invoke("query", tmp_path / "ix", tmp_path / "text.parquet", "--topk", 3)
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    ds = load("wikipedia")
+    split = standard_split(ds)
+    assert len(rows) == len(split.query) == 693
+    model_ = load_model(model)
+    image_codes = model_.encode_image(ds.images)
+    for row in rows[:50]:
+        text = model_.encode_text(ds.texts[[row["query_id"]]])  # the query is this text row
+        assert row["distances"] == hamming_bruteforce(text, image_codes[row["ids"]])[0].tolist()
+        for image, meta in zip(row["ids"], row["metadata"]):
+            assert image in split.database
+            assert meta["labels"] == [WIKIPEDIA_CATEGORIES[c] for c in np.flatnonzero(ds.labels[image])]
+    assert sum(row["metadata"][0]["labels"] == [WIKIPEDIA_CATEGORIES[np.argmax(ds.labels[row["query_id"]])]]
+               for row in rows) > 0.2 * len(rows)  # the nearest image shares the text's category well above chance
+
+
+def test_eval_says_no_hits_rather_than_a_zero_precision(trained):
+    from hashsearch.evaluation import evaluate_codes, lookup_summary
+
+    db = np.zeros((6, 2), np.uint8)
+    far, near = np.full((2, 2), 255, np.uint8), np.array([[0, 0], [255, 255]], np.uint8)
+    labels = np.eye(2, dtype=np.uint8)[[0, 0, 0, 1, 1, 1]]
+    scores = evaluate_codes(far, db, labels[:2], labels, 16, topk=3)
+    assert scores["queries_with_hits"] == 0 and lookup_summary(scores).startswith("P@H<=2 no hits")
+    scores = evaluate_codes(near, db, labels[[3, 0]], labels, 16, topk=3)  # query 0 finds all 6, query 1 nothing
+    assert scores["queries_with_hits"] == 0.5 and scores["precision_within_radius"] == 0.5
+    assert lookup_summary(scores) == "P@H<=2 0.5000 (50.0% of queries have hits)"
+    result = invoke("eval", trained / "synthetic" / "ITQ-16", "--data", "synthetic", "--out", trained / "eval")
+    assert result.exit_code == 0, result.output
+    assert all("P@H<=2 no hits" in line or "% of queries have hits" in line for line in result.stdout.splitlines())
 
 
 def test_encode_single_modal_model_and_every_row(trained, tmp_path):
@@ -67,7 +119,9 @@ def test_encode_single_modal_model_and_every_row(trained, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--data", "synthetic", "--method", "foo", "--out", "{tmp}"], "unknown method 'foo'"),
-    (["train", "--data", "synthetic", "--nbits", "12", "--out", "{tmp}"], "multiple of 8"),
+    (["train", "--data", "synthetic", "--nbits", "12", "--out", "{tmp}"], "--nbits: nbits must be a multiple of 8"),
+    (["train", "--data", "synthetic", "--epochs", "0", "--out", "{tmp}"], "--epochs must be at least 1"),
+    (["encode", "{model}", "--data", "synthetic", "--out", "{tmp}/nodir/c.parquet"], "nodir/c.parquet: there is no folder"),
     (["train", "--data", "synthetic", "--nbits", "", "--out", "{tmp}"], "at least one code width"),
     (["train", "--data", "nosuchset", "--out", "{tmp}"], "nosuchset"),
     (["encode", "{model}", "--data", "synthetic", "--out", "{tmp}/codes.npy"], ".parquet"),
@@ -87,6 +141,7 @@ def test_split_and_modality_names_are_checked():
         jobs.modality_code("audio")
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_model_checkpoint(tmp_path):
     args = ["train", "--data", "synthetic", "--method", "dcmh", "--nbits", "16", "--out", tmp_path]
     assert invoke(*args, "--epochs", "2").exit_code == 0

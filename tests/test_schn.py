@@ -135,6 +135,7 @@ def digits():
     return data.images, data.labels, split.query, split.train
 
 
+@pytest.mark.slow
 def test_short_fit_on_digits_beats_untrained_encoder(digits, tmp_path):
     x, y, q, db = digits
     settings = dict(max_iter=2, max_epoch=2, num_samples=500, verbose=False, **SMALL)

@@ -88,7 +88,9 @@ def _number(text: str, kind: type) -> int | float:
 FULL = BenchConfig(mode="full")
 QUICK = BenchConfig(
     mode="quick",
-    sizes=(10**5,),
+    sizes=(10**4, 10**5, 10**6),  # several n, so that latency against n is a line, not a dot
+    big_n=10**5,
+    big_n_nbits=(64,),  # 10^6 only at the width the latency plot shows
     ks=(1, 10, 100, 1000),
     radii=(0, 1, 2, 3),
     nqueries=50,
@@ -108,7 +110,9 @@ TINY = replace(
     QUICK,
     mode="tiny",
     nbits=(32,),
-    sizes=(2000,),
+    sizes=(1000, 3000),
+    big_n=10**6,
+    big_n_nbits=None,
     ks=(1, 10),
     radii=(0, 2),
     nqueries=10,

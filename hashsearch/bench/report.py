@@ -186,11 +186,12 @@ def write_plots(results: dict, out_dir: Path) -> list[Path]:
     paths = []
     latency = results.get("latency", [])
     if latency:
-        paths.append(_plot_latency_vs_n(latency, results["meta"].get("scale_nbits", 64), out_dir))
-        paths.append(_plot_speedups(latency, out_dir))
+        nbits = results["meta"].get("scale_nbits", 64)
+        paths.append(_save(latency_figure(latency, nbits), out_dir / "latency_vs_n.png"))
+        paths.append(_save(speedups_figure(latency), out_dir / "speedups.png"))
     mem = results.get("scale", {}).get("memory")
     if mem:
-        paths.append(_plot_memory(mem, out_dir))
+        paths.append(_save(memory_figure(mem), out_dir / "memory_vs_n.png"))
     learned = results.get("scale", {}).get("learned")
     if learned:
         paths.append(_plot_learned_scale(learned, results["scale"].get("learned_source", ""), out_dir))
@@ -206,7 +207,14 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _plot_latency_vs_n(latency: list[dict], nbits: int, out_dir: Path) -> Path:
+def _n_label(n: int) -> str:
+    """10^k as mathtext, other sizes with thousands separators."""
+    k = round(np.log10(n)) if n > 0 else 0
+    return f"$10^{{{k}}}$" if 10**k == n else f"{n:,}"
+
+
+def latency_figure(latency: list[dict], nbits: int):
+    """p50 latency against database size n, one line per engine, for k-NN and lookup, single and batched."""
     widths = sorted({r["nbits"] for r in latency})
     nbits = nbits if nbits in widths else widths[-1]
     panels = [(op, mode) for op in ("knn", "lookup") for mode in ("single", "batch")]
@@ -224,38 +232,59 @@ def _plot_latency_vs_n(latency: list[dict], nbits: int, out_dir: Path) -> Path:
         ax.set(xscale="log", yscale="log", xlabel="database size n", ylabel="p50 latency (ms)",
                title=f"{op} {'k' if op == 'knn' else 'r'}={param}, {mode}, {nbits} bits")
         ax.legend(fontsize=8)
-    return _save(fig, out_dir / "latency_vs_n.png")
+    return fig
 
 
-def _plot_speedups(latency: list[dict], out_dir: Path) -> Path:
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+def speedups_figure(latency: list[dict]):
+    """Ours vs FAISS flat for exact k-NN (grouped bars: code width x k, one panel per query mode, at
+    the largest n of each width) and MIH vs the linear scan for lookups (speed-up against n)."""
     ratios = flat_ratios(latency)
-    labels = [f"{d['nbits']}b k={d['k']}\n{d['mode']}" for d in ratios]
-    a.bar(range(len(ratios)), [d["ratio"] for d in ratios])
-    a.axhline(1.0, color="k", lw=0.8)
-    a.set_xticks(range(len(ratios)), labels, fontsize=6, rotation=90)
-    a.set(ylabel="FAISS flat p50 / ours p50", title="exact k-NN: ours vs FAISS flat (largest n)")
+    modes = sorted({d["mode"] for d in ratios}, key=lambda m: (m != "single", m))
+    fig, axes = plt.subplots(1, len(modes) + 1, figsize=(5.2 * (len(modes) + 1), 4.6), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        sub = [d for d in ratios if d["mode"] == mode]
+        widths = sorted({d["nbits"] for d in sub})
+        ks = sorted({d["k"] for d in sub})
+        n_of = {d["nbits"]: d["n"] for d in sub}
+        bar = 0.8 / len(ks)
+        for j, k in enumerate(ks):
+            value = {d["nbits"]: d["ratio"] for d in sub if d["k"] == k}
+            ratio = np.array([value.get(b, np.nan) for b in widths])
+            ax.bar([i + (j - (len(ks) - 1) / 2) * bar for i in range(len(widths))], ratio - 1, bar, bottom=1,
+                   label=f"k={k}")  # bars grow from 1 (a tie), up where ours is faster, down where slower
+        ax.set_xticks(range(len(widths)), [f"{b} bits\nn={_n_label(n_of[b])}" for b in widths])
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set(yscale="log", ylabel="FAISS flat p50 / ours p50 (> 1: ours faster)", title=f"exact k-NN, {mode} queries")
+        ax.legend(fontsize=8, ncol=2)
+    b = axes[0][-1]
     speed = [d for d in mih_speedups(latency) if d["speedup_vs_scan"] and d["mode"] == "single"]
+    widths = sorted({d["nbits"] for d in speed})
     for (nbits, r) in sorted({(d["nbits"], d["r"]) for d in speed}):
         pts = sorted((d["n"], d["speedup_vs_scan"]) for d in speed if d["nbits"] == nbits and d["r"] == r)
-        b.plot(*zip(*pts), marker="o", label=f"{nbits} bits, r={r}")
+        b.plot(*zip(*pts), ("-", "--", ":", "-.")[r % 4], marker="o", color=f"C{widths.index(nbits)}",
+               label=f"{nbits} bits, r={r}")
     b.axhline(1.0, color="k", lw=0.8)
-    b.set(xscale="log", yscale="log", xlabel="database size n", ylabel="scan p50 / MIH p50",
+    b.set(xscale="log", yscale="log", xlabel="database size n", ylabel="our scan p50 / MIH p50",
           title="MIH vs linear scan, single-query lookup")
     if speed:
-        b.legend(fontsize=7)
-    return _save(fig, out_dir / "speedups.png")
+        b.legend(fontsize=7, ncol=2)
+    return fig
 
 
-def _plot_memory(mem: list[dict], out_dir: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for item in dict.fromkeys(r["item"] for r in mem):
+def memory_figure(mem: list[dict]):
+    """Index memory per item against n, one line per engine, with the packed code size for reference."""
+    nbits = mem[0]["nbits"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, item in enumerate(dict.fromkeys(r["item"] for r in mem)):  # distinct markers: lines may coincide
         pts = sorted((r["n"], r["memory_bytes_per_item"]) for r in mem if r["item"] == item)
-        ax.plot(*zip(*pts), marker="o", label=item)
-    ax.set(xscale="log", xlabel="database size n", ylabel="resident bytes per item",
-           title=f"index memory vs n ({mem[0]['nbits']} bits)")
+        ax.plot(*zip(*pts), marker="osD^v"[i % 5], markersize=9 - 1.5 * (i % 5), label=item)
+    ax.axhline(nbits / 8, color="k", lw=0.8, ls="--", label=f"packed code ({nbits // 8} B)")
+    measure = mem[0].get("memory_measure", "resident memory growth")
+    ax.set(xscale="log", yscale="log", xlabel="database size n", ylabel="bytes per item",
+           title=f"index memory vs n ({nbits} bits): {measure}")
+    ax.title.set_fontsize(9)
     ax.legend(fontsize=8)
-    return _save(fig, out_dir / "memory_vs_n.png")
+    return fig
 
 
 def _plot_learned_scale(learned: list[dict], source: str, out_dir: Path) -> Path:

@@ -36,17 +36,30 @@ def machine_info() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
     return {"date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu,
-            "cores": os.cpu_count(), "memory_GiB": round(mem / 2**30, 1) if mem else None, "commit": commit,
+            "cores": os.cpu_count(), "memory_GiB": round(mem / 2**30, 1) if mem else None, "commit": git_commit(),
             "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
             "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads(),
             "numba_threads": numba.get_num_threads(), "load_avg_start": load_average()}
+
+
+def git_commit() -> str:
+    """The commit of the checkout the package runs from (an editable install), else of the working
+    folder (a clone installed with `pip install .`), else the installed version."""
+    from hashsearch import __version__
+
+    for folder in (Path(__file__).resolve().parent, Path.cwd()):
+        try:
+            done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                  timeout=5, cwd=folder)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if done.returncode == 0 and done.stdout.strip():
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                   text=True, timeout=5, cwd=folder).stdout.strip()
+            return done.stdout.strip() + (" + local changes" if dirty else "")
+    return f"unknown: not run from a git checkout (hashsearch {__version__})"
 
 
 def load_average() -> str | None:

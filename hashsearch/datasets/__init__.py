@@ -35,6 +35,7 @@ class PairedDataset:
     labels: np.ndarray  # (n, c) uint8 multi-hot (single-label sets are one-hot)
     synthetic: bool = False
     predefined: Split | None = None  # the split shipped with the data (e.g. wikipedia's train/test), if any
+    label_names: tuple[str, ...] | None = None  # class names of the label columns, where the data set has them
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -30,6 +30,10 @@ ROLE_PREFIX = {"images": "I", "texts": "T", "labels": "L"}
 SPLIT_SUFFIXES = (("_tr", "_te"), ("_db", "_te"))
 
 WIKIPEDIA_FILE = Path("wikipedia") / "wikiData.mat"
+# Rasiwasia et al.'s 10 categories in the order of their numbers 1..10 (per-class counts of wikiData.mat,
+# 138/272/.../347 training and 34/88/.../104 test pairs, match the original categories.list).
+WIKIPEDIA_CATEGORIES = ("art & architecture", "biology", "geography & places", "history", "literature & theatre",
+                        "media", "music", "royalty & nobility", "sport & recreation", "warfare")
 MIRFLICKR_FILE = Path("mirflickr25k_dcmh20015_tags_labels") / "mirflickr25k_20015_tags1386_labels24.npz"
 NUSWIDE_FILE = Path("nuswide10500_tags_labels") / "nuswide10500_tags1000_labels21.npz"
 
@@ -104,7 +108,9 @@ def load_wikipedia(root: str | os.PathLike | None = None) -> PairedDataset:
     """Wikipedia (Rasiwasia et al. 2010): 2,866 pairs, 128-d SIFT BoW images, 10-d LDA texts, 10 classes.
     Rows 0..2172 are the given train set (= database), rows 2173..2865 the 693 test queries."""
     root = Path(root) if root is not None else data_root()
-    return load_paired_file(root / WIKIPEDIA_FILE, name="wikipedia")
+    dataset = load_paired_file(root / WIKIPEDIA_FILE, name="wikipedia")
+    dataset.label_names = WIKIPEDIA_CATEGORIES
+    return dataset
 
 
 def load_mirflickr(path: str | os.PathLike | None = None) -> PairedDataset:

@@ -4,6 +4,7 @@ and the TEXMEX .fvecs/.ivecs vectors. Each returns plain numpy arrays keyed by v
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ def read_mat(path: PathLike) -> dict[str, np.ndarray]:
         raw = scipy.io.loadmat(path)
     except NotImplementedError:  # scipy's answer to a v7.3 file
         return _read_mat73(path)
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, scipy.io.matlab.MatReadError) as exc:
         raise InvalidInputError(f"{path} is not a readable MATLAB file: {exc}") from exc
     return {k: np.asarray(v) for k, v in raw.items() if not k.startswith("__")}
 
@@ -51,23 +52,39 @@ def _read_mat73(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def npy_dtype(stream) -> np.dtype:
+    """The dtype in the .npy header at the start of a binary stream, without reading the data."""
+    version = np.lib.format.read_magic(stream)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read_header(stream)[2]
+
+
 def _npz_dtype(z: np.lib.npyio.NpzFile, key: str) -> np.dtype:
     """An archive member's dtype from its .npy header, without reading the data."""
     with z.zip.open(f"{key}.npy") as member:
-        version = np.lib.format.read_magic(member)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        return read_header(member)[2]
+        return npy_dtype(member)
+
+
+def _check_start(path: Path, magic: tuple[bytes, ...], kind: str) -> None:
+    """Refuse a file that does not begin the way `kind` files do, before a library guesses at it
+    (numpy would offer to unpickle a text file renamed .npz)."""
+    with open(path, "rb") as f:
+        head = f.read(max(len(m) for m in magic))
+    if not any(head.startswith(m) for m in magic):
+        raise InvalidInputError(f"{path} is not a readable {kind}: the file "
+                                f"{'is empty' if not head else 'does not start like one'}")
 
 
 def read_npz(path: PathLike, numeric_only: bool = False) -> dict[str, np.ndarray]:
     """Arrays of an .npz archive (no pickled objects); `numeric_only` skips string arrays unread
     (the shared MIRFLICKR archive carries 125 MB of raw tag strings)."""
     path = _existing(path)
+    _check_start(path, (b"PK\x03\x04", b"PK\x05\x06"), ".npz archive")
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = [k for k in z.files if not numeric_only or _npz_dtype(z, k).kind in "biuf"]
             return {k: z[k] for k in keys}
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise InvalidInputError(f"{path} is not a readable .npz archive: {exc}") from exc
 
 

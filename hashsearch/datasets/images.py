@@ -29,7 +29,9 @@ def load_mnist5k(root: str | os.PathLike | None = None) -> PairedDataset:
     if pixels.min() < 0 or pixels.max() > 255:
         raise InvalidInputError(f"{path}: pixel values outside 0..255")
     images = np.ascontiguousarray((pixels / 255.0).reshape(-1, 1, 28, 28), dtype=np.float32)
-    return PairedDataset(name="mnist5k", images=images, texts=None, labels=as_labels(table[:, -1].astype(np.int64)))
+    digits = table[:, -1].astype(np.int64)
+    return PairedDataset(name="mnist5k", images=images, texts=None, labels=as_labels(digits),
+                         label_names=tuple(str(d) for d in np.unique(digits)))
 
 
 def load_digits() -> PairedDataset:
@@ -38,4 +40,5 @@ def load_digits() -> PairedDataset:
 
     bunch = sk_load_digits()
     images = np.ascontiguousarray((bunch.images / 16.0)[:, None], dtype=np.float32)
-    return PairedDataset(name="digits", images=images, texts=None, labels=as_labels(bunch.target))
+    return PairedDataset(name="digits", images=images, texts=None, labels=as_labels(bunch.target),
+                         label_names=tuple(str(d) for d in np.unique(bunch.target)))
