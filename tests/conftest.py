@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import settings
+
+# No per-example deadline: the first example of a property test pays numba's compilation, and a
+# shared machine's load can stretch any example; the oracles, not the clock, decide.
+settings.register_profile("hashsearch", deadline=None)
+settings.load_profile("hashsearch")
 
 
 @pytest.fixture(autouse=True, scope="session")
