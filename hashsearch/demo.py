@@ -14,10 +14,8 @@ from hashsearch.datasets import PairedDataset, load, standard_split, synthetic_p
 from hashsearch.errors import InvalidInputError
 from hashsearch.index import HammingIndex
 from hashsearch.metrics import mean_average_precision
-from hashsearch.models.dcmh import DCMH, FEATURE_SETTINGS
+from hashsearch.models.dcmh import DCMH
 
-# The feature-MLP settings, minus the epoch count the caller chooses (the paper's defaults are DCMH()'s).
-DEMO_SETTINGS = {k: v for k, v in FEATURE_SETTINGS.items() if k != "epochs"}
 SYNTHETIC_SIZE = dict(n=2000, n_classes=10, image_dim=64, text_dim=32, max_labels=2, noise=1.0)
 
 
@@ -39,9 +37,10 @@ def _show_query(echo: Callable[[str], None], title: str, labels: np.ndarray, q_l
         echo(f"  {rank:2d}. item {int(i):5d}  hamming {int(d):3d}  labels {np.flatnonzero(labels[i]).tolist()}  {hit}")
 
 
-def run_demo(data: str | None = None, nbits: int = 32, epochs: int = 30, k: int = 5, seed: int = 0,
+def run_demo(data: str | None = None, nbits: int = 32, epochs: int | None = None, k: int = 5, seed: int = 0,
              progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train, encode, index, query both ways and print the results; returns the two MAPs."""
+    """Train, encode, index, query both ways and print the results; returns the two MAPs.
+    `epochs=None` keeps DCMH's own choice for the input (`DCMH.params_`)."""
     dataset = demo_dataset(data, seed)
     split = standard_split(dataset, seed=seed)
     kind = "SYNTHETIC (seeded, generated here; real data: --data wikipedia)" if dataset.synthetic else "real"
@@ -49,9 +48,10 @@ def run_demo(data: str | None = None, nbits: int = 32, epochs: int = 30, k: int 
          f"{len(split.train)} training pairs, {len(split.database)} in the database")
     labels = dataset.labels.astype(bool)
     tr, db, qs = split.train, split.database, split.query
-    model = DCMH(nbits, epochs=epochs, seed=seed, progress=progress, **DEMO_SETTINGS)
+    model = DCMH(nbits, epochs="auto" if epochs is None else epochs, seed=seed, progress=progress)
     model.fit(dataset.images[tr], dataset.texts[tr], labels[tr])
-    echo(f"trained DCMH: {nbits} bits, {epochs} epochs, {sum(h['seconds'] for h in model.history_):.1f} s")
+    echo(f"trained DCMH: {nbits} bits, {model.params_['epochs']} epochs ({model.params_['recipe']} recipe), "
+         f"{sum(h['seconds'] for h in model.history_):.1f} s")
 
     db_image, db_text = model.encode_image(dataset.images[db]), model.encode_text(dataset.texts[db])
     image_index, text_index = HammingIndex(nbits), HammingIndex(nbits)

@@ -42,6 +42,8 @@ def evaluate_codes(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: 
         "k": limit,
         "radius": radius,
         "precision_within_radius": metrics.precision_within_radius(*args, radius=radius),
+        "lookup": metrics.lookup_statistics(*args, radius=radius),
+        "database_codes": metrics.code_statistics(db_codes, nbits),
         "pr_curve": {"radius": list(range(nbits + 1)), "precision": precision.tolist(), "recall": recall.tolist()},
         "topk_curve": {"k": ks, "precision": metrics.topk_precision_curve(*args, ks=ks).tolist()},
     }
@@ -118,8 +120,9 @@ def write_report(results: dict[str, Any] | list[dict[str, Any]], out_dir: str | 
     if any(r["synthetic"] for r in results):
         lines += ["**SYNTHETIC data: for tests only, not a reportable figure.**", ""]
     lines += [
-        "| data set | model | bits | task | queries | database | mAP@all | mAP@K (K) | P@H≤r (r) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| data set | model | bits | task | queries | database | mAP@all | mAP@K (K) | P@H≤r (r) "
+        "| queries with a hit ≤r | P@r (queries with a hit) | recall@r | distinct db codes | constant bits | max |bit corr| |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     pr, topk = {}, {}
     for r in results:
@@ -127,7 +130,9 @@ def write_report(results: dict[str, Any] | list[dict[str, Any]], out_dir: str | 
             model = r["model"].rsplit(".", 1)[-1]
             lines.append(f"| {r['dataset']}{' (SYNTHETIC)' if r['synthetic'] else ''} | {model} | {r['nbits']} | {task} | "
                          f"{s['n_query']} | {s['n_database']} | {s['map_all']:.4f} | {s['map_at_k']:.4f} ({s['k']}) | "
-                         f"{s['precision_within_radius']:.4f} ({s['radius']}) |")
+                         f"{s['precision_within_radius']:.4f} ({s['radius']}) | {s['lookup']['hit_fraction']:.1%} | "
+                         f"{s['lookup']['precision']:.4f} | {s['lookup']['recall']:.4f} | {s['database_codes']['distinct']} | "
+                         f"{len(s['database_codes']['constant_bits'])} | {s['database_codes']['max_abs_correlation']:.2f} |")
             label = _label(r, task, many)
             pr[label] = (s["pr_curve"]["precision"], s["pr_curve"]["recall"])
             topk[label] = (s["topk_curve"]["k"], s["topk_curve"]["precision"])
@@ -138,7 +143,9 @@ def write_report(results: dict[str, Any] | list[dict[str, Any]], out_dir: str | 
         "",
         "Relevance: at least one shared label. mAP@all over the whole Hamming ranking; mAP@K divides by the",
         "relevant items found in the top K; ties at equal distance ranked by ascending database row (stable).",
-        "P@H≤r and the PR curve are pooled over all query-database pairs (micro-averaged).",
+        "P@H≤r and the PR curve are pooled over all query-database pairs (micro-averaged); the lookup columns are",
+        "per query: P@r is the mean over the queries with a hit within r, recall@r the mean over queries with a",
+        "relevant item; the code columns describe the database codes.",
         "",
         f"![precision-recall]({PR_PLOT})",
         f"![top-K precision]({TOPK_PLOT})",
