@@ -58,9 +58,13 @@ def evaluate(model, data: PairedDataset, split, nbits: int) -> dict:
     return out
 
 
-def run(bits: list[int], seed: int) -> list[dict]:
+SETS = {"wikipedia": load_wikipedia, "digits": digits_two_views}
+
+
+def run(bits: list[int], seed: int, sets: list[str], partial: Path) -> list[dict]:
+    """Train and score every (set, bits, method); rows are also written to `partial` as they come."""
     rows = []
-    for data in (load_wikipedia(), digits_two_views()):
+    for data in (SETS[name]() for name in sets):
         split = standard_split(data, seed=seed)
         tr = split.train
         for nbits in bits:
@@ -72,6 +76,7 @@ def run(bits: list[int], seed: int) -> list[dict]:
                 row = {"data": data.name, "method": method, "nbits": nbits, "fit_wall_s": wall, "fit_cpu_s": cpu,
                        "epochs": getattr(model, "params_", {}).get("epochs"), **evaluate(model, data, split, nbits)}
                 rows.append(row)
+                partial.write_text(json.dumps(rows, ensure_ascii=False))
                 print(json.dumps({k: v for k, v in row.items() if k not in DICT_KEYS}),
                       {t: {k: round(v, 3) for k, v in row[t].items() if k != "pr"} for t, _, _ in DIRECTIONS}, flush=True)
     return rows
@@ -82,7 +87,7 @@ DICT_KEYS = {"I→T", "T→I"}
 
 def markdown(rows: list[dict], bits: list[int], seed: int, png: str) -> str:
     head = ("| data | method | bits | task | mAP@all | queries with a hit r≤2 | P@r≤2 | recall@r≤2 | distinct db codes "
-            "| max bit imbalance | constant bits | max |bit corr| | train wall s | train CPU s |")
+            "| max bit imbalance | constant bits | max abs bit corr | train wall s | train CPU s |")
     lines = [head, "|---" * 14 + "|"]
     for r in rows:
         for task, _, _ in DIRECTIONS:
@@ -111,7 +116,7 @@ def markdown(rows: list[dict], bits: list[int], seed: int, png: str) -> str:
 
 def plot(rows: list[dict], path: Path) -> None:
     curves = {f"{r['data']} {r['method']} {r['nbits']}b {task}": tuple(r[task]["pr"])
-              for r in rows if r["method"] == "DCMH" for task, _, _ in DIRECTIONS}
+              for r in rows if r["method"] == "DCMH" and r["nbits"] == 32 for task, _, _ in DIRECTIONS if "pr" in r[task]}
     plot_pr_curves(curves, path, title="DCMH defaults: hash lookup precision-recall, radius 0..nbits")
 
 
@@ -120,12 +125,18 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dcmh_defaults.md"))
     parser.add_argument("--bits", default="16,32,64")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, from {', '.join(SETS)}")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--render", default=None, help="comma-separated .json files of earlier runs: write their "
+                        "rows as one report instead of running")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     bits = [int(b) for b in args.bits.split(",")]
-    rows = run(bits, args.seed)
+    if args.render:
+        rows = [row for f in args.render.split(",") for row in json.loads(Path(f).read_text())]
+    else:
+        rows = run(bits, args.seed, args.sets.split(","), Path(args.out).with_suffix(".json"))
     out = Path(args.out)
     png = out.with_suffix(".png")
     plot(rows, png)

@@ -121,7 +121,7 @@ def write_report(results: dict[str, Any] | list[dict[str, Any]], out_dir: str | 
         lines += ["**SYNTHETIC data: for tests only, not a reportable figure.**", ""]
     lines += [
         "| data set | model | bits | task | queries | database | mAP@all | mAP@K (K) | P@H≤r (r) "
-        "| queries with a hit ≤r | P@r (queries with a hit) | recall@r | distinct db codes | constant bits | max |bit corr| |",
+        "| queries with a hit ≤r | P@r (queries with a hit) | recall@r | distinct db codes | constant bits | max abs bit corr |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     pr, topk = {}, {}
