@@ -192,12 +192,12 @@ def bench_command(mode: str, out_dir: str, models_dir: str | None, sections: str
 @main.command("demo")
 @click.option("--data", default=None, help="Data set name or file (default: the embedded seeded synthetic paired set).")
 @click.option("--nbits", type=int, default=32, show_default=True, help="Code width in bits.")
-@click.option("--epochs", type=int, default=30, show_default=True, help="DCMH training epochs.")
+@click.option("--epochs", type=int, default=None, help="DCMH training epochs (default: DCMH's choice for the input).")
 @click.option("--k", type=int, default=5, show_default=True, help="Results shown per example query.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data, split and training.")
 @click.option("--threads", type=int, default=1, show_default=True, help=THREADS_HELP)
 @one_line_errors
-def demo_command(data: str | None, nbits: int, epochs: int, k: int, seed: int, threads: int) -> None:
+def demo_command(data: str | None, nbits: int, epochs: int | None, k: int, seed: int, threads: int) -> None:
     """Run the main job end to end on one data set.
 
     Trains DCMH, encodes both modalities, indexes them, queries text -> image and image -> text and

@@ -15,10 +15,8 @@ from hashsearch.errors import InvalidInputError
 from hashsearch.index import HammingIndex
 from hashsearch.jobs import check_widths, torch_threads
 from hashsearch.metrics import mean_average_precision
-from hashsearch.models.dcmh import DCMH, FEATURE_SETTINGS
+from hashsearch.models.dcmh import DCMH
 
-# The feature-MLP settings, minus the epoch count the caller chooses (the paper's defaults are DCMH()'s).
-DEMO_SETTINGS = {k: v for k, v in FEATURE_SETTINGS.items() if k != "epochs"}
 SYNTHETIC_SIZE = dict(n=2000, n_classes=10, image_dim=64, text_dim=32, max_labels=2, noise=1.0)
 
 
@@ -32,10 +30,11 @@ def demo_dataset(data: str | None, seed: int) -> PairedDataset:
     return dataset
 
 
-def check_arguments(nbits: int, epochs: int, k: int, threads: int | None = 1) -> None:
+def check_arguments(nbits: int, epochs: int | None, k: int, threads: int | None = 1) -> None:
     """Refuse bad arguments before any data is read or generated."""
     check_widths([nbits])
-    for name, value in (("--epochs", epochs), ("--k", k), ("--threads", 1 if threads is None else threads)):
+    for name, value in (("--epochs", 1 if epochs is None else epochs), ("--k", k),
+                        ("--threads", 1 if threads is None else threads)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
 
@@ -55,10 +54,11 @@ def _show_query(echo: Callable[[str], None], title: str, dataset: PairedDataset,
         echo(f"  {rank:2d}. item {int(i):5d}  hamming {int(d):3d}  labels: {label_text(labels[i], names)}  {hit}")
 
 
-def run_demo(data: str | None = None, nbits: int = 32, epochs: int = 30, k: int = 5, seed: int = 0,
+def run_demo(data: str | None = None, nbits: int = 32, epochs: int | None = None, k: int = 5, seed: int = 0,
              progress: bool = True, threads: int | None = 1, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (on `threads` torch threads; None: torch's default), encode, index, query both ways and
-    print the results; returns the two MAPs."""
+    print the results; returns the two MAPs. `epochs=None` keeps DCMH's own choice for the input
+    (`DCMH.params_`)."""
     check_arguments(nbits, epochs, k, threads)
     with torch_threads(threads):
         return _run(data, nbits, epochs, k, seed, progress, echo)
@@ -72,9 +72,10 @@ def _run(data, nbits, epochs, k, seed, progress, echo) -> dict[str, Any]:
          f"{len(split.train)} training pairs, {len(split.database)} in the database")
     labels = dataset.labels.astype(bool)
     tr, db, qs = split.train, split.database, split.query
-    model = DCMH(nbits, epochs=epochs, seed=seed, progress=progress, **DEMO_SETTINGS)
+    model = DCMH(nbits, epochs="auto" if epochs is None else epochs, seed=seed, progress=progress)
     model.fit(dataset.images[tr], dataset.texts[tr], labels[tr])
-    echo(f"trained DCMH: {nbits} bits, {epochs} epochs, {sum(h['seconds'] for h in model.history_):.1f} s")
+    echo(f"trained DCMH: {nbits} bits, {model.params_['epochs']} epochs ({model.params_['recipe']} recipe), "
+         f"{sum(h['seconds'] for h in model.history_):.1f} s")
 
     db_image, db_text = model.encode_image(dataset.images[db]), model.encode_text(dataset.texts[db])
     image_index, text_index = HammingIndex(nbits), HammingIndex(nbits)

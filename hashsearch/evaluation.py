@@ -42,33 +42,28 @@ def evaluate_codes(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: 
         "k": limit,
         "radius": radius,
         "precision_within_radius": metrics.precision_within_radius(*args, radius=radius),
-        "queries_with_hits": queries_with_hits(query_codes, db_codes, nbits, radius),
+        "lookup": metrics.lookup_statistics(*args, radius=radius),
+        "database_codes": metrics.code_statistics(db_codes, nbits),
         "pr_curve": {"radius": list(range(nbits + 1)), "precision": precision.tolist(), "recall": recall.tolist()},
         "topk_curve": {"k": ks, "precision": metrics.topk_precision_curve(*args, ks=ks).tolist()},
     }
-
-
-def queries_with_hits(query_codes: np.ndarray, db_codes: np.ndarray, nbits: int, radius: int) -> float:
-    """Fraction of queries whose hash lookup (distance <= radius) retrieves anything: P@H<=r means
-    little without it, and is undefined when no query retrieves anything."""
-    from hashsearch.index import HammingIndex
-
-    index = HammingIndex(nbits)
-    index.add(db_codes)
-    lims, _, _ = index.range_search(query_codes, radius)
-    return float(np.mean(np.diff(lims) > 0)) if len(query_codes) else 0.0
 
 
 def lookup_summary(scores: dict[str, Any]) -> str:
     """P@H<=r in words: "no hits" when no query retrieves anything (precision is undefined then, not 0),
     else the precision and the share of queries with hits."""
     label = f"P@H<={scores['radius']}"
-    share = scores.get("queries_with_hits")
+    share = scores.get("lookup", {}).get("hit_fraction")
     if share is None:  # results written before the hit share was recorded
         return f"{label} {scores['precision_within_radius']:.4f}"
     if share == 0:
         return f"{label} no hits (no query finds a code within radius {scores['radius']})"
     return f"{label} {scores['precision_within_radius']:.4f} ({100 * share:.1f}% of queries have hits)"
+
+
+def _precision_cell(scores: dict[str, Any]) -> str:
+    """P@H<=r for the report table: "no hits" when no query retrieves anything (undefined, not 0)."""
+    return "no hits" if scores["lookup"]["hit_fraction"] == 0 else f"{scores['precision_within_radius']:.4f}"
 
 
 def _describe(model: Any, dataset: PairedDataset, split: Split) -> dict[str, Any]:
@@ -142,8 +137,9 @@ def write_report(results: dict[str, Any] | list[dict[str, Any]], out_dir: str | 
     if any(r["synthetic"] for r in results):
         lines += ["**SYNTHETIC data: for tests only, not a reportable figure.**", ""]
     lines += [
-        "| data set | model | bits | task | queries | database | mAP@all | mAP@K (K) | hash lookup P@H≤r |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| data set | model | bits | task | queries | database | mAP@all | mAP@K (K) | P@H≤r (r) "
+        "| queries with a hit ≤r | P@r (queries with a hit) | recall@r | distinct db codes | constant bits | max abs bit corr |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     pr, topk = {}, {}
     for r in results:
@@ -151,7 +147,9 @@ def write_report(results: dict[str, Any] | list[dict[str, Any]], out_dir: str | 
             model = r["model"].rsplit(".", 1)[-1]
             lines.append(f"| {r['dataset']}{' (SYNTHETIC)' if r['synthetic'] else ''} | {model} | {r['nbits']} | {task} | "
                          f"{s['n_query']} | {s['n_database']} | {s['map_all']:.4f} | {s['map_at_k']:.4f} ({s['k']}) | "
-                         f"{lookup_summary(s).replace('<=', '≤')} |")
+                         f"{_precision_cell(s)} ({s['radius']}) | {s['lookup']['hit_fraction']:.1%} | "
+                         f"{s['lookup']['precision']:.4f} | {s['lookup']['recall']:.4f} | {s['database_codes']['distinct']} | "
+                         f"{len(s['database_codes']['constant_bits'])} | {s['database_codes']['max_abs_correlation']:.2f} |")
             label = _label(r, task, many)
             pr[label] = (s["pr_curve"]["precision"], s["pr_curve"]["recall"])
             topk[label] = (s["topk_curve"]["k"], s["topk_curve"]["precision"])
@@ -162,8 +160,9 @@ def write_report(results: dict[str, Any] | list[dict[str, Any]], out_dir: str | 
         "",
         "Relevance: at least one shared label. mAP@all over the whole Hamming ranking; mAP@K divides by the",
         "relevant items found in the top K; ties at equal distance ranked by ascending database row (stable).",
-        "P@H≤r and the PR curve are pooled over all query-database pairs (micro-averaged); \"no hits\" means no",
-        "query retrieved any item within r (precision undefined), and the share of queries with hits is given.",
+        "P@H≤r and the PR curve are pooled over all query-database pairs (micro-averaged); the lookup columns are",
+        "per query: P@r is the mean over the queries with a hit within r, recall@r the mean over queries with a",
+        "relevant item; the code columns describe the database codes.",
         "",
         f"![precision-recall]({PR_PLOT})",
         f"![top-K precision]({TOPK_PLOT})",

@@ -70,7 +70,7 @@ class Method:
 
 
 METHODS = (
-    Method("DCMH", CROSS, "hashsearch.models.dcmh:DCMH", deep=True, settings="hashsearch.models.dcmh:FEATURE_SETTINGS"),
+    Method("DCMH", CROSS, "hashsearch.models.dcmh:DCMH", deep=True),  # its "auto" defaults follow the input
     Method("SCM", CROSS, "hashsearch.models.baselines:SCM", deep=False),
     Method("CCA-ITQ", CROSS, "hashsearch.models.baselines:CCAITQ", deep=False),
     Method("SCHN", SINGLE, "hashsearch.models.schn:SCHN", deep=True, budget=("max_iter",),

@@ -20,6 +20,13 @@ first i):
   all is retrieved the precision is 0.0; recall is relevant pairs retrieved / all relevant pairs
   (0.0 when there are none).
 - top-K precision = mean over queries of (relevant in the top K) / K, for K up to the database size.
+- hash lookup statistics (`lookup_statistics`) are per query, macro-averaged: the fraction of queries
+  with at least one database item within radius r; P@r = mean over the queries WITH a hit of their
+  precision within r (queries without a hit are left out, and counted by the hit fraction instead);
+  recall@r = mean over queries with at least one relevant database item of the share of those items
+  found within r. Code statistics (`code_statistics`) describe one set of codes: distinct codes, the
+  mean of each bit (0.5 = balanced), the bits that never change, and the largest |Pearson correlation|
+  between two non-constant bits.
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from hashsearch.codes import validate_codes
+from hashsearch.codes import unpack_bits, validate_codes
 from hashsearch.errors import InvalidInputError
 
 BATCH_ELEMENTS = 1 << 20  # query x database entries handled at once (~60 bytes each: ~65 MB of working arrays)
@@ -162,3 +169,47 @@ def topk_precision_curve(query_codes: np.ndarray, db_codes: np.ndarray, query_la
         hits = np.cumsum(rel, axis=1)
         sums += hits[:, ks - 1].sum(axis=0)
     return sums / (len(r.q) * ks)
+
+
+def code_statistics(codes: np.ndarray, nbits: int) -> dict[str, object]:
+    """How a set of packed codes uses the code space: `distinct` codes, `bit_means` (per bit, 0.5 is
+    balanced), `constant_bits` (indices of bits with one value everywhere) and `max_abs_correlation`
+    (largest |correlation| between two non-constant bits; 0.0 with fewer than two)."""
+    bits = unpack_bits(validate_codes(codes, nbits, name="codes"), nbits).astype(np.float64)
+    if len(bits) == 0:
+        raise InvalidInputError("codes are empty: statistics need at least one code")
+    means = bits.mean(axis=0)
+    varying = np.flatnonzero(bits.std(axis=0) > 0)
+    corr = 0.0
+    if varying.size > 1:
+        c = np.corrcoef(bits[:, varying], rowvar=False)
+        corr = float(np.abs(c - np.eye(varying.size)).max())
+    return {
+        "distinct": int(len(np.unique(codes, axis=0))),
+        "bit_means": means.tolist(),
+        "constant_bits": np.flatnonzero(bits.std(axis=0) == 0).tolist(),
+        "max_abs_correlation": corr,
+    }
+
+
+def lookup_statistics(query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray,
+                      db_labels: np.ndarray, nbits: int, radius: int = 2) -> dict[str, float]:
+    """Hash lookup within `radius` per query (module docstring): `hit_fraction`, `precision` (mean over
+    queries with a hit), `recall` (mean over queries with a relevant item), `queries_with_hit`."""
+    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
+        raise InvalidInputError(f"radius must be a non-negative integer, got {radius!r}")
+    r = _Ranking(query_codes, db_codes, query_labels, db_labels, nbits)
+    nq = len(r.q)
+    found, relevant_found, relevant = (np.zeros(nq, np.int64) for _ in range(3))
+    for rows in r.batches():
+        lims, _, ids = r.index.range_search(r.q[rows], int(radius))
+        owner = np.repeat(np.arange(len(lims) - 1), np.diff(lims))
+        shared = r.shared(rows)
+        found[rows] = np.diff(lims)
+        relevant_found[rows] = np.bincount(owner, weights=shared[owner, ids], minlength=len(lims) - 1).astype(np.int64)
+        relevant[rows] = shared.sum(axis=1)
+    hit, has_relevant = found > 0, relevant > 0
+    precision = float(np.mean(relevant_found[hit] / found[hit])) if hit.any() else 0.0
+    recall = float(np.mean(relevant_found[has_relevant] / relevant[has_relevant])) if has_relevant.any() else 0.0
+    return {"radius": int(radius), "queries_with_hit": int(hit.sum()), "hit_fraction": float(hit.mean()) if nq else 0.0,
+            "precision": precision, "recall": recall}

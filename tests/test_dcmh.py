@@ -13,7 +13,9 @@ from hashsearch.errors import InvalidInputError, NotFittedError
 from hashsearch.models.base import label_similarity as similarity
 from hashsearch.models.base import multihot_labels
 from hashsearch.models.base import signs as sign_codes
-from hashsearch.models.dcmh import DCMH, FEATURE_SETTINGS, batch_loss, dcmh_objective
+from hashsearch.models.dcmh import (
+    DCMH, FEATURE_SETTINGS, PAPER_SETTINGS, batch_loss, class_centres, dcmh_objective, label_targets,
+)
 from hashsearch.models.training import load_model, select_device, seed_everything
 
 FAST = dict(epochs=2, batch_size=32, text_hidden=64, image_hidden=(32,), progress=False)
@@ -98,7 +100,7 @@ def test_sign_update_has_no_third_state():
 
 def test_lr_schedule_is_logspaced():
     m = DCMH(16, epochs=5, lr=(1e-1, 1e-3))
-    m.params_ = m._resolve((10,))
+    m.params_ = m._resolve((10,), 100)
     assert [m.lr_at(e) for e in range(5)] == pytest.approx(np.logspace(-1, -3, 5).tolist())
 
 
@@ -107,7 +109,7 @@ def test_fit_updates_every_parameter_and_returns_packed_codes():
     x, y, labels = rng.normal(size=(64, 20)), rng.random(size=(64, 30)), rng.integers(0, 4, 64)
     model = DCMH(24, **FAST)
     before = None
-    model.params_ = model._resolve((20,))
+    model.params_ = model._resolve((20,), 64)
     model._build((20,), 30)
     before = [p.detach().clone() for p in [*model.image_net_.parameters(), *model.text_net_.parameters()]]
     model.image_net_ = model.text_net_ = None  # fit builds afresh with the same seed
@@ -215,3 +217,58 @@ def test_training_on_real_slice_beats_untrained_and_index_accepts_codes(wiki):
     dist, ids = index.search(trained.encode_text(T_te[q[:5]]), 10)
     oracle = np.sort(hamming_bruteforce(trained.encode_text(T_te[q[:5]]), db), axis=1)[:, :10]
     assert np.array_equal(dist, oracle) and ids.shape == (5, 10)
+
+
+def test_auto_settings_follow_the_input_and_explicit_ones_win():
+    features = DCMH(16)._resolve((128,), 2173)
+    assert features["recipe"] == "features" and features["image_net"] == "mlp" and features["optimizer"] == "adam"
+    assert features["epochs"] == 100 and features["label_codes"] == 1.0 and features["eta"] == FEATURE_SETTINGS["eta"]
+    assert DCMH(16)._resolve((128,), 25_000)["epochs"] == 20  # larger sets: fewer passes
+    pixels = DCMH(16)._resolve((3, 224, 224), 10_000)
+    assert pixels["image_net"] == "cnnf" and pixels["epochs"] == PAPER_SETTINGS["epochs"] == 500
+    assert pixels["lr"] == pytest.approx([10 ** -1.5, 1e-3]) and pixels["label_codes"] == 0.0 and pixels["text_hidden"] == 8192
+    mine = DCMH(16, epochs=7, eta=0.5, lr=0.01, label_codes=0)._resolve((128,), 2173)
+    assert (mine["epochs"], mine["eta"], mine["lr"], mine["label_codes"]) == (7, 0.5, [0.01, 0.01], 0.0)
+    with pytest.raises(InvalidInputError, match="epochs must be a positive integer or auto"):
+        DCMH(16, epochs="many")
+
+
+def test_resolved_settings_are_recorded_and_saved(tmp_path):
+    rng = np.random.default_rng(6)
+    x, y, labels = rng.normal(size=(40, 6)), rng.random(size=(40, 9)), rng.integers(0, 3, 40)
+    model = DCMH(16, **FAST).fit(x, y, labels)
+    assert model.get_params()["eta"] == "auto" and model.params_["eta"] == FEATURE_SETTINGS["eta"]
+    assert model.params_["epochs"] == 2 and model.params_["recipe"] == "features"
+    model.save(tmp_path / "m")
+    assert load_model(tmp_path / "m").params_ == model.params_
+
+
+def test_class_centres_are_separated_balanced_and_distinct():
+    c = class_centres(10, 32, seed=0)
+    assert c.shape == (10, 32) and set(np.unique(c)) == {-1.0, 1.0}
+    dist = (32 - c @ c.T) / 2
+    assert dist[~np.eye(10, dtype=bool)].min() >= 10  # random pairs sit 16 ± 2.8 bits apart
+    assert np.abs(c.mean(0)).max() <= 0.6 and len({tuple(col) for col in c.T}) == 32
+    np.testing.assert_array_equal(c, class_centres(10, 32, seed=0))
+    L = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    T = label_targets(L, 8, seed=1)
+    c2 = torch.from_numpy(class_centres(2, 8, np.array([2.0, 2.0]), seed=1)).float()
+    assert torch.equal(T[0], c2[0]) and torch.equal(T[1], c2[1]) and torch.equal(T[2], torch.where(c2.sum(0) >= 0, 1.0, -1.0))
+
+
+def test_label_codes_make_related_codes_meet_in_hamming_space():
+    """Two noisy views of 4 classes: with label codes, a text query finds images of its class within
+    2 bits (hash lookup), and no bit is constant."""
+    from hashsearch.metrics import code_statistics, lookup_statistics
+
+    rng = np.random.default_rng(7)
+    n, k = 400, 4
+    lab = rng.integers(0, k, n)
+    x = rng.normal(size=(k, 20))[lab] * 2 + rng.normal(size=(n, 20))
+    y = rng.normal(size=(k, 12))[lab] * 2 + rng.normal(size=(n, 12))
+    onehot = np.eye(k)[lab]
+    model = DCMH(16, epochs=15, batch_size=64, image_hidden=(64,), text_hidden=64, progress=False).fit(x, y, lab)
+    img, txt = model.encode_image(x), model.encode_text(y)
+    stats = lookup_statistics(txt[:100], img[100:], onehot[:100], onehot[100:], 16, radius=2)
+    assert stats["hit_fraction"] > 0.9 and stats["precision"] > 0.9, stats
+    assert code_statistics(img, 16)["constant_bits"] == []

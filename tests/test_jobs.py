@@ -103,9 +103,9 @@ def test_eval_says_no_hits_rather_than_a_zero_precision(trained):
     far, near = np.full((2, 2), 255, np.uint8), np.array([[0, 0], [255, 255]], np.uint8)
     labels = np.eye(2, dtype=np.uint8)[[0, 0, 0, 1, 1, 1]]
     scores = evaluate_codes(far, db, labels[:2], labels, 16, topk=3)
-    assert scores["queries_with_hits"] == 0 and lookup_summary(scores).startswith("P@H<=2 no hits")
+    assert scores["lookup"]["hit_fraction"] == 0 and lookup_summary(scores).startswith("P@H<=2 no hits")
     scores = evaluate_codes(near, db, labels[[3, 0]], labels, 16, topk=3)  # query 0 finds all 6, query 1 nothing
-    assert scores["queries_with_hits"] == 0.5 and scores["precision_within_radius"] == 0.5
+    assert scores["lookup"]["hit_fraction"] == 0.5 and scores["precision_within_radius"] == 0.5
     assert lookup_summary(scores) == "P@H<=2 0.5000 (50.0% of queries have hits)"
     result = invoke("eval", trained / "synthetic" / "ITQ-16", "--data", "synthetic", "--out", trained / "eval")
     assert result.exit_code == 0, result.output

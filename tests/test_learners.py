@@ -22,7 +22,7 @@ def test_method_named_ignores_case_and_dashes():
 def test_make_cuts_deep_budget_and_sets_progress():
     model = learners.method_named("dcmh").make(16, seed=3, epochs=2, quiet=False)
     assert model.epochs == 2 and model.progress and model.seed == 3
-    assert model.eta == learners.method_named("dcmh").recommended()["eta"]  # recommended settings applied
+    assert model.eta == "auto" and learners.method_named("dcmh").recommended() == {}  # DCMH's defaults follow its input
     assert not learners.method_named("dcmh").make(16, seed=0, epochs=None).progress
 
 

@@ -194,3 +194,62 @@ def test_bad_k_radius_and_ks():
         metrics.precision_within_radius(*HAND, radius=-1)
     with pytest.raises(InvalidInputError, match="exceeds the database size 4"):
         metrics.topk_precision_curve(*HAND, ks=[1, 5])
+
+
+# --- hash lookup statistics and code statistics (hand-computed) ------------------------------------
+
+def _lookup_case():
+    db = np.array([[0b00000000], [0b00000001], [0b00000111], [0b11111111]], dtype=np.uint8)
+    db_labels = np.array([[1, 0], [0, 1], [1, 0], [0, 1]])
+    q = np.array([[0b00000000], [0b11111111], [0b11110000]], dtype=np.uint8)
+    q_labels = np.array([[1, 0], [0, 1], [1, 0]])
+    return q, db, q_labels, db_labels
+
+
+def test_lookup_statistics_hand_computed():
+    # q0 (A) within 2: db0 (A, d 0), db1 (B, d 1) -> P 1/2, finds 1 of the 2 A items
+    # q1 (B) within 2: db3 (B, d 0) -> P 1, finds 1 of the 2 B items
+    # q2 (A): nearest items 4 bits away -> no hit (left out of P), recall 0
+    stats = metrics.lookup_statistics(*_lookup_case(), nbits=8, radius=2)
+    assert stats["queries_with_hit"] == 2 and stats["hit_fraction"] == pytest.approx(2 / 3)
+    assert stats["precision"] == pytest.approx((0.5 + 1.0) / 2)
+    assert stats["recall"] == pytest.approx((0.5 + 0.5 + 0.0) / 3)
+    wide = metrics.lookup_statistics(*_lookup_case(), nbits=8, radius=8)  # everything retrieved
+    assert wide["hit_fraction"] == 1.0 and wide["precision"] == pytest.approx(0.5) and wide["recall"] == 1.0
+
+
+def test_lookup_statistics_without_hits_and_bad_radius():
+    q, db, ql, dbl = _lookup_case()
+    stats = metrics.lookup_statistics(q[2:], db, ql[2:], dbl, nbits=8, radius=0)
+    assert stats == {"radius": 0, "queries_with_hit": 0, "hit_fraction": 0.0, "precision": 0.0, "recall": 0.0}
+    with pytest.raises(InvalidInputError, match="radius"):
+        metrics.lookup_statistics(q, db, ql, dbl, nbits=8, radius=-1)
+
+
+def test_code_statistics_hand_computed():
+    _, db, _, _ = _lookup_case()
+    stats = metrics.code_statistics(db, 8)
+    assert stats["distinct"] == 4 and stats["constant_bits"] == []
+    assert stats["bit_means"] == pytest.approx([0.25] * 5 + [0.5, 0.5, 0.75])
+    assert stats["max_abs_correlation"] == pytest.approx(1.0)  # bits 0..4 are the same bit
+    one_bit = metrics.code_statistics(np.array([[0x80], [0x81], [0x81]], dtype=np.uint8), 8)
+    assert one_bit["distinct"] == 2 and one_bit["constant_bits"] == list(range(7))
+    assert one_bit["max_abs_correlation"] == 0.0 and one_bit["bit_means"][7] == pytest.approx(2 / 3)
+    # two bits, opposite: correlation -1
+    assert metrics.code_statistics(np.array([[0b10000000], [0b01000000]], dtype=np.uint8), 8)["max_abs_correlation"] == pytest.approx(1.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 16))
+def test_lookup_statistics_match_bruteforce(seed, radius):
+    rng = np.random.default_rng(seed)
+    q, db = (rng.integers(0, 256, size=(n, 2), dtype=np.uint8) & 0b11000011 for n in (9, 30))  # many ties
+    ql, dbl = rng.integers(0, 2, size=(9, 3)), rng.integers(0, 2, size=(30, 3))
+    within = hamming_bruteforce(q, db) <= radius
+    rel = (ql @ dbl.T) > 0
+    found, good = within.sum(1), (within & rel).sum(1)
+    hit, has_rel = found > 0, rel.sum(1) > 0
+    stats = metrics.lookup_statistics(q, db, ql, dbl, nbits=16, radius=radius)
+    assert stats["hit_fraction"] == pytest.approx(hit.mean())
+    assert stats["precision"] == pytest.approx((good[hit] / found[hit]).mean() if hit.any() else 0.0)
+    assert stats["recall"] == pytest.approx((good[has_rel] / rel.sum(1)[has_rel]).mean() if has_rel.any() else 0.0)
