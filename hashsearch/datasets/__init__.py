@@ -35,6 +35,8 @@ class PairedDataset:
     labels: np.ndarray  # (n, c) uint8 multi-hot (single-label sets are one-hot)
     synthetic: bool = False
     predefined: Split | None = None  # the split shipped with the data (e.g. wikipedia's train/test), if any
+    class_names: tuple[str, ...] | None = None  # names of the label columns, where known
+    item_names: np.ndarray | None = None  # (n,) str, e.g. each image's file path, where known
 
     def __len__(self) -> int:
         return len(self.labels)

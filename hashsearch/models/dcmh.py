@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from hashsearch.codes import check_nbits, encode_sign
 from hashsearch.errors import InvalidInputError
-from hashsearch.models.nets import CNNF, FeatureMLP, TextNet
+from hashsearch.models.backbones import backbone_head, is_image_net_name
+from hashsearch.models.nets import CNNF, FeatureMLP, TextNet, hash_layer
 from hashsearch.models.training import (
     as_float_tensor, load_checkpoint, save_checkpoint, seed_everything, select_device,
 )
@@ -130,7 +131,7 @@ class DCMH:
         self.nbits = check_nbits(nbits)
         if optimizer not in OPTIMIZERS:
             raise InvalidInputError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-        if isinstance(image_net, str) and image_net not in ("auto", "cnnf", "mlp"):
+        if isinstance(image_net, str) and image_net not in ("auto", "cnnf", "mlp") and not is_image_net_name(image_net):
             raise InvalidInputError(f"image_net must be 'auto', 'cnnf', 'mlp' or a torch.nn.Module, got {image_net!r}")
         if batch_size < 1 or epochs < 1 or gamma < 0 or eta < 0:
             raise InvalidInputError("batch_size and epochs must be >= 1, gamma and eta >= 0")
@@ -178,12 +179,14 @@ class DCMH:
             raise InvalidInputError(f"the MLP image net needs feature vectors (n, d), got rows of shape {image_shape}")
         if self.image_net_ is None:
             self.image_net_ = (CNNF(self.nbits, in_channels=image_shape[0], dropout=self.dropout or 0.5) if kind == "cnnf"
+                               else backbone_head(kind, self.nbits, hash_layer) if is_image_net_name(kind)
                                else FeatureMLP(image_shape[0], self.nbits, self.image_hidden, self.dropout))
         if self.text_net_ is None:
             self.text_net_ = TextNet(text_dim, self.nbits, self.text_hidden, self.dropout)
         self.image_net_.to(self.device)
         self.text_net_.to(self.device)
-        image_norm = self.image_norm if self.image_norm != "auto" else ("center" if pixels else "standardize")
+        image_norm = self.image_norm if self.image_norm != "auto" else (
+            "none" if is_image_net_name(kind) else "center" if pixels else "standardize")
         self._img_norm, self._txt_norm = _Normaliser(image_norm), _Normaliser(self.text_norm)
 
     def _make_optimizer(self, net: nn.Module) -> torch.optim.Optimizer:

@@ -36,9 +36,11 @@ class DPSH(DeepImageHasher):
 
     def __init__(self, nbits: int, seed: int = 0, eta: float = 10.0, epochs: int = 30, lr: float = 1e-3,
                  weight_decay: float = 1e-5, batch_size: int = 64, feature_dim: int = 256,
-                 device: str | None = None, verbose: bool = True):
+                 device: str | None = None, verbose: bool = True, image_net: str | None = None,
+                 image_net_options: dict | None = None):
         super().__init__(nbits, seed=seed, feature_dim=feature_dim, lr=lr, weight_decay=weight_decay,
-                         batch_size=batch_size, device=device, verbose=verbose)
+                         batch_size=batch_size, device=device, verbose=verbose, image_net=image_net,
+                         image_net_options=image_net_options)
         if eta < 0 or epochs < 1:
             raise InvalidInputError(f"need eta >= 0 and epochs >= 1, got eta={eta}, epochs={epochs}")
         self.eta, self.epochs = float(eta), int(epochs)

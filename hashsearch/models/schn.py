@@ -171,9 +171,11 @@ class SCHN(DeepImageHasher):
                  adv_weight: float = 1.0, max_iter: int = 10, max_epoch: int = 3, num_samples: int = 2000,
                  gcn_dropout: float = 0.5, label_dim: int = 512, latent_dim: int = 1024, mlp_hidden: int = 1024,
                  lr: float = 1e-3, weight_decay: float = 1e-5, batch_size: int = 64,
-                 feature_dim: int = 512, device: str | None = None, verbose: bool = True):
+                 feature_dim: int = 512, device: str | None = None, verbose: bool = True,
+                 image_net: str | None = None, image_net_options: dict | None = None):
         super().__init__(nbits, seed=seed, feature_dim=feature_dim, lr=lr, weight_decay=weight_decay,
-                         batch_size=batch_size, device=device, verbose=verbose)
+                         batch_size=batch_size, device=device, verbose=verbose, image_net=image_net,
+                         image_net_options=image_net_options)
         weights = dict(gamma=gamma, alpha=alpha, beta=beta, semantic_weight=semantic_weight,
                        latent_weight=latent_weight, rec_weight=rec_weight, adv_weight=adv_weight)
         bad = [k for k, v in weights.items() if v < 0]

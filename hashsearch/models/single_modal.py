@@ -17,6 +17,7 @@ from torch import nn
 from hashsearch.codes import check_nbits, encode_sign
 from hashsearch.errors import HashsearchError, InvalidInputError
 from hashsearch.models import training
+from hashsearch.models.backbones import backbone_head
 
 
 class SmallCNN(nn.Module):
@@ -60,9 +61,12 @@ class HashEncoder(nn.Module):
     `forward` returns (features, real-valued codes), as the SCHN authors' networks do.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], nbits: int, feature_dim: int = 256, tanh: bool = True):
+    def __init__(self, input_shape: tuple[int, ...], nbits: int, feature_dim: int = 256, tanh: bool = True,
+                 image_net: str | None = None, image_net_options: dict | None = None):
         super().__init__()
-        if len(input_shape) == 3:
+        if image_net is not None:  # pretrained backbone (backbones.py) + FeatureNet on its features
+            self.features = backbone_head(image_net, feature_dim, FeatureNet, **(image_net_options or {}))
+        elif len(input_shape) == 3:
             self.features = SmallCNN(input_shape, feature_dim)
         elif len(input_shape) == 1:
             self.features = FeatureNet(input_shape[0], feature_dim)
@@ -125,8 +129,9 @@ class DeepImageHasher:
 
     def __init__(self, nbits: int, seed: int = 0, feature_dim: int = 256, lr: float = 1e-3,
                  weight_decay: float = 1e-5, batch_size: int = 64, device: str | None = None,
-                 verbose: bool = True):
+                 verbose: bool = True, image_net: str | None = None, image_net_options: dict | None = None):
         self.nbits = check_nbits(nbits)
+        self.image_net, self.image_net_options = image_net, dict(image_net_options or {})
         self.seed, self.feature_dim, self.lr = seed, int(feature_dim), float(lr)
         self.weight_decay, self.batch_size = float(weight_decay), int(batch_size)
         if self.batch_size < 2:
@@ -144,8 +149,9 @@ class DeepImageHasher:
         training.seed_everything(self.seed)
         dev = training.select_device(self.device)
         self.input_shape = tuple(xt.shape[1:])
-        self.x_mean, self.x_std = float(xt.mean()), float(xt.std()) or 1.0
-        self.encoder = HashEncoder(self.input_shape, self.nbits, self.feature_dim, tanh=self.encoder_tanh).to(dev)
+        self.x_mean, self.x_std = (0.0, 1.0) if self.image_net else (float(xt.mean()), float(xt.std()) or 1.0)
+        self.encoder = HashEncoder(self.input_shape, self.nbits, self.feature_dim, tanh=self.encoder_tanh,
+                                   image_net=self.image_net, image_net_options=self.image_net_options).to(dev)
         return (xt - self.x_mean) / self.x_std, lt, dev
 
     def _batches(self, n: int, gen: torch.Generator):
@@ -207,7 +213,8 @@ class DeepImageHasher:
         model = cls(**cfg["params"])
         model.input_shape = tuple(cfg["input_shape"])
         model.x_mean, model.x_std = float(cfg["x_mean"]), float(cfg["x_std"])
-        model.encoder = HashEncoder(model.input_shape, model.nbits, model.feature_dim, tanh=cls.encoder_tanh)
+        model.encoder = HashEncoder(model.input_shape, model.nbits, model.feature_dim, tanh=cls.encoder_tanh,
+                                    image_net=model.image_net, image_net_options={**model.image_net_options, "pretrained": False})
         model.encoder.load_state_dict(state["encoder"])
         model.encoder.to(training.select_device(None))
         return model
