@@ -72,25 +72,37 @@ class FeatureCache:
         return np.stack([found[r] for r in rows.tolist()]) if len(rows) else np.empty((0, self.dim), np.float32)
 
 
-def backbone_features(net, pixels_uint8: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """Features of uint8 (m, 3, h, w) pixels through an `ImageBackbone` in eval mode, no gradients."""
+def inference_module(net, image_shape: tuple[int, int, int]):
+    """`net` (an `ImageBackbone`) traced and frozen by TorchScript for inference on images of
+    `image_shape`: batch norm folded into the convolutions, channels-last; 2x faster on CPU than eager
+    (MobileNet v1 at 96 px, 2 threads), features equal within 1e-4."""
+    import warnings
+
     import torch
 
-    net.eval()
+    net = net.eval().to(memory_format=torch.channels_last)
+    example = torch.rand(2, *image_shape).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks fixed for one image shape
+        return torch.jit.freeze(torch.jit.trace(net, example))
+
+
+def backbone_features(net, pixels_uint8: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """Features of uint8 (m, 3, h, w) pixels through a backbone in eval mode, no gradients."""
+    import torch
+
     out = []
     with torch.inference_mode():
         for i in range(0, len(pixels_uint8), batch_size):
             x = torch.from_numpy(pixels_uint8[i:i + batch_size]).float().div_(255)
             out.append(net(x.contiguous(memory_format=torch.channels_last)).float().numpy())
-    return np.concatenate(out) if out else np.empty((0, net.feature_dim), np.float32)
+    return np.concatenate(out, dtype=np.float32) if out else np.empty((0, 1024), np.float32)
 
 
 def cifar10_features(rows: np.ndarray | None = None, *, resolution: int = 96, weights: str | os.PathLike | None = None,
                      root: str | os.PathLike | None = None, chunk: int = 1000, progress: bool = True) -> np.ndarray:
     """Frozen ImageNet MobileNet v1 features (global average pool, 1024-d) of CIFAR-10 `rows` (default
     all 60,000, in archive order), upscaled to `resolution` pixels; cached (see the module docstring)."""
-    import torch
-
     from hashsearch.datasets.cifar10 import Cifar10Archive
     from hashsearch.models.backbones import file_checksum, make_image_net, mobilenet_weights_path
 
@@ -105,7 +117,7 @@ def cifar10_features(rows: np.ndarray | None = None, *, resolution: int = 96, we
     def compute(part: np.ndarray) -> np.ndarray:
         nonlocal net
         if net is None:
-            net = make_image_net("mobilenet_v1", weights=wpath, resolution=resolution).to(memory_format=torch.channels_last)
+            net = inference_module(make_image_net("mobilenet_v1", weights=wpath, resolution=resolution), (3, 32, 32))
         return backbone_features(net, archive.decode_rows(part))
 
     return cache.get(rows, compute, chunk=chunk, progress=progress, desc=f"MobileNet features @{resolution}px")
