@@ -181,7 +181,7 @@ def test_hashers_take_image_net(method, tmp_path):
     assert before.image_net == "mobilenet_v1"
 
 
-@pytest.mark.skipif(not SHARED_WEIGHTS.is_file(), reason="shared DCMH weights absent")
+@pytest.mark.skipif(not SHARED_WEIGHTS.is_file(), reason="shared MobileNet weights absent")
 def test_dcmh_image_side_takes_mobilenet():
     from hashsearch.models.dcmh import DCMH
 
@@ -209,3 +209,12 @@ def test_pretrained_mobilenet_sees_ships_in_cifar_ships():
         top5 = net.net.logits((x - 0.5) / 0.5).topk(5).indices - 1  # 1001-way: index 0 is background
     hits = sum(bool(BOATS & set(row.tolist())) for row in top5)
     assert hits >= 7, top5.tolist()
+
+
+def test_frozen_wrapper_stays_in_eval_without_gradients():
+    net = backbones.Frozen(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)))
+    net.train()
+    assert not net.training and not net.net[1].training
+    assert not any(p.requires_grad for p in net.parameters())
+    with pytest.raises(InvalidInputError, match="frozen"):
+        make_image_net("torchvision:resnet18", trainable_blocks=2)

@@ -188,6 +188,20 @@ def torchvision_net(arch: str, weights: str | os.PathLike | None) -> tuple[nn.Mo
     return net, width
 
 
+class Frozen(nn.Module):
+    """A module without gradients that stays in eval mode (its batch norm keeps the ImageNet statistics)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> "Frozen":
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 class ImageBackbone(nn.Module):
     """Pixels in [0, 1] (n, 3, h, w) -> backbone features: bilinear resize to `resolution`, scale to the
     backbone's input range, run it. `feature_dim` is the output width."""
@@ -224,9 +238,11 @@ def make_image_net(name: str, *, weights: str | os.PathLike | None = None, resol
         net.freeze(trainable_blocks)
         return ImageBackbone(net, MobileNetV1.feature_dim, resolution, (0.5,) * 3, (0.5,) * 3)  # [0,1] -> [-1,1]
     if name.startswith("torchvision:"):
+        if trainable_blocks not in (0, None):
+            raise InvalidInputError("torchvision backbones are frozen (trainable_blocks=0) or fully trained (None)")
         net, width = torchvision_net(name.partition(":")[2], weights)
         if trainable_blocks == 0:
-            net.requires_grad_(False)
+            net = Frozen(net)
         return ImageBackbone(net, width, resolution, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     raise InvalidInputError(f"unknown image_net {name!r}: give one of {', '.join(IMAGE_NETS)}")
 
