@@ -108,7 +108,10 @@ def build_index_command(codes, out, backend, ids_path, nbits, column, params, ba
 
 @main.command("query")
 @click.argument("index_dir", type=click.Path(file_okay=False))
-@click.argument("queries", type=click.Path(dir_okay=False))
+@click.argument("queries", type=click.Path(dir_okay=False), required=False)
+@click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Query by this image file (needs --model).")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), help="Model that encodes --image.")
+@click.option("--show", type=click.Path(dir_okay=False), help="With --image: write the query and its results as a PNG grid.")
 @click.option("--topk", type=int, metavar="K",
               help="The K nearest codes per query (ties by ascending id); all of them if K exceeds the index.")
 @click.option("--radius", type=int, metavar="R",
@@ -118,10 +121,11 @@ def build_index_command(codes, out, backend, ids_path, nbits, column, params, ba
 @click.option("--column", help="Parquet column holding the query codes.")
 @click.option("--batch-size", type=int, default=1024, show_default=True, help="Queries searched per step.")
 @one_line_errors
-def query_command(index_dir, queries, topk, radius, fmt, out, column, batch_size) -> None:
+def query_command(index_dir, queries, image, model_dir, show, topk, radius, fmt, out, column, batch_size) -> None:
     """Search an index with a file of query codes.
 
-    Searches the index in INDEX_DIR with the codes in QUERIES (.npy or .parquet). Give exactly one
+    Searches the index in INDEX_DIR with the codes in QUERIES (.npy or .parquet), or with one
+    --image FILE encoded by --model DIR (--show PNG draws the results as a grid). Give exactly one
     of --topk K or --radius R. Each result line (or Parquet row) holds the query's row number
     (`query`), its id (`query_id`: the query file's `id` column, else the row number), the hits'
     `ids` and `distances`, best first, and, when the index stores metadata, each hit's `metadata`.
@@ -133,13 +137,34 @@ def query_command(index_dir, queries, topk, radius, fmt, out, column, batch_size
     if fmt == "parquet" and out is None:
         raise InvalidInputError("--format parquet needs --out FILE")
     querying.check_search_arguments(topk, radius, batch_size)  # before anything is read
+    if (queries is None) == (image is None) or (image is not None) != (model_dir is not None) or (show and not image):
+        raise InvalidInputError("give QUERIES (a code file), or --image FILE with --model DIR (and optionally --show PNG)")
     index = HammingIndex.load(index_dir, mmap=True)
+    if image is not None:
+        _image_query(index, model_dir, image, topk, radius, show)
+        return
     query_file = codefiles.read_codes(queries, nbits=index.nbits, column=column)
     if query_file.note:
         click.echo(query_file.note, err=True)
     batches = querying.search_batches(index, query_file.codes, topk=topk, radius=radius, batch_size=batch_size,
                                       query_ids=query_file.ids)
     querying.write_results(batches, fmt, out, stdout=sys.stdout)
+
+
+def _image_query(index, model_dir, image, topk, radius, show) -> None:
+    """`query --image`: one JSON line naming each result (id, distance, stored metadata); --show draws them."""
+    import json
+
+    from hashsearch import querying
+    from hashsearch.imagequery import FILE_COLUMN, show_results
+
+    results = querying.image_query(index, model_dir, image, topk=topk, radius=radius)
+    click.echo(json.dumps({"query": image, "results": results}))
+    if show:
+        if results and FILE_COLUMN not in results[0]:
+            click.echo(f"note: the index has no '{FILE_COLUMN}' metadata, so --show draws placeholders", err=True)
+        show_results(image, [{**r, "file": r.get(FILE_COLUMN, "")} for r in results], show)
+        click.echo(f"wrote {show}", err=True)
 
 
 @main.command("info")
@@ -244,21 +269,30 @@ def train_command(data, methods, nbits, out, modality, epochs, seed, resume, thr
 
 @main.command("encode")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--data", required=True, help="Data set name or file, as for train.")
+@click.option("--data", help="Data set name or file, as for train.")
+@click.option("--images", help="Instead of --data: image files (a folder, a glob such as 'photos/*.jpg', or one file).")
 @click.option("--modality", type=click.Choice(["image", "text"]), default="image", show_default=True)
 @click.option("--split", "which", type=click.Choice(["database", "query", "train", "all"]), default="database",
               show_default=True, help="Rows of the standard split to encode.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Parquet file of (id, code) rows.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the standard split.")
 @one_line_errors
-def encode_command(model_dir, data, modality, which, out, seed) -> None:
+def encode_command(model_dir, data, images, modality, which, out, seed) -> None:
     """Turn a data set's items into codes with a trained model.
 
     Writes a Parquet file of (id: the data set row, code, labels) rows, ready for build-index
-    (database) or query (queries); labels are class names where the data set has them.
+    (database) or query (queries); labels are class names where the data set has them. With
+    --images DIR|GLOB instead of --data: image files, as (id, code, file) rows.
     """
     from hashsearch import jobs
+    from hashsearch.errors import InvalidInputError
 
+    if (data is None) == (images is None):
+        raise InvalidInputError("give exactly one of --data NAME and --images DIR|GLOB")
+    if images is not None:
+        rows, nbits = jobs.encode_images(model_dir, images, out)
+        click.echo(f"wrote {out}: {rows} image codes of {nbits} bits (columns id, code, file)", err=True)
+        return
     rows, nbits = jobs.encode(model_dir, data, out, modality=modality, split=which, seed=seed)
     click.echo(f"wrote {out}: {rows} {modality} codes of {nbits} bits ({which} rows)", err=True)
 

@@ -136,10 +136,31 @@ def encode(model_path: str | os.PathLike, data: str, out: str | os.PathLike, *, 
     dataset = datasets.load(data)
     rows = split_rows(datasets.standard_split(dataset, seed=seed), split, len(dataset))
     codes = learners.encode(model, learners.rows_of(dataset, code)[rows], code)
-    table = pa.table({ID_COLUMN: pa.array(rows, pa.int64()),
+    write_codes(out, rows, codes, **{LABEL_COLUMN: label_column(dataset, rows)})
+    return len(rows), int(model.nbits)
+
+
+def write_codes(out: str | os.PathLike, ids: np.ndarray, codes: np.ndarray, **columns: Sequence) -> None:
+    """A Parquet file of (id, code, *columns) rows, written atomically; extra columns become the
+    index's per-item metadata in `build-index`."""
+    table = pa.table({ID_COLUMN: pa.array(ids, pa.int64()),
                       CODE_COLUMN: pa.FixedSizeBinaryArray.from_buffers(
                           pa.binary(codes.shape[1]), len(codes), [None, pa.py_buffer(np.ascontiguousarray(codes))]),
-                      LABEL_COLUMN: label_column(dataset, rows)})
+                      **columns})
     with atomic_output(out) as tmp:
         pq.write_table(table, tmp)
-    return len(rows), int(model.nbits)
+
+
+def encode_images(model_path: str | os.PathLike, images: str, out: str | os.PathLike) -> tuple[int, int]:
+    """Encode image files (a folder, a glob or one file) with a saved pixel model into a Parquet file of
+    (id, code, file) rows: ids 0.. in sorted file order, `file` the absolute path; returns (rows, nbits)."""
+    from hashsearch import imagequery
+
+    if Path(out).suffix != ".parquet":
+        raise InvalidInputError(f"--out must name a .parquet file, got {str(out)!r}")
+    model = load_model(model_path)
+    paths = imagequery.image_paths(images)
+    codes = imagequery.encode_images(model, paths)
+    write_codes(out, np.arange(len(paths), dtype=np.int64), codes,
+                **{imagequery.FILE_COLUMN: [str(p.resolve()) for p in paths]})
+    return len(paths), int(model.nbits)

@@ -253,3 +253,24 @@ def format_info(info: dict[str, Any]) -> list[str]:
             value = json.dumps(value)
         lines.append(f"{key}: {value}")
     return lines
+
+
+def image_query(index, model_path: str | os.PathLike, image: str | os.PathLike, *, topk: int | None = None,
+                radius: int | None = None) -> list[dict[str, Any]]:
+    """Search `index` with the code of one image file under a saved pixel model: one dict per result,
+    best first, with its id, Hamming distance and the index's metadata for it (file name, ...)."""
+    from hashsearch.imagequery import encode_images
+    from hashsearch.models.training import load_model
+
+    model = load_model(model_path)
+    if int(model.nbits) != index.nbits:
+        raise InvalidInputError(f"the model makes {model.nbits}-bit codes but the index holds {index.nbits}-bit codes")
+    codes = encode_images(model, [Path(image)])
+    _, offsets, ids, dist = next(search_batches(index, codes, topk=topk, radius=radius))
+    meta = index.metadata
+    rows = np.searchsorted(index.ids, ids)
+    results = []
+    for item, d, row in zip(ids.tolist(), dist.tolist(), rows.tolist()):
+        extra = {} if meta is None else {k: v[0] for k, v in meta.slice(row, 1).to_pydict().items()}
+        results.append({"id": item, "distance": d, **extra})
+    return results

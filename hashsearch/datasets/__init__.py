@@ -36,6 +36,7 @@ class PairedDataset:
     synthetic: bool = False
     predefined: Split | None = None  # the split shipped with the data (e.g. wikipedia's train/test), if any
     label_names: tuple[str, ...] | None = None  # class names of the label columns, where the data set has them
+    item_names: np.ndarray | None = None  # (n,) str, e.g. each image's file path, where known
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from hashsearch.datasets import PairedDataset
+from hashsearch.datasets.cifar10 import load_cifar10
 from hashsearch.datasets.crossmodal import load_mirflickr, load_nuswide, load_paired_file, load_wikipedia
 from hashsearch.datasets.images import load_digits, load_mnist5k
 from hashsearch.datasets.synthetic import synthetic_paired
@@ -18,6 +19,7 @@ NAMES = {
     "mnist": load_mnist5k,
     "mnist5k": load_mnist5k,
     "digits": load_digits,
+    "cifar10": load_cifar10,
     "synthetic": synthetic_paired,
 }
 FILE_SUFFIXES = (".mat", ".npz", ".parquet")

@@ -51,7 +51,8 @@ from hashsearch.errors import InvalidInputError
 from hashsearch.models.base import (
     CUSTOM, Learner, check_count, check_is_fitted, check_real, label_similarity, multihot_labels, signs,
 )
-from hashsearch.models.nets import CNNF, FeatureMLP, TextNet
+from hashsearch.models.backbones import backbone_head, is_image_net_name
+from hashsearch.models.nets import CNNF, FeatureMLP, TextNet, hash_layer
 from hashsearch.models.training import as_float_tensor, load_checkpoint, seed_everything, select_device
 
 AUTO = "auto"
@@ -173,8 +174,10 @@ class DCMH(Learner):
         check_nbits(self.nbits)
         if self.optimizer not in (*OPTIMIZERS, AUTO):
             raise InvalidInputError(f"optimizer must be 'auto' or one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not isinstance(self.image_net, nn.Module) and self.image_net not in ("auto", "cnnf", "mlp"):
-            raise InvalidInputError(f"image_net must be 'auto', 'cnnf', 'mlp' or a torch.nn.Module, got {self.image_net!r}")
+        if not (isinstance(self.image_net, nn.Module) or self.image_net in ("auto", "cnnf", "mlp")
+                or is_image_net_name(self.image_net)):
+            raise InvalidInputError(f"image_net must be 'auto', 'cnnf', 'mlp', a pretrained backbone such as "
+                                    f"'mobilenet_v1', or a torch.nn.Module, got {self.image_net!r}")
         if self.text_net is not None and not isinstance(self.text_net, nn.Module):
             raise InvalidInputError(f"text_net must be None (the paper's text net) or a torch.nn.Module, got {self.text_net!r}")
         for name in ("batch_size", "epochs", "checkpoint_every"):
@@ -206,6 +209,8 @@ class DCMH(Learner):
             raise InvalidInputError(f"the CNN-F image net needs pixel images (n, c, h, w), got rows of shape {image_shape}")
         if image_kind == "mlp" and pixels:
             raise InvalidInputError(f"the MLP image net needs feature vectors (n, d), got rows of shape {image_shape}")
+        if is_image_net_name(image_kind) and not pixels:
+            raise InvalidInputError(f"the {image_kind} backbone needs pixel images (n, c, h, w), got rows of shape {image_shape}")
         recipe = dict(PAPER_SETTINGS if pixels else FEATURE_SETTINGS)
         if recipe["epochs"] == AUTO:
             recipe["epochs"] = int(np.clip(round(FEATURE_ITEM_PASSES / n), *FEATURE_EPOCHS))
@@ -221,7 +226,8 @@ class DCMH(Learner):
             "image_net": image_kind, "text_net": CUSTOM if self.text_net is not None else "textnet",
             "image_hidden": [int(h) for h in p["image_hidden"]], "text_hidden": int(p["text_hidden"]),
             "dropout": float(p["dropout"]),
-            "image_norm": self.image_norm if self.image_norm != AUTO else ("center" if pixels else "standardize"),
+            "image_norm": self.image_norm if self.image_norm != AUTO else (
+                "none" if is_image_net_name(image_kind) else "center" if pixels else "standardize"),
             "text_norm": self.text_norm, "buffer_init": self.buffer_init, "amp": bool(self.amp),
         }
 
@@ -232,6 +238,8 @@ class DCMH(Learner):
         self.image_dim_, self.text_dim_ = list(image_shape), int(text_dim)
         if isinstance(self.image_net, nn.Module):
             self.image_net_ = self.image_net
+        elif is_image_net_name(p["image_net"]):  # a pretrained backbone (backbones.py) under a hash layer
+            self.image_net_ = backbone_head(p["image_net"], self.nbits, hash_layer)
         elif p["image_net"] == "cnnf":
             self.image_net_ = CNNF(self.nbits, in_channels=image_shape[0], dropout=p["dropout"] or 0.5)
         else:

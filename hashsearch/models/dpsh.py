@@ -44,10 +44,12 @@ class DPSH(DeepImageHasher):
 
     def __init__(self, nbits: int, seed: int = 0, eta: float = 10.0, epochs: int | str = AUTO, lr: float = 1e-3,
                  weight_decay: float = 1e-5, batch_size: int = 64, feature_dim: int | str = AUTO,
-                 device: str | None = None, verbose: bool = True):
+                 device: str | None = None, verbose: bool = True, image_net: str | None = None,
+                 image_net_options: dict | None = None):
         self.eta, self.epochs = eta, epochs
         super().__init__(nbits, seed=seed, feature_dim=feature_dim, lr=lr, weight_decay=weight_decay,
-                         batch_size=batch_size, device=device, verbose=verbose)
+                         batch_size=batch_size, device=device, verbose=verbose, image_net=image_net,
+                         image_net_options=image_net_options)
 
     def _check_params(self) -> None:
         super()._check_params()

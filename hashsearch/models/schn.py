@@ -193,14 +193,16 @@ class SCHN(DeepImageHasher):
                  num_samples: int | str = AUTO, gcn_dropout: float = 0.5, label_dim: int | str = AUTO,
                  latent_dim: int | str = AUTO, mlp_hidden: int | str = AUTO, lr: float = 1e-3,
                  weight_decay: float = 1e-5, batch_size: int = 64, feature_dim: int | str = AUTO,
-                 device: str | None = None, verbose: bool = True):
+                 device: str | None = None, verbose: bool = True, image_net: str | None = None,
+                 image_net_options: dict | None = None):
         self.gamma, self.alpha, self.beta = gamma, alpha, beta
         self.semantic_weight, self.latent_weight, self.rec_weight, self.adv_weight = (
             semantic_weight, latent_weight, rec_weight, adv_weight)
         self.max_iter, self.max_epoch, self.num_samples, self.gcn_dropout = max_iter, max_epoch, num_samples, gcn_dropout
         self.label_dim, self.latent_dim, self.mlp_hidden = label_dim, latent_dim, mlp_hidden
         super().__init__(nbits, seed=seed, feature_dim=feature_dim, lr=lr, weight_decay=weight_decay,
-                         batch_size=batch_size, device=device, verbose=verbose)
+                         batch_size=batch_size, device=device, verbose=verbose, image_net=image_net,
+                         image_net_options=image_net_options)
 
     def _check_params(self) -> None:
         super()._check_params()

@@ -18,6 +18,7 @@ from hashsearch.codes import check_nbits, encode_sign
 from hashsearch.errors import HashsearchError, InvalidInputError
 from hashsearch.models import training
 from hashsearch.models.base import Learner, check_count, check_is_fitted, check_real, multihot_labels
+from hashsearch.models.backbones import backbone_head, is_image_net_name
 
 
 class SmallCNN(nn.Module):
@@ -61,9 +62,12 @@ class HashEncoder(nn.Module):
     `forward` returns (features, real-valued codes), as the SCHN authors' networks do.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], nbits: int, feature_dim: int = 256, tanh: bool = True):
+    def __init__(self, input_shape: tuple[int, ...], nbits: int, feature_dim: int = 256, tanh: bool = True,
+                 image_net: str | None = None, image_net_options: dict | None = None):
         super().__init__()
-        if len(input_shape) == 3:
+        if image_net is not None:  # pretrained backbone (backbones.py) + FeatureNet on its features
+            self.features = backbone_head(image_net, feature_dim, FeatureNet, **(image_net_options or {}))
+        elif len(input_shape) == 3:
             self.features = SmallCNN(input_shape, feature_dim)
         elif len(input_shape) == 1:
             self.features = FeatureNet(input_shape[0], feature_dim)
@@ -164,8 +168,9 @@ class DeepImageHasher(Learner):
 
     def __init__(self, nbits: int, seed: int = 0, feature_dim: int | str = AUTO, lr: float = 1e-3,
                  weight_decay: float = 1e-5, batch_size: int = 64, device: str | None = None,
-                 verbose: bool = True):
+                 verbose: bool = True, image_net: str | None = None, image_net_options: dict | None = None):
         self.nbits, self.seed, self.feature_dim, self.lr = nbits, seed, feature_dim, lr
+        self.image_net, self.image_net_options = image_net, image_net_options
         self.weight_decay, self.batch_size, self.device, self.verbose = weight_decay, batch_size, device, verbose
         self._check_params()
 
@@ -176,6 +181,10 @@ class DeepImageHasher(Learner):
         check_size(self.feature_dim, "feature_dim")
         check_real(self.lr, "lr", strictly_positive=False)
         check_real(self.weight_decay, "weight_decay", strictly_positive=False)
+        if self.image_net is not None and not is_image_net_name(self.image_net):
+            raise InvalidInputError(f"image_net must be None or a pretrained backbone such as 'mobilenet_v1', got {self.image_net!r}")
+        if self.image_net_options is not None and not isinstance(self.image_net_options, dict):
+            raise InvalidInputError(f"image_net_options must be a dict, got {type(self.image_net_options).__name__}")
         if check_count(self.batch_size, "batch_size") < 2:
             raise InvalidInputError(f"batch_size must be at least 2 (pairs are needed), got {self.batch_size}")
 
@@ -200,12 +209,16 @@ class DeepImageHasher(Learner):
         self.input_shape_ = tuple(xt.shape[1:])
         self.params_ = self._resolve_params(self.input_shape_, len(xt), lt.shape[1])
         self.history_: list[dict[str, Any]] = []
-        self.x_mean_, self.x_std_ = float(xt.mean()), float(xt.std()) or 1.0
+        # a pretrained backbone takes pixels in [0, 1] as they are; other inputs are standardised
+        self.x_mean_, self.x_std_ = (0.0, 1.0) if self.image_net else (float(xt.mean()), float(xt.std()) or 1.0)
         self.encoder_ = self._build_encoder().to(dev)
         return (xt - self.x_mean_) / self.x_std_, lt, dev
 
-    def _build_encoder(self) -> HashEncoder:
-        return HashEncoder(self.input_shape_, self.nbits, self.params_["feature_dim"], tanh=self.encoder_tanh)
+    def _build_encoder(self, pretrained: bool = True) -> HashEncoder:
+        """The encoder `params_` describes; `pretrained=False` skips loading backbone weights (a checkpoint has them)."""
+        options = {**(self.image_net_options or {}), **({} if pretrained else {"pretrained": False})}
+        return HashEncoder(self.input_shape_, self.nbits, self.params_["feature_dim"], tanh=self.encoder_tanh,
+                           image_net=self.image_net, image_net_options=options)
 
     def _batches(self, n: int, gen: torch.Generator):
         """Index tensors of one shuffled epoch in batches of `batch_size`; a last batch of one item
@@ -257,6 +270,6 @@ class DeepImageHasher(Learner):
         self.params_, self.history_ = fitted["params_"], fitted["history_"]
         self.input_shape_ = tuple(fitted["input_shape_"])
         self.x_mean_, self.x_std_ = float(fitted["x_mean_"]), float(fitted["x_std_"])
-        self.encoder_ = self._build_encoder()
+        self.encoder_ = self._build_encoder(pretrained=False)
         self.encoder_.load_state_dict(state["encoder_"])
         self.encoder_.to(training.select_device(None))
