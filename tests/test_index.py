@@ -15,8 +15,9 @@ BACKENDS = [("numba", {}), ("faiss", {}), ("faiss", {"nhash": 2}), ("mih", {}), 
 
 
 def oracle(q, db, ids, k, r):
-    """Top-k and radius results by brute force, ties by ascending id."""
+    """Top-k (min(k, n) columns) and radius results by brute force, ties by ascending id."""
     full = hamming_bruteforce(q, db)
+    k = min(k, len(db))
     D = np.full((len(q), k), PAD_DISTANCE, np.int32)
     I = np.full((len(q), k), -1, np.int64)
     lims, dist, out = [0], [], []
@@ -61,18 +62,20 @@ def test_backends_match_bruteforce_with_custom_ids_and_removal(backend, params, 
     check(index, q, db[keep], ids[keep], k, r)
 
 
-def test_padding_matches_faiss_when_k_exceeds_n():
+def test_k_above_n_gives_n_columns_and_padding_only_where_a_filter_leaves_fewer():
     rng = np.random.default_rng(0)
     db = rng.integers(0, 256, (3, 8), dtype=np.uint8)
     flat = faiss.IndexBinaryFlat(64)
     flat.add(db)
-    D, I = flat.search(db[:2], 6)
+    D, I = flat.search(db[:2], 3)
     for backend, params in BACKENDS:
         index = HammingIndex(64, backend, **params)
         index.add(db)
-        d, i = index.search(db[:2], 6)
+        d, i = index.search(db[:2], 10**12)  # never allocates for the k asked
         assert (d == D).all() and (i == I).all(), backend
-        assert (d[:, 3:] == PAD_DISTANCE).all() and (i[:, 3:] == -1).all()
+        d, i = index.search(db[:2], 6, filter=[1])
+        assert i.shape == (2, 3) and (i[:, 0] == 1).all() and (i[:, 1:] == -1).all()
+        assert (d[:, 1:] == PAD_DISTANCE).all()
 
 
 @pytest.mark.parametrize("backend,params", BACKENDS)
@@ -80,12 +83,12 @@ def test_empty_index_and_empty_queries(backend, params):
     index = HammingIndex(16, backend, **params)
     q = np.zeros((2, 2), np.uint8)
     d, i = index.search(q, 3)
-    assert (d == PAD_DISTANCE).all() and (i == -1).all()
+    assert d.shape == i.shape == (2, 0)
     lims, dist, ids = index.range_search(q, 16)
     assert lims.tolist() == [0, 0, 0] and dist.size == ids.size == 0
     index.add(np.zeros((1, 2), np.uint8))
-    assert index.search(np.zeros((0, 2), np.uint8), 2)[0].shape == (0, 2)
-    assert index.search(np.zeros(2, np.uint8), 2)[1].tolist() == [[0, -1]]  # one code as a 1-D array
+    assert index.search(np.zeros((0, 2), np.uint8), 2)[0].shape == (0, 1)  # min(k, len) columns
+    assert index.search(np.zeros(2, np.uint8), 2)[1].tolist() == [[0]]  # one code as a 1-D array
 
 
 def test_radius_is_inclusive_at_the_boundary():
@@ -176,6 +179,7 @@ def test_save_load_then_add_and_remove(tmp_path, backend, params, mmap):
 def test_plain_range_ids_are_not_stored(tmp_path, monkeypatch):
     index = HammingIndex(64)
     index.add(np.zeros((1000, 8), np.uint8), ids=np.arange(5, 1005))
+    index.compact()  # seals the growing segment, whose ids are a plain range
     assert index.nbytes == 8000  # no id array: overhead 0 over the raw codes
     index.save(tmp_path / "ix")
     # loading must not build the range of ids (800 MB at 100M codes)
@@ -193,8 +197,8 @@ def test_many_small_adds_grow_by_doubling():
     index = HammingIndex(64)
     buffers = set()
     for i in range(1000):
-        index.add(db[i:i + 1], ids=None if i < 500 else [2 * i])
-        buffers.add(id(index._code_rows._data))
+        index.add(db[i:i + 1], ids=None if i < 500 else [2 * i])  # all in the growing segment
+        buffers.add(id(index._g_codes._data))
     assert len(buffers) <= 12  # capacity 1, 2, 4, ..., 1024
     ids = np.concatenate([np.arange(500), 2 * np.arange(500, 1000)])
     assert (index.codes == db).all() and (index.ids == ids).all()
