@@ -422,10 +422,12 @@ class HammingIndex:
         the new version. Refuses a non-empty directory that is not a hashsearch index."""
         with self._lock:
             snap = self._snap
-            rows = [SegmentRows(name=s.name, codes=s.codes, ids=s._ids if s.ids_stored else None, id_start=s.id_start,
-                                metadata=s.metadata, dead=None if live is None else np.flatnonzero(~live),
-                                files=s.files)
-                    for s, live in zip(snap.segments, snap.live)]
+            rows = []
+            for seg, live in zip(snap.segments, snap.live):
+                start = _range_start(seg.ids) if seg.ids_stored else seg.id_start  # a range needs no column
+                rows.append(SegmentRows(name=seg.name, codes=seg.codes, ids=seg.ids if start is None else None,
+                                        id_start=start or 0, metadata=seg.metadata,
+                                        dead=None if live is None else np.flatnonzero(~live), files=seg.files))
             written = storage.write_segments(
                 path, rows, nbits=self.nbits, backend=self.backend, params=self.params,
                 settings=self.settings, uid=self.uid, overwrite=overwrite)

@@ -436,6 +436,9 @@ def _read(path: Path, manifest: dict[str, Any], mmap: bool, verify: bool) -> Sto
             codes, ids, metadata = _sorted_by_id(path / files["codes"]["name"], codes, ids, metadata)
         out.append(SegmentRows(seg["name"], codes, ids, 0 if stored else seg["ids"]["start"], metadata, dead,
                                files=files))
+    live = sum(len(s.codes) - (0 if s.dead is None else s.dead.size) for s in out)
+    if live != manifest["count"]:
+        raise CorruptIndexError(f"{path / MANIFEST}: {live} live rows but the manifest says {manifest['count']}")
     return StoredIndex(nbits=nbits, backend=manifest["backend"], params=manifest["params"],
                        settings=manifest.get("settings", {}), uid=_uid(manifest), segments=out, manifest=manifest)
 
