@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from hashsearch.codefiles import CodeFile
 from hashsearch.errors import InvalidInputError
-from hashsearch.storage import index_size, read_index
+from hashsearch.storage import index_size, leftovers, read_index
 
 
 # ---------------------------------------------------------------------------- the three commands
@@ -36,9 +36,10 @@ def parse_params(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 
 def build_index(codes: CodeFile, out: str | os.PathLike, *, backend: str, ids: np.ndarray | None = None,
-                params: dict[str, Any] | None = None, batch_size: int = 1 << 22):
+                params: dict[str, Any] | None = None, batch_size: int = 1 << 22, overwrite: bool = False):
     """Add the codes (with their ids and metadata columns, if any) to a new HammingIndex in batches,
-    with a progress bar when there are several, then save it atomically to `out`. Returns the index."""
+    with a progress bar when there are several, compact it to one segment and save it atomically to
+    `out` (an index already there is replaced only with `overwrite`). Returns the index."""
     from hashsearch.index import HammingIndex
 
     if batch_size < 1:
@@ -54,12 +55,13 @@ def build_index(codes: CodeFile, out: str | os.PathLike, *, backend: str, ids: n
             index.add(np.ascontiguousarray(codes.codes[lo:hi]), None if ids is None else ids[lo:hi],
                       None if codes.metadata is None else codes.metadata.slice(lo, hi - lo))
             bar.update(hi - lo)
-    index.save(out)
+    index.compact()
+    index.save(out, overwrite=overwrite)
     return index
 
 
 def search_batches(index, queries: np.ndarray, *, topk: int | None = None, radius: int | None = None,
-                   batch_size: int = 1024) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+                   batch_size: int = 1024, where: Any = None) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """Results batch by batch as (first query number, offsets, ids, distances) in CSR form:
     row i's results are ids[offsets[i]:offsets[i+1]], best first; top-k padding is dropped.
     The arguments are checked at once, before the first batch is searched."""
@@ -67,25 +69,25 @@ def search_batches(index, queries: np.ndarray, *, topk: int | None = None, radiu
         raise InvalidInputError("give exactly one of --topk K or --radius R")
     if topk is not None and topk < 1:
         raise InvalidInputError(f"--topk must be at least 1, got {topk}")
-    if radius is not None and not 0 <= radius <= index.nbits:
-        raise InvalidInputError(f"--radius must be between 0 and {index.nbits}, got {radius}")
+    if radius is not None and radius < 0:
+        raise InvalidInputError(f"--radius must be non-negative (nbits or more: every item), got {radius}")
     if batch_size < 1:
         raise InvalidInputError(f"batch size must be positive, got {batch_size}")
-    return _search(index, queries, topk, radius, batch_size)
+    return _search(index, queries, topk, radius, batch_size, where)
 
 
-def _search(index, queries, topk, radius, batch_size):
+def _search(index, queries, topk, radius, batch_size, where=None):
     nq = queries.shape[0]
     with tqdm(total=nq, unit="query", desc="searching", disable=nq <= batch_size, leave=False) as bar:
         for lo in range(0, nq, batch_size):
             batch = np.ascontiguousarray(queries[lo:lo + batch_size])
             if topk is not None:
-                dist, ids = index.search(batch, topk)
+                dist, ids = index.search(batch, topk, filter=where)
                 found = ids >= 0
                 offsets = np.concatenate([[0], np.cumsum(found.sum(axis=1))])
                 yield lo, offsets, ids[found], dist[found]
             else:
-                lims, dist, ids = index.range_search(batch, radius)
+                lims, dist, ids = index.range_search(batch, radius, filter=where)
                 yield lo, np.asarray(lims), ids, dist
             bar.update(batch.shape[0])
 
@@ -148,21 +150,27 @@ def write_parquet(batches, out: str | os.PathLike) -> int:
 
 
 def describe_index(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
-    """What `hashsearch info` prints: shape, backend, bytes on disk against raw codes, checksums."""
+    """What `hashsearch info` prints: shape, backend, segments and tombstones, bytes on disk against
+    raw codes, checksums, and files left by interrupted saves (the next save deletes them)."""
     stored = read_index(path, mmap=True, verify=verify)
     m = stored.manifest
     disk = index_size(path)
     raw = stored.count * stored.nbits // 8
+    segs = stored.segments
+    metadata = next((s.metadata for s in segs if s.metadata is not None), None)
     return {
         "path": str(path), "nbits": stored.nbits, "count": stored.count, "backend": stored.backend,
-        "params": stored.params, "ids_stored": m["ids"]["stored"],
-        "metadata_columns": stored.metadata.column_names if stored.metadata is not None else [],
+        "params": stored.params, "format_version": m["format_version"], "generation": m.get("generation"),
+        "segments": len(segs), "tombstones": sum(0 if s.dead is None else int(s.dead.size) for s in segs),
+        "ids_stored": any(s.ids is not None for s in segs),
+        "metadata_columns": metadata.column_names if metadata is not None else [],
         "created": m.get("created"), "hashsearch_version": m.get("hashsearch_version"),
         "bytes_on_disk": disk, "bytes_per_item": disk / stored.count if stored.count else None,
         "raw_code_bytes_per_item": stored.nbits // 8,
         "overhead_vs_raw_codes": disk / raw - 1 if raw else None,
-        "files": {name: entry["bytes"] for name, entry in m["files"].items()},
+        "files": {f["name"]: f["bytes"] for s in segs for f in s.files.values()},
         "checksums": "ok" if verify else "not checked",
+        "leftover_files": leftovers(path, m),
     }
 
 

@@ -386,3 +386,176 @@ def test_hamming_index_with_default_ids_stores_no_ids(tmp_path):
     index.save(tmp_path / "ix")
     assert read_index(tmp_path / "ix").manifest["segments"][0]["ids"] == {"stored": False, "start": 0}
     np.testing.assert_array_equal(HammingIndex.load(tmp_path / "ix").ids, np.arange(100))
+
+
+# ------------------------------------------------------------- incremental saves, old format, crashes
+
+def files_of(path: Path) -> dict[str, int]:
+    """name -> inode of every file in the directory (a rewritten file gets a new inode)."""
+    return {p.name: p.stat().st_ino for p in path.iterdir()}
+
+
+def test_incremental_save_writes_only_what_changed(tmp_path):
+    from hashsearch.index import HammingIndex
+
+    index = HammingIndex(64, segment_rows=1000)
+    index.add(random_codes(5000, 64), metadata={"label": np.arange(5000) % 3})
+    index.compact()
+    index.save(tmp_path / "ix")
+    before = files_of(tmp_path / "ix")
+    loaded = HammingIndex.load(tmp_path / "ix")
+    loaded.add(random_codes(10, 64, seed=2), metadata={"label": np.zeros(10, np.int64)})
+    loaded.remove([3, 4, 5])
+    loaded.save(tmp_path / "ix")  # its own directory: no flag needed
+    after = files_of(tmp_path / "ix")
+    kept = {n for n in before if n.endswith((".codes.arrow", ".meta.parquet"))}
+    assert all(after[n] == before[n] for n in kept)  # the big segment was not rewritten
+    new = sorted(set(after) - set(before))
+    assert len(new) == 3 and sum(n.endswith(".npy") for n in new) == 1  # small segment (codes, meta) + tombstones
+    again = HammingIndex.load(tmp_path / "ix")
+    assert len(again) == 5007 and not np.isin([3, 4, 5], again.ids).any()
+    np.testing.assert_array_equal(again.codes, loaded.codes)
+    q = random_codes(4, 64, seed=3)
+    for got, want in zip(again.search(q, 9), loaded.search(q, 9)):
+        np.testing.assert_array_equal(got, want)
+    assert again.metadata.equals(loaded.metadata)
+
+
+def write_format_1(path: Path, codes: np.ndarray, ids: np.ndarray, metadata: pa.Table) -> None:
+    """An index directory exactly as the previous release wrote it (format version 1)."""
+    import pyarrow.parquet as pq
+
+    path.mkdir()
+    columns = [pa.Array.from_buffers(pa.binary(codes.shape[1]), len(codes), [None, pa.py_buffer(codes)]),
+               pa.array(ids, pa.int64())]
+    batch = pa.record_batch(columns, names=["code", "id"])
+    with pa.OSFile(str(path / "codes.arrow"), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    pq.write_table(metadata, path / "metadata.parquet")
+    files = {name: {"bytes": (path / name).stat().st_size, "sha256": storage.sha256_file(path / name)}
+             for name in ("codes.arrow", "metadata.parquet")}
+    (path / MANIFEST).write_text(json.dumps({
+        "format": "hashsearch-index", "format_version": 1, "nbits": codes.shape[1] * 8, "count": len(codes),
+        "ids": {"stored": True}, "backend": "mih", "params": {"m": 2}, "files": files}))
+
+
+def test_reads_format_1_and_upgrades_it_in_place_without_rewriting_codes(tmp_path):
+    from hashsearch.index import HammingIndex
+
+    codes = random_codes(300, 32, seed=8)
+    ids = np.random.default_rng(8).permutation(1000)[:300]
+    write_format_1(tmp_path / "old", codes, ids, pa.table({"row": np.arange(300)}))
+    index = HammingIndex.load(tmp_path / "old")
+    order = np.argsort(ids)
+    assert (index.backend, index.params, len(index)) == ("mih", {"m": 2}, 300)
+    np.testing.assert_array_equal(index.ids, ids[order])
+    np.testing.assert_array_equal(index.codes, codes[order])
+    assert index.metadata.column("row").to_pylist() == order.tolist()
+    inode = (tmp_path / "old" / "codes.arrow").stat().st_ino
+    index.add(random_codes(2, 32), ids=[5000, 5001], metadata={"row": [300, 301]})
+    index.save(tmp_path / "old")
+    manifest = json.loads((tmp_path / "old" / MANIFEST).read_text())
+    assert manifest["format_version"] == 2
+    assert (tmp_path / "old" / "codes.arrow").stat().st_ino == inode
+    again = HammingIndex.load(tmp_path / "old")
+    assert len(again) == 302 and again.ids[-1] == 5001
+
+
+def test_another_index_is_replaced_only_with_overwrite(tmp_path):
+    from hashsearch.index import HammingIndex
+
+    a, b = HammingIndex(8), HammingIndex(8)
+    a.add(random_codes(3, 8))
+    b.add(random_codes(4, 8))
+    a.save(tmp_path / "ix")
+    with pytest.raises(InvalidInputError, match="already holds another index"):
+        b.save(tmp_path / "ix")
+    b.save(tmp_path / "ix", overwrite=True)
+    assert len(HammingIndex.load(tmp_path / "ix")) == 4
+
+
+def test_interrupted_save_is_reported_by_info_and_cleaned_by_the_next_save(tmp_path):
+    from hashsearch.index import HammingIndex
+    from hashsearch.querying import describe_index
+
+    index = HammingIndex(16)
+    index.add(random_codes(50, 16))
+    index.save(tmp_path / "ix")
+    # what a crash mid-save leaves: a half-written temporary file and a written but uncommitted segment
+    (tmp_path / "ix" / ".hs-tmp-0123456789ab.seg-00000000000000aa.codes.arrow").write_bytes(b"partial")
+    (tmp_path / "ix" / "seg-00000000000000ab.codes.arrow").write_bytes(b"uncommitted")
+    (tmp_path / ".ix.tmp-0123456789ab").mkdir()  # the previous release's leftover
+    info = describe_index(tmp_path / "ix")
+    assert len(info["leftover_files"]) == 3 and info["count"] == 50
+    index.add(random_codes(1, 16))
+    index.save(tmp_path / "ix")
+    assert describe_index(tmp_path / "ix")["leftover_files"] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]
+
+
+def run_saver(path: Path, *args: str):
+    import subprocess
+    import sys
+
+    script = Path(__file__).with_name("saver_process.py")
+    return subprocess.Popen([sys.executable, str(script), str(path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def load_and_check(path: Path, queries: np.ndarray) -> int:
+    """Load the index and check a search against brute force of the version loaded; returns its size."""
+    from hashsearch.codes import hamming_bruteforce
+    from hashsearch.index import HammingIndex
+
+    index = HammingIndex.load(path)
+    dist, ids = index.search(queries, 5)
+    full = hamming_bruteforce(queries, index.codes)
+    for i in range(len(queries)):
+        want = sorted(zip(full[i].tolist(), index.ids.tolist()))[:5]
+        assert list(zip(dist[i].tolist(), ids[i].tolist())) == want
+    return len(index)
+
+
+def test_a_reader_never_fails_while_another_process_saves(tmp_path):
+    """One process saves every 20 ms; this one loads and queries 150 times: no error, no mismatch
+    (benchmarks/bench_live.py --loads 5000 runs the long version)."""
+    from hashsearch.index import HammingIndex
+
+    index = HammingIndex(64, segment_rows=64)
+    index.add(random_codes(500, 64))
+    index.save(tmp_path / "ix")
+    saver = run_saver(tmp_path / "ix", "--every", "0.02")
+    try:
+        queries = random_codes(3, 64, seed=1)
+        sizes = [load_and_check(tmp_path / "ix", queries) for _ in range(150)]
+    finally:
+        saver.kill()
+        out, err = saver.communicate()
+    assert not err.strip() or "Traceback" not in err, err
+    assert len(set(sizes)) > 1 and int(out.split()[-1]) > 5  # the index did change under the reader
+
+
+def test_a_killed_save_leaves_a_loadable_index_that_the_next_save_cleans(tmp_path):
+    import signal
+    import time
+
+    from hashsearch.index import HammingIndex
+    from hashsearch.querying import describe_index
+
+    index = HammingIndex(64, segment_rows=128)
+    index.add(random_codes(2000, 64))
+    index.save(tmp_path / "ix")
+    rng = np.random.default_rng(0)
+    queries = random_codes(3, 64, seed=1)
+    for _ in range(4):
+        saver = run_saver(tmp_path / "ix", "--every", "0")
+        saver.stdout.readline()  # started and saved once
+        time.sleep(float(rng.uniform(0, 0.3)))
+        saver.send_signal(signal.SIGKILL)
+        saver.wait()
+        load_and_check(tmp_path / "ix", queries)  # the old or the new version, whole
+    describe_index(tmp_path / "ix")  # reports, never fails
+    index = HammingIndex.load(tmp_path / "ix")
+    index.add(random_codes(1, 64))
+    index.save(tmp_path / "ix")
+    assert describe_index(tmp_path / "ix")["leftover_files"] == []
