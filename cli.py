@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from hashsearch.backends import backend_names
 from hashsearch.errors import HashsearchError
 
 
@@ -38,7 +39,7 @@ def main() -> None:
 @main.command("build-index")
 @click.argument("codes", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(), help="Index directory to write (replaced atomically).")
-@click.option("--backend", type=click.Choice(["numba", "faiss", "mih"]), default="numba", show_default=True)
+@click.option("--backend", type=click.Choice(backend_names()), default="numba", show_default=True)
 @click.option("--ids", "ids_path", type=click.Path(dir_okay=False), help="int64 ids (.npy), one per code.")
 @click.option("--nbits", type=int, help="Code width in bits (tells a uint8 0/1 bit matrix from packed bytes).")
 @click.option("--column", help="Parquet column holding the codes (binary, fixed_size_binary or list).")

@@ -66,12 +66,13 @@ class MultiIndexHash:
     def _run(self, fn, nq: int):
         return map_threads(lambda c: fn(*c), _query_chunks(nq))
 
-    def range_search(self, q: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows within `radius` (inclusive) of each query word row: CSR (lims, distances, positions)
-        sorted by (distance, position) within each query."""
+    def range_search(self, q: np.ndarray, radius: int,
+                     mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows within `radius` (inclusive) of each query word row, among those where `mask` is True
+        (all when None): CSR (lims, distances, positions) sorted by (distance, position) within each query."""
         parts = self._run(
             lambda a, b: kernels.range_chunk(q, a, b, self.words, self.scodes, self.skeys, self.perm, self.lo, self.ln, radius,
-                                               self.probe_cost),
+                                               self.probe_cost, mask),
             q.shape[0],
         )
         counts = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
@@ -81,14 +82,15 @@ class MultiIndexHash:
         pos = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
         return lims, dist, pos
 
-    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k by growing the radius: (nq, k) int32 distances and int64 positions."""
+    def search(self, q: np.ndarray, k: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k among the rows where `mask` is True (all when None) by growing the radius: (nq, k)
+        int32 distances and int64 positions, padded with (PAD_DISTANCE, -1)."""
         nq = q.shape[0]
         out_d = np.empty((nq, 1, k), np.int32)
         out_j = np.empty((nq, 1, k), np.int64)
         self._run(
             lambda a, b: kernels.knn_chunk(q, a, b, self.words, self.scodes, self.skeys, self.perm, self.lo, self.ln,
-                                           k, self.nbits, self.probe_cost, out_d, out_j),
+                                           k, self.nbits, self.probe_cost, mask, out_d, out_j),
             nq,
         )
         return out_d[:, 0], out_j[:, 0]

@@ -7,6 +7,8 @@ order (`scodes[i]`), so that a bucket's candidates are verified by reading memor
 A row within radius r of a query has some substring i within radii[i] = floor((i + r + 1 - m) / m)
 (the tight pigeonhole rule); each row is reported by the first such table only, which dedupes
 without a bitmap. Queries whose probe count times `cost` (rows a probe is worth) exceeds n fall back to a linear scan.
+An optional `mask` ((n,) bool by row position, True = may be returned; None = all) drops rows at
+verification, so top-k by growing radius counts allowed rows only and stays exact.
 """
 from __future__ import annotations
 
@@ -76,8 +78,8 @@ def _append(od, oj, c, d, j):
 
 
 @njit(cache=True, nogil=True)
-def _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, od, oj, c):
-    """Append every row within r of query qi (unsorted); returns buffers and new count."""
+def _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, mask, od, oj, c):
+    """Append every row within r of query qi that `mask` allows (unsorted); returns buffers and new count."""
     m = lo.shape[0]
     rad = radii(m, r)
     qk = np.empty(m, np.uint64)
@@ -102,7 +104,7 @@ def _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, od, oj, c):
                     _block_distances(q, qi, flat, nw, b0, b1, buf)
                     for a in range(b0, b1):
                         d = np.int64(buf[a - b0])  # (an int32 would compile _append twice)
-                        if d > r:
+                        if d > r or (mask is not None and not mask[perm[i, a]]):
                             continue
                         first = True
                         for i2 in range(i):
@@ -138,26 +140,26 @@ def _sort_segment(od, oj, a, b):
 
 
 @njit(cache=True, nogil=True)
-def _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, od, oj, c):
+def _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, mask, od, oj, c):
     """Rows within r of query qi appended sorted by (distance, position): by probing the tables,
     or by a linear scan when probing would cost more."""
     n = words.shape[0]
     start = c
     if probe_count(ln, radii(lo.shape[0], r)) * cost > n:
-        _, dist, pos = range_task(q, qi, qi + 1, words, np.int64(0), n, r, 64 * words.shape[1])  # sorted
+        _, dist, pos = range_task(q, qi, qi + 1, words, np.int64(0), n, r, 64 * words.shape[1], mask)  # sorted
         while c + dist.shape[0] > od.shape[0]:
             od, oj = _grow(od, c), _grow(oj, c)
         od[c:c + dist.shape[0]] = dist
         oj[c:c + dist.shape[0]] = pos
         c += dist.shape[0]
     else:
-        od, oj, c = _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, od, oj, c)
+        od, oj, c = _probe_query(q, qi, scodes, skeys, perm, lo, ln, r, mask, od, oj, c)
         _sort_segment(od, oj, start, c)
     return od, oj, c
 
 
 @njit(cache=True, nogil=True)
-def range_chunk(q, q0, q1, words, scodes, skeys, perm, lo, ln, r, cost):
+def range_chunk(q, q0, q1, words, scodes, skeys, perm, lo, ln, r, cost, mask):
     """Radius search for queries q0..q1: (counts per query, distances, positions), rows sorted."""
     counts = np.zeros(q1 - q0, np.int64)
     od = np.empty(1024, np.int32)
@@ -165,15 +167,16 @@ def range_chunk(q, q0, q1, words, scodes, skeys, perm, lo, ln, r, cost):
     c = np.int64(0)  # not a literal 0: that would compile the callee a second time, for Literal[int](0)
     for qi in range(q0, q1):
         before = c
-        od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, od, oj, c)
+        od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, mask, od, oj, c)
         counts[qi - q0] = c - before
     return counts, od[:c].copy(), oj[:c].copy()
 
 
 @njit(cache=True, nogil=True)
-def knn_chunk(q, q0, q1, words, scodes, skeys, perm, lo, ln, k, maxd, cost, out_d, out_j):
-    """Top-k for queries q0..q1 by growing the radius until k rows lie within it (exact: the k-th
-    nearest is then inside); queries whose probing would cost more than a scan are scanned."""
+def knn_chunk(q, q0, q1, words, scodes, skeys, perm, lo, ln, k, maxd, cost, mask, out_d, out_j):
+    """Top-k for queries q0..q1 by growing the radius until k allowed rows lie within it (exact: the
+    k-th nearest allowed row is then inside); queries whose probing would cost more than a scan are
+    scanned."""
     n = words.shape[0]
     m = lo.shape[0]
     od = np.empty(max(1024, 2 * k), np.int32)
@@ -182,9 +185,9 @@ def knn_chunk(q, q0, q1, words, scodes, skeys, perm, lo, ln, k, maxd, cost, out_
         r = np.int64(0)  # (non-literal zeros: see range_chunk)
         while True:
             if probe_count(ln, radii(m, r)) * cost > n:
-                _topk_task(q, qi, qi + 1, words, np.int64(0), n, k, maxd, out_d, out_j, np.int64(0))
+                _topk_task(q, qi, qi + 1, words, np.int64(0), n, k, maxd, out_d, out_j, np.int64(0), mask)
                 break
-            od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, od, oj, np.int64(0))
+            od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, mask, od, oj, np.int64(0))
             if c >= k or r >= maxd:
                 emit_sorted(od, oj, c, k, maxd, out_d[qi, 0], out_j[qi, 0])
                 break

@@ -6,6 +6,10 @@ results come out sorted by (distance, position), so ties go to the smaller posit
 processed in groups that share each database block while it sits in L1; when there are fewer
 queries than threads, each query's scan is split over database parts and merged (FAISS keeps a
 single query on one thread).
+
+An optional `mask` ((n,) bool, True = the row may be returned) is tested inside the kernels, only for
+rows that would otherwise be kept, so top-k is exact among the allowed rows. `mask=None` compiles a
+separate specialisation in which numba prunes every mask test: the unmasked scan is unchanged.
 """
 from __future__ import annotations
 
@@ -122,8 +126,9 @@ def _compact(cd, cj, c, k, hist):
 
 
 @njit(cache=True, nogil=True)
-def _topk_task(q, g0, g1, db, j0, j1, k, maxd, out_d, out_j, part):
-    """Top-k of queries g0..g1 over database rows j0..j1 into out_*[query, part, :]."""
+def _topk_task(q, g0, g1, db, j0, j1, k, maxd, out_d, out_j, part, mask):
+    """Top-k of queries g0..g1 over database rows j0..j1 (those allowed by `mask`, or all when it is
+    None) into out_*[query, part, :]."""
     ng = g1 - g0
     cap = min(k + 64, j1 - j0 + 1)  # small: compacting often tightens the threshold sooner
     cd = np.empty((ng, cap), np.int32)
@@ -143,7 +148,7 @@ def _topk_task(q, g0, g1, db, j0, j1, k, maxd, out_d, out_j, part):
             c = cnt[g]
             for t in range(b1 - b0):
                 d = buf[t]
-                if d < t_:
+                if d < t_ and (mask is None or mask[b0 + t]):
                     cd[g, c] = d
                     cj[g, c] = b0 + t
                     hist[g, d] += 1
@@ -157,7 +162,7 @@ def _topk_task(q, g0, g1, db, j0, j1, k, maxd, out_d, out_j, part):
 
 
 @njit(parallel=True, cache=True)
-def _topk_parallel(q, db, k, maxd, gsize, nparts):
+def _topk_parallel(q, db, k, maxd, gsize, nparts, mask):
     nq, n = q.shape[0], db.shape[0]
     ngroups = -(-nq // gsize)
     part_d = np.empty((nq, nparts, k), np.int32)
@@ -166,7 +171,7 @@ def _topk_parallel(q, db, k, maxd, gsize, nparts):
         grp, part = task // nparts, task % nparts
         g0 = grp * gsize
         _topk_task(q, g0, min(g0 + gsize, nq), db, part * n // nparts, (part + 1) * n // nparts,
-                   k, maxd, part_d, part_j, part)
+                   k, maxd, part_d, part_j, part, mask)
     if nparts == 1:
         return part_d[:, 0], part_j[:, 0]
     out_d = np.empty((nq, k), np.int32)
@@ -187,17 +192,19 @@ def _split(nq: int, n: int) -> tuple[int, int]:
     return 1, max(1, min(nthreads // max(nq, 1), n // MIN_PART))
 
 
-def topk(q: np.ndarray, db: np.ndarray, k: int, maxd: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest rows of `db` (unsigned words, as `scan_words` gives) for each query: (nq, k) int32 distances and int64
-    positions sorted by (distance, position), padded with (PAD_DISTANCE, -1) when k > n.
+def topk(q: np.ndarray, db: np.ndarray, k: int, maxd: int,
+         mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest rows of `db` (unsigned words, as `scan_words` gives) for each query, among the
+    rows where `mask` is True (all rows when None): (nq, k) int32 distances and int64 positions sorted
+    by (distance, position), padded with (PAD_DISTANCE, -1) when fewer than k rows are allowed.
     `maxd` bounds every distance (the code length in bits)."""
     gsize, nparts = _split(q.shape[0], db.shape[0])
-    return _topk_parallel(q, db, k, maxd, gsize, nparts)
+    return _topk_parallel(q, db, k, maxd, gsize, nparts, mask)
 
 
 @njit(cache=True, nogil=True)
-def range_task(q, g0, g1, db, j0, j1, r, maxd):
-    """Rows j0..j1 within r of queries g0..g1 in ONE pass over the database, a block at a time for
+def range_task(q, g0, g1, db, j0, j1, r, maxd, mask):
+    """Rows j0..j1 (allowed by `mask`, all when None) within r of queries g0..g1 in ONE pass over the database, a block at a time for
     the whole group: (counts (g1 - g0,), distances, positions), query by query, each query's rows
     sorted by (distance, position) (`maxd` bounds every distance).
     Hits go to one buffer (tagged with their query) that doubles when a block might not fit, so the
@@ -221,7 +228,10 @@ def range_task(q, g0, g1, db, j0, j1, r, maxd):
                 hd[c] = buf[t]
                 hj[c] = b0 + t
                 hg[c] = g
-                c += buf[t] <= r
+                if mask is None:
+                    c += buf[t] <= r
+                else:
+                    c += (buf[t] <= r) & mask[b0 + t]
     counts = np.zeros(ng, np.int64)
     for t in range(c):
         counts[hg[t]] += 1
@@ -274,7 +284,7 @@ def _pool(nthreads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(nthreads, thread_name_prefix="hashsearch")
 
 
-def _range_parallel(q, db, r, maxd, gsize, nparts):
+def _range_parallel(q, db, r, maxd, gsize, nparts, mask=None):
     """Radius search over tasks (a group of gsize queries x one of nparts database parts), joined
     in task order, which is (query, part) order since gsize or nparts is 1 (as `_split` gives);
     the parts of a split query, each sorted, are sorted together once joined."""
@@ -283,7 +293,7 @@ def _range_parallel(q, db, r, maxd, gsize, nparts):
     nq, n = q.shape[0], db.shape[0]
     tasks = [(g0, min(g0 + gsize, nq), part * n // nparts, (part + 1) * n // nparts)
              for g0 in range(0, nq, gsize) for part in range(nparts)]
-    parts = map_threads(lambda t: range_task(q, t[0], t[1], db, t[2], t[3], r, maxd), tasks)
+    parts = map_threads(lambda t: range_task(q, t[0], t[1], db, t[2], t[3], r, maxd, mask), tasks)
     lims = np.zeros(nq + 1, np.int64)
     np.cumsum(np.concatenate([p[0] for p in parts]).reshape(nq, nparts).sum(axis=1), out=lims[1:])
     dist = np.concatenate([p[1] for p in parts])
@@ -293,11 +303,12 @@ def _range_parallel(q, db, r, maxd, gsize, nparts):
     return lims, dist, pos
 
 
-def range_search(q: np.ndarray, db: np.ndarray, radius: int, maxd: int):
-    """All rows of `db` within `radius` (inclusive) of each query, in CSR form (lims, distances,
-    positions) like `faiss.IndexBinary.range_search`, each row sorted by (distance, position)."""
+def range_search(q: np.ndarray, db: np.ndarray, radius: int, maxd: int, mask: np.ndarray | None = None):
+    """All rows of `db` within `radius` (inclusive) of each query, among the rows where `mask` is True
+    (all when None), in CSR form (lims, distances, positions) like `faiss.IndexBinary.range_search`,
+    each row sorted by (distance, position)."""
     gsize, nparts = _split(q.shape[0], db.shape[0])
-    return _range_parallel(q, db, radius, maxd, gsize, nparts)
+    return _range_parallel(q, db, radius, maxd, gsize, nparts, mask)
 
 
 @njit(parallel=True, cache=True)

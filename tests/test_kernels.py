@@ -114,7 +114,7 @@ def test_range_search_matches_oracle(data, r):
 def test_database_split_over_parts_merges_exactly(data, k, nparts):
     """The path a single query takes on many threads: the scan is split and the parts merged."""
     nbits, q, db = data
-    d, j = scan._topk_parallel(scan_words(q), scan_words(db), k, nbits, 1, nparts)
+    d, j = scan._topk_parallel(scan_words(q), scan_words(db), k, nbits, 1, nparts, None)
     ed, ej = oracle_topk(q, db, k)
     assert (d == ed).all() and (j == ej).all()
     lims, dist, pos = scan._range_parallel(scan_words(q), scan_words(db), nbits // 3, nbits, 1, nparts)
@@ -166,9 +166,11 @@ def test_kernels_compile_once_for_memory_and_read_only_maps(tmp_path):
             index.search(db[:1], 5000)  # MIH: grows the radius until it falls back to the scan
     kernels = [scan.range_task, scan._topk_task, scan._topk_parallel, scan.emit_sorted, scan.sort_rows,
                mih._range_one, mih._probe_query, mih._append, mih.range_chunk, mih.knn_chunk]
-    # one signature per word type (other tests compile other widths): memory-mapped or not, literal
-    # argument or not, the same words reach the same compiled kernel
+    # one signature per word type and mask kind (other tests compile other widths, and masks): memory-mapped
+    # or not, literal argument or not, the same words reach the same compiled kernel
     def word_types(sig):
-        return tuple(str(a.dtype) for a in sig if isinstance(a, numba.types.Array) and a.dtype in WORD_TYPES)
+        words = tuple(str(a.dtype) for a in sig if isinstance(a, numba.types.Array) and a.dtype in WORD_TYPES)
+        masks = tuple(str(a) for a in sig if a == numba.types.none or getattr(a, "dtype", None) == numba.types.boolean)
+        return words + masks
 
     assert [k.py_func.__name__ for k in kernels if len(k.signatures) > len({word_types(s) for s in k.signatures})] == []

@@ -3,15 +3,16 @@ the numba scan or multi-index hashing) and raw FAISS (IndexBinaryFlat, IndexBina
 `nflip` set so that radius search is exact).
 
 Every engine answers `knn(q, k) -> (D, I)` and `lookup(q, r) -> (lims, D, I)` with an INCLUSIVE
-radius (distance <= r) and int32 distances / int64 ids, so results compare cell for cell.
+radius (distance <= r), int32 distances / int64 ids and each query's rows sorted by (distance, id),
+so results compare cell for cell.
 """
 from __future__ import annotations
 
 from typing import Protocol
 
-import faiss
 import numpy as np
 
+from hashsearch.backends import FaissBackend
 from hashsearch.errors import InvalidInputError
 from hashsearch.mih import default_substrings
 
@@ -57,28 +58,25 @@ class HammingEngine:
 
 
 class FaissEngine:
-    """Raw FAISS binary index; range radius passed as r + 1 because FAISS's bound is strict."""
+    """Raw FAISS through our "faiss" backend (the one FAISS wrapper): the flat index, or the
+    multi-hash tables (as many as our MIH has substrings) used for every lookup."""
 
     def __init__(self, name: str, codes: np.ndarray, nbits: int):
         self.name = name
         if name == FAISS_FLAT:
-            self.index = faiss.IndexBinaryFlat(nbits)
+            self.backend = FaissBackend(codes, nbits)
+            self.index = self.backend.flat
         else:
-            nhash = default_substrings(nbits, len(codes))  # the same m as our MIH
-            self.index = faiss.IndexBinaryMultiHash(nbits, nhash, nbits // nhash)
-        self.index.add(codes)
+            self.backend = FaissBackend(codes, nbits, nhash=default_substrings(nbits, len(codes)))
+            self.index = self.backend.multihash()
 
     def knn(self, queries, k):
         if self.name != FAISS_FLAT:
             raise InvalidInputError(f"{self.name} k-NN is not exact; time it with lookup only")
-        d, i = self.index.search(queries, k)
-        return d.astype(np.int32, copy=False), i
+        return self.backend.search(queries, k)
 
     def lookup(self, queries, radius):
-        if self.name == FAISS_MULTIHASH:  # pigeonhole: some substring is within radius // nhash
-            self.index.nflip = radius // self.index.nhash
-        lims, d, i = self.index.range_search(queries, radius + 1)
-        return lims.astype(np.int64), d.astype(np.int32), i.astype(np.int64)
+        return self.backend.range_search(queries, radius, use_multihash=self.name == FAISS_MULTIHASH)
 
 
 def build_engine(name: str, codes: np.ndarray, nbits: int) -> Engine:
@@ -88,13 +86,3 @@ def build_engine(name: str, codes: np.ndarray, nbits: int) -> Engine:
     if name in (FAISS_FLAT, FAISS_MULTIHASH):
         return FaissEngine(name, codes, nbits)
     raise InvalidInputError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
-
-
-def sort_ranges(lims: np.ndarray, d: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each query's range results ordered by (distance, id), so engines can be compared exactly."""
-    d, i = d.copy(), i.copy()
-    for q in range(len(lims) - 1):
-        s = slice(lims[q], lims[q + 1])
-        order = np.lexsort((i[s], d[s]))
-        d[s], i[s] = d[s][order], i[s][order]
-    return lims, d, i

@@ -1,0 +1,305 @@
+"""Search backends: exact searchers over a FIXED set of packed codes, answering by ROW POSITION, behind
+one protocol and registered by name ("numba", "faiss", "mih", "auto").
+
+Every backend returns what a brute-force scan returns: top-k as (nq, k) int32 distances and int64
+positions sorted by (distance, position), padded with (PAD_DISTANCE, -1); range search INCLUSIVE
+(distance <= radius) as CSR (lims, distances, positions), each query's rows sorted the same way.
+`mask` ((n,) bool, True = may be returned) is applied inside the kernels: top-k is exact among the
+allowed rows. Queries store nothing, so search and range_search may run from many threads at once;
+whatever is built lazily is built once, under a lock.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from hashsearch.errors import InvalidInputError
+from hashsearch.kernels import scan
+from hashsearch.kernels.popcount import as_words, scan_words
+from hashsearch.mih import MultiIndexHash
+from hashsearch.results import PAD_DISTANCE
+
+__all__ = ["BACKENDS", "Backend", "PAD_DISTANCE", "backend_names", "check_mask", "get_backend", "register"]
+
+GPU_MAX_K = 2048  # GpuIndexBinaryFlat's limit on k
+
+
+class Backend(Protocol):
+    """What the index needs from a searcher over one fixed set of codes (see the module docstring)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, codes: np.ndarray, nbits: int, **params: Any) -> None: ...
+
+    def search(self, queries: np.ndarray, k: int, mask: np.ndarray | None = None,
+               **params: Any) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def range_search(self, queries: np.ndarray, radius: int, mask: np.ndarray | None = None,
+                     **params: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    def explain(self, nq: int, k: int | None = None, radius: int | None = None) -> dict: ...
+
+
+BACKENDS: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: make `cls` available as `get_backend(cls.name)`."""
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+def backend_names() -> tuple[str, ...]:
+    """Registered backend names, in registration order (the CLI's choices)."""
+    return tuple(BACKENDS)
+
+
+def get_backend(name: str) -> type:
+    """The backend class registered as `name`."""
+    try:
+        return BACKENDS[name]
+    except (KeyError, TypeError):
+        raise InvalidInputError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}") from None
+
+
+def check_params(backend: str, params: dict[str, Any], accepted: dict[str, type], what: str = "parameter") -> dict[str, Any]:
+    """`params` converted to the accepted types; InvalidInputError naming an unknown key or a bad value.
+    None values mean 'the default' and are dropped."""
+    out = {}
+    for key, value in params.items():
+        if key not in accepted:
+            raise InvalidInputError(f"backend {backend!r} takes no {what} {key!r} "
+                                    f"(it takes: {', '.join(accepted) or 'none'})")
+        if value is None:
+            continue
+        if accepted[key] is bool:
+            if not isinstance(value, (bool, np.bool_)):
+                raise InvalidInputError(f"{what} {key!r} of backend {backend!r} must be True or False, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise InvalidInputError(f"{what} {key!r} of backend {backend!r} must be a number, got {value!r}")
+        out[key] = accepted[key](value)
+    return out
+
+
+def check_mask(mask: np.ndarray | None, n: int) -> np.ndarray | None:
+    """`mask` as a C-contiguous (n,) bool array (None stays None), or InvalidInputError."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_ or mask.shape != (n,):
+        raise InvalidInputError(f"mask must be a ({n},) bool array (True = row may be returned), "
+                                f"got dtype {mask.dtype} and shape {mask.shape}")
+    return np.ascontiguousarray(mask)
+
+
+class BaseBackend:
+    """Shared construction: parameter checks and the codes' shape; subclasses implement the searches."""
+
+    name: ClassVar[str] = ""
+    build_params: ClassVar[dict[str, type]] = {}
+    search_params: ClassVar[dict[str, type]] = {}
+
+    def __init__(self, codes: np.ndarray, nbits: int, **params: Any):
+        self.codes, self.nbits, self.n = codes, int(nbits), int(codes.shape[0])
+        self.params = check_params(self.name, params, self.build_params)
+
+    def _call(self, params: dict[str, Any], mask: np.ndarray | None) -> tuple[dict[str, Any], np.ndarray | None]:
+        return check_params(self.name, params, self.search_params, "search parameter"), check_mask(mask, self.n)
+
+    @property
+    def nbytes(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n={self.n}, nbits={self.nbits}, params={self.params})"
+
+
+def _own_bytes(array: np.ndarray, codes: np.ndarray) -> int:
+    """Bytes of `array` unless it is a view of the codes."""
+    return 0 if np.shares_memory(array, codes) else int(array.nbytes)
+
+
+@register
+class NumbaBackend(BaseBackend):
+    """Our linear scan (`hashsearch.kernels.scan`): blocked, counting-select top-k, parallel over
+    queries or, for few queries, over the database."""
+
+    name = "numba"
+
+    def __init__(self, codes: np.ndarray, nbits: int, **params: Any):
+        super().__init__(codes, nbits, **params)
+        self.words = scan_words(codes)  # a view for 8..32-bit and whole-word codes
+
+    @property
+    def nbytes(self) -> int:
+        return _own_bytes(self.words, self.codes)
+
+    def search(self, queries, k, mask=None, **params):
+        _, mask = self._call(params, mask)
+        return scan.topk(scan_words(queries), self.words, int(k), self.nbits, mask)
+
+    def range_search(self, queries, radius, mask=None, **params):
+        _, mask = self._call(params, mask)
+        return scan.range_search(scan_words(queries), self.words, int(radius), self.nbits, mask)
+
+    def explain(self, nq, k=None, radius=None):
+        return {"backend": self.name, "plan": "scan", "n": self.n, "nbits": self.nbits, "nq": nq,
+                "why": "linear scan of every row"}
+
+
+def check_substrings(m: int | None) -> int | None:
+    if m is not None and m < 1:
+        raise InvalidInputError(f"parameter 'm' must be >= 1, got {m}")
+    return m
+
+
+@register
+class MihBackend(BaseBackend):
+    """Multi-index hashing (`hashsearch.mih`): sub-linear radius search, top-k by growing the radius;
+    queries that would probe more than a scan costs are scanned."""
+
+    name = "mih"
+    build_params = {"m": int, "probe_cost": float}
+
+    def __init__(self, codes: np.ndarray, nbits: int, **params: Any):
+        super().__init__(codes, nbits, **params)
+        self.words = as_words(codes)
+        self.mih = MultiIndexHash(self.words, self.nbits, check_substrings(self.params.get("m")),
+                                  **({"probe_cost": self.params["probe_cost"]} if "probe_cost" in self.params else {}))
+
+    @property
+    def nbytes(self) -> int:
+        return self.mih.nbytes + _own_bytes(self.words, self.codes)
+
+    def search(self, queries, k, mask=None, **params):
+        _, mask = self._call(params, mask)
+        return self.mih.search(as_words(queries), int(k), mask)
+
+    def range_search(self, queries, radius, mask=None, **params):
+        _, mask = self._call(params, mask)
+        return self.mih.range_search(as_words(queries), int(radius), mask)
+
+    def explain(self, nq, k=None, radius=None):
+        return {"backend": self.name, "plan": "mih", "m": self.mih.m, "n": self.n, "nbits": self.nbits, "nq": nq,
+                "why": "multi-index hashing; a query whose probes would cost more than a scan is scanned"}
+
+
+def sort_csr(lims: np.ndarray, dist: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FAISS range results (strict radius already adjusted) as our dtypes, each row sorted by
+    (distance, position) (FAISS leaves them in scan order)."""
+    lims, dist, pos = lims.astype(np.int64), dist.astype(np.int32), pos.astype(np.int64)
+    rows = np.repeat(np.arange(lims.shape[0] - 1), np.diff(lims))
+    order = np.lexsort((pos, dist, rows))
+    return lims, dist[order], pos[order]
+
+
+@register
+class FaissBackend(BaseBackend):
+    """FAISS `IndexBinaryFlat` (its own copy of the codes); with `nhash` set, radius search uses an
+    `IndexBinaryMultiHash` of nhash tables while probing is cheaper than scanning (`nflip` = r // nhash
+    makes it exact, by pigeonhole); top-k on a GPU when FAISS sees one. A mask becomes FAISS's
+    `IDSelectorBitmap` search parameter on the flat index (the multi-hash index refuses search
+    parameters, so masked radius searches use the flat one). Search parameter `use_multihash`
+    (True/False) overrides the cost rule for one radius search (the benchmark times the tables alone)."""
+
+    name = "faiss"
+    build_params = {"nhash": int}
+    search_params = {"use_multihash": bool}
+
+    def __init__(self, codes: np.ndarray, nbits: int, **params: Any):
+        import faiss  # imported on first use: `import hashsearch.backends` (the CLI's choices) stays light
+
+        super().__init__(codes, nbits, **params)
+        if self.params.get("nhash", 0) < 0:
+            raise InvalidInputError(f"parameter 'nhash' must be >= 0, got {self.params['nhash']}")
+        self.flat = faiss.IndexBinaryFlat(self.nbits)
+        self.flat.add(np.ascontiguousarray(codes))
+        self._lock = threading.Lock()  # guards the lazy helpers and the multi-hash index's nflip
+        self._multihash: Any = None
+        self._gpu: Any = None
+
+    @property
+    def index(self) -> Any:
+        """The FAISS flat index (e.g. for `faiss.write_index_binary`)."""
+        return self.flat
+
+    @property
+    def nbytes(self) -> int:
+        """FAISS's copy of the codes (and the multi-hash index's copy and ids, about 8 B per table row)."""
+        extra = 0 if self._multihash is None else self.n * (self.nbits // 8 + 8 * self.params["nhash"])
+        return self.n * self.nbits // 8 + extra
+
+    @staticmethod
+    def selector(mask: np.ndarray) -> tuple[Any, tuple]:
+        """FAISS search parameters that admit exactly the rows where mask is True, and the objects
+        they point into (FAISS holds raw pointers: keep these alive until the search returns)."""
+        import faiss
+
+        bits = np.packbits(mask, bitorder="little")
+        sel = faiss.IDSelectorBitmap(mask.shape[0], faiss.swig_ptr(bits))
+        return faiss.SearchParameters(sel=sel), (bits, sel)
+
+    def search(self, queries, k, mask=None, **params):
+        import faiss
+
+        _, mask = self._call(params, mask)
+        k = int(k)
+        if mask is None and k <= GPU_MAX_K and faiss.get_num_gpus() > 0:  # pragma: no cover - no GPU on CI
+            with self._lock:
+                if self._gpu is None:
+                    self._gpu = faiss.index_binary_cpu_to_gpu(faiss.StandardGpuResources(), 0, self.flat)
+            dist, pos = self._gpu.search(queries, k)
+        elif mask is None:
+            dist, pos = self.flat.search(queries, k)
+        else:
+            sel, _owners = self.selector(mask)
+            dist, pos = self.flat.search(queries, k, params=sel)
+        return dist.astype(np.int32, copy=False), pos.astype(np.int64, copy=False)
+
+    def _use_multihash(self, radius: int) -> bool:
+        """The hash tables help only while probing costs less than scanning."""
+        nhash = self.params.get("nhash", 0)
+        if not nhash:
+            return False
+        b = min(self.nbits // nhash, 64)
+        return nhash * sum(math.comb(b, s) for s in range(radius // nhash + 1)) < self.n / 64
+
+    def multihash(self) -> Any:
+        """The `IndexBinaryMultiHash` of `nhash` tables, built on first use (once, under the lock)."""
+        import faiss
+
+        nhash = self.params.get("nhash", 0)
+        if not nhash:
+            raise InvalidInputError("this FAISS backend has no hash tables: build it with nhash > 0")
+        with self._lock:
+            if self._multihash is None:
+                self._multihash = faiss.IndexBinaryMultiHash(self.nbits, nhash, min(self.nbits // nhash, 64))
+                self._multihash.add(np.ascontiguousarray(self.codes))
+        return self._multihash
+
+    def range_search(self, queries, radius, mask=None, **params):
+        """FAISS's radius is strict, so it is passed r + 1."""
+        params, mask = self._call(params, mask)
+        radius = int(radius)
+        if mask is not None:
+            sel, _owners = self.selector(mask)
+            return sort_csr(*self.flat.range_search(queries, radius + 1, params=sel))
+        if not params.get("use_multihash", self._use_multihash(radius)):
+            return sort_csr(*self.flat.range_search(queries, radius + 1))
+        index = self.multihash()
+        with self._lock:  # nflip is a field of the shared index: set it and search under one lock
+            index.nflip = radius // self.params["nhash"]  # exact: some table is within r // nhash (pigeonhole)
+            res = index.range_search(queries, radius + 1)
+        return sort_csr(*res)
+
+    def explain(self, nq, k=None, radius=None):
+        multihash = radius is not None and self._use_multihash(int(radius))
+        return {"backend": self.name, "plan": "faiss-multihash" if multihash else "faiss-flat", "n": self.n,
+                "nbits": self.nbits, "nq": nq,
+                "why": "FAISS multi-hash tables (probing cheaper than a scan)" if multihash else "FAISS flat scan"}
