@@ -21,11 +21,8 @@ from hashsearch.codes import validate_codes
 from hashsearch.errors import InvalidInputError
 from hashsearch.results import PAD_DISTANCE, empty_range, empty_topk, merge_range, merge_topk
 
-try:
-    from hashsearch.backends import get_backend
-    from hashsearch.filters import filter_mask
-except ImportError:  # until helper `backends` lands its registry
-    from hashsearch._backends_shim import filter_mask, get_backend
+from hashsearch.backends import get_backend
+from hashsearch.filters import filter_mask
 
 SCAN_BACKEND = "numba"  # what searches the small growing segment
 
