@@ -38,7 +38,7 @@ def main() -> None:
 
 @main.command("build-index")
 @click.argument("codes", type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(), help="Index directory to write (replaced atomically).")
+@click.option("--out", required=True, type=click.Path(), help="Index directory to write (an existing index is replaced only with --force).")
 @click.option("--backend", type=click.Choice(backend_names()), default="numba", show_default=True)
 @click.option("--ids", "ids_path", type=click.Path(dir_okay=False), help="int64 ids (.npy), one per code.")
 @click.option("--nbits", type=int, help="Code width in bits (tells a uint8 0/1 bit matrix from packed bytes).")
@@ -47,8 +47,9 @@ def main() -> None:
 @click.option("--batch-size", type=int, default=1 << 22, show_default=True, help="Codes added per step.")
 @click.option("--metadata/--no-metadata", default=True, show_default=True,
               help="Keep a Parquet file's other columns as per-item metadata in the index.")
+@click.option("--force", is_flag=True, help="Replace an index already at --out (never a directory of other files).")
 @one_line_errors
-def build_index_command(codes, out, backend, ids_path, nbits, column, params, batch_size, metadata) -> None:
+def build_index_command(codes, out, backend, ids_path, nbits, column, params, batch_size, metadata, force) -> None:
     """Build an index from CODES (.npy or .parquet) and save it to --out."""
     from hashsearch import codefiles, querying
 
@@ -57,7 +58,7 @@ def build_index_command(codes, out, backend, ids_path, nbits, column, params, ba
         click.echo(code_file.note, err=True)
     ids = codefiles.read_ids(ids_path, code_file.codes.shape[0]) if ids_path else None
     index = querying.build_index(code_file, out, backend=backend, ids=ids,
-                                 params=querying.parse_params(params), batch_size=batch_size)
+                                 params=querying.parse_params(params), batch_size=batch_size, overwrite=force)
     click.echo(f"wrote {out}: {len(index)} codes of {index.nbits} bits, backend {backend}", err=True)
 
 
@@ -70,8 +71,10 @@ def build_index_command(codes, out, backend, ids_path, nbits, column, params, ba
 @click.option("--out", type=click.Path(dir_okay=False), help="Result file (jsonl: default stdout; parquet: required).")
 @click.option("--column", help="Parquet column holding the query codes.")
 @click.option("--batch-size", type=int, default=1024, show_default=True, help="Queries searched per step.")
+@click.option("--where", help="Only items whose metadata match, e.g. \"label == 3 and year >= 2020\".")
+@click.option("--explain", is_flag=True, help="Print what each segment's backend would do (JSON) instead of searching.")
 @one_line_errors
-def query_command(index_dir, queries, topk, radius, fmt, out, column, batch_size) -> None:
+def query_command(index_dir, queries, topk, radius, fmt, out, column, batch_size, where, explain) -> None:
     """Search the index in INDEX_DIR with the codes in QUERIES (.npy or .parquet)."""
     from hashsearch import codefiles, querying
     from hashsearch.errors import InvalidInputError
@@ -83,7 +86,16 @@ def query_command(index_dir, queries, topk, radius, fmt, out, column, batch_size
     query_file = codefiles.read_codes(queries, nbits=index.nbits, column=column)
     if query_file.note:
         click.echo(query_file.note, err=True)
-    batches = querying.search_batches(index, query_file.codes, topk=topk, radius=radius, batch_size=batch_size)
+    if explain:
+        import json
+
+        plan = index.explain(query_file.codes.shape[0], k=topk, radius=radius)
+        click.echo(json.dumps({"where": where, "segments": plan}, indent=1, default=str))
+        return
+    from hashsearch.filters import parse_where
+
+    batches = querying.search_batches(index, query_file.codes, topk=topk, radius=radius, batch_size=batch_size,
+                                      where=None if where is None else parse_where(where))
     querying.write_results(batches, fmt, out, stdout=sys.stdout)
 
 

@@ -192,7 +192,7 @@ def write_segments(path: str | os.PathLike, segments: list[SegmentRows], *, nbit
         foreign = sorted(p.name for p in path.iterdir() if not is_own_file(p.name) and p.name != LOCK_FILE)
         if foreign:
             raise InvalidInputError(f"{path} is a non-empty directory that is not a hashsearch index "
-                                    f"(it holds {foreign[0]!r} and no {MANIFEST}); not writing into it")
+                                    f"(it holds {foreign[0]!r} and no {MANIFEST}); not overwriting it")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with _locked(path):
