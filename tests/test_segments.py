@@ -2,8 +2,6 @@
 many threads reading while others write: every answer is checked against the snapshot it ran on."""
 from __future__ import annotations
 
-import threading
-import time
 
 import numpy as np
 import pyarrow.compute as pc
@@ -172,76 +170,16 @@ def test_explain_names_each_segment():
     assert [p["backend"] for p in plans] == ["mih", "mih", "numba"]
 
 
-def hammer(index: HammingIndex, seconds: float, writers: int = 2, readers: int = 3, seed: int = 0) -> dict:
-    """Writers add, remove, compact and save while readers query snapshots and check every answer
-    against brute force over that same snapshot. Returns counts; raises the first failure."""
-    import tempfile
+def soak_live():
+    """benchmarks/soak_live.py, the writers-and-readers driver with its per-snapshot oracle."""
+    import importlib.util
+    from pathlib import Path
 
-    nbytes = index.nbits // 8
-    stop = threading.Event()
-    failures: list[BaseException] = []
-    counts = {"added": 0, "removed": 0, "checked": 0, "saves": 0}
-    lock = threading.Lock()
-    start_len = len(index)
-    save_dir = tempfile.mkdtemp()
-    check_snapshot(index.snapshot(), np.zeros((1, nbytes), np.uint8), 3, 1)  # compile the kernels first
-
-    def writer(w):
-        rng = np.random.default_rng(seed + w)
-        try:
-            while not stop.is_set():
-                x = rng.random()
-                if x < 0.5:
-                    n = int(rng.integers(1, 30))
-                    index.add(rng.integers(0, 256, (n, nbytes), dtype=np.uint8))
-                    with lock:
-                        counts["added"] += n
-                elif x < 0.9:
-                    ids = index.snapshot().ids
-                    gone = rng.choice(ids, min(ids.size, int(rng.integers(1, 10))), replace=False)
-                    try:
-                        n = index.remove(gone)
-                    except UnknownIdError:  # the other writer removed one of them first
-                        continue
-                    with lock:
-                        counts["removed"] += n
-                elif x < 0.95:
-                    index.compact()
-                else:
-                    index.save(f"{save_dir}/ix")
-                    counts["saves"] += 1
-                time.sleep(0.001)  # let readers in: the GIL is shared
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            failures.append(exc)
-            stop.set()
-
-    def reader(r):
-        rng = np.random.default_rng(seed + 100 + r)
-        try:
-            while not stop.is_set():
-                snap = index.snapshot()
-                q = rng.integers(0, 256, (2, nbytes), dtype=np.uint8)
-                check_snapshot(snap, q, int(rng.integers(1, 20)), int(rng.integers(0, 4)))
-                with lock:
-                    counts["checked"] += 1
-        except BaseException as exc:  # noqa: BLE001
-            failures.append(exc)
-            stop.set()
-
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
-    threads += [threading.Thread(target=reader, args=(r,)) for r in range(readers)]
-    for t in threads:
-        t.start()
-    stop.wait(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    index.wait_for_compaction()
-    if failures:
-        raise failures[0]
-    assert index.compaction_error is None
-    assert len(index) == start_len + counts["added"] - counts["removed"]
-    return counts
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "soak_live.py"
+    spec = importlib.util.spec_from_file_location("soak_live", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("backend", ["mih", "numba"])
@@ -249,5 +187,11 @@ def test_threads_reading_while_others_write_see_whole_versions(backend):
     rng = np.random.default_rng(5)
     index = HammingIndex(16, backend, segment_rows=64, max_segments=4, max_dead_fraction=0.1)
     index.add(rng.integers(0, 256, (3000, 2), dtype=np.uint8))
-    counts = hammer(index, seconds=3)
-    assert counts["checked"] > 10 and counts["added"] > 0 and counts["removed"] > 0
+    counts = soak_live().hammer(index, seconds=3, writers=2, readers=3)
+    assert counts["checked_queries"] > 10 and counts["added"] > 0 and counts["removed"] > 0 and counts["saves"]
+
+
+@pytest.mark.slow
+def test_ten_second_soak():
+    """The soak of benchmarks/soak_live.py for 10 s on 10^5 codes: 2 writers, 4 readers, zero errors."""
+    assert soak_live().main(["--n", "100000", "--seconds", "10"]) == 0
