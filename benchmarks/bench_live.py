@@ -66,11 +66,13 @@ def run_changes(index: HammingIndex, codes: np.ndarray, queries: np.ndarray, rng
     out["add100_then_query_ms"] = median_ms(add_then_query, repeats)
     big = index.snapshot().segments[0]
 
+    live = index.snapshot().live[0]
+    pos = np.unique(rng.integers(0, len(big), 2000 * repeats))
+    pos = rng.permutation(pos if live is None else pos[live[pos]])[:1000 * repeats]
+    chunks = iter(big.id_at(pos).reshape(repeats, 1000))
+
     def remove_then_query():
-        live = index.snapshot().live[0]
-        pos = rng.choice(len(big), 3000, replace=False)
-        pos = pos[live[pos]][:1000] if live is not None else pos[:1000]
-        index.remove(big.id_at(pos))
+        index.remove(next(chunks))
         query()
 
     out["remove1000_then_query_ms"] = median_ms(remove_then_query, repeats)

@@ -135,6 +135,17 @@ def check_radius(radius: Any, nbits: int) -> int:
     return int(min(radius, nbits))
 
 
+def _first_k(lims: np.ndarray, dist: np.ndarray, pos: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first k hits of each query of CSR range results (rows sorted), padded: top-k rows."""
+    j = np.arange(k)
+    take = j[None, :] < np.minimum(np.diff(lims), k)[:, None]
+    at = np.minimum(lims[:-1, None] + j[None, :], max(dist.size - 1, 0))
+    if dist.size == 0:
+        return empty_topk(lims.size - 1, k)
+    return (np.where(take, dist[at], PAD_DISTANCE).astype(np.int32),
+            np.where(take, pos[at], -1).astype(np.int64))
+
+
 # ---------------------------------------------------------------------------------------- snapshots
 
 @dataclass(frozen=True)
@@ -150,29 +161,41 @@ class Snapshot:
     def __len__(self) -> int:
         return sum(len(s) for s in self.segments) - sum(self.dead)
 
-    def _masks(self, filter: Any) -> list[np.ndarray | None]:
-        """Per segment: the rows a query may return (live AND the filter); None = all."""
-        if filter is None:
-            return list(self.live)
+    def _masks(self, filter: Any) -> list[tuple[Segment, np.ndarray | None, int]]:
+        """Per segment, largest first: the rows a query may return (live AND the filter; None = all)
+        and how many they are (counted from the tombstones when there is no filter: no O(n) pass)."""
         out = []
-        for seg, live in zip(self.segments, self.live):
+        for seg, live, dead in zip(self.segments, self.live, self.dead):
+            if filter is None:
+                out.append((seg, live, len(seg) - dead))
+                continue
             mask = np.asarray(filter_mask(filter, seg.ids, seg.metadata), bool)
-            out.append(mask if live is None else mask & live)
-        return out
+            mask = mask if live is None else mask & live
+            out.append((seg, mask, int(np.count_nonzero(mask))))
+        return sorted(out, key=lambda t: -t[2])
 
     def search(self, queries: Any, k: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact k nearest live items of each query: (nq, min(k, len)) int32 distances and int64 ids,
-        rows sorted by (distance, id); padded with (PAD_DISTANCE, -1) only where a filter leaves fewer."""
+        rows sorted by (distance, id); padded with (PAD_DISTANCE, -1) only where a filter leaves fewer.
+
+        The largest segment answers top-k first; each smaller one then only needs the items within the
+        k-th distance found so far (a radius search, far cheaper than its own top-k on a small segment)."""
         q = check_queries(queries, self.nbits)
         k = min(check_k(k), len(self))
-        parts = []
-        for seg, mask in zip(self.segments, self._masks(filter)):
-            allowed = len(seg) if mask is None else int(np.count_nonzero(mask))
-            if allowed == 0 or k == 0 or q.shape[0] == 0:
+        best = empty_topk(q.shape[0], k)
+        if k == 0 or q.shape[0] == 0:
+            return best
+        for seg, mask, allowed in self._masks(filter):
+            if allowed == 0:
                 continue
-            dist, pos = seg.searcher().search(q, min(k, allowed), mask=mask)
-            parts.append((dist, seg.id_at(pos)))
-        return merge_topk(parts, k) if parts else empty_topk(q.shape[0], k)
+            kk = min(k, allowed)
+            bound = int(best[0][:, -1].max())
+            if bound == PAD_DISTANCE:
+                dist, pos = seg.searcher().search(q, kk, mask=mask)
+            else:  # everything that can still enter the top-k lies within the current k-th distance
+                dist, pos = _first_k(*seg.searcher().range_search(q, bound, mask=mask), kk)
+            best = merge_topk([best, (dist, seg.id_at(pos))], k)
+        return best
 
     def range_search(self, queries: Any, radius: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every live item within `radius` (inclusive; radius >= nbits: all items) of each query:
@@ -180,8 +203,8 @@ class Snapshot:
         q = check_queries(queries, self.nbits)
         radius = check_radius(radius, self.nbits)
         parts = []
-        for seg, mask in zip(self.segments, self._masks(filter)):
-            if (mask is not None and not mask.any()) or q.shape[0] == 0:
+        for seg, mask, allowed in self._masks(filter):
+            if allowed == 0 or q.shape[0] == 0:
                 continue
             lims, dist, pos = seg.searcher().range_search(q, radius, mask=mask)
             parts.append((lims, dist, seg.id_at(pos)))

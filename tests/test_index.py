@@ -1,4 +1,6 @@
-"""HammingIndex: the three backends return exactly what a brute-force scan returns, ids included."""
+"""HammingIndex: the three backends return exactly what a brute-force scan returns, ids included.
+segment_rows=1 seals every add into a segment searched by the backend under test (not the scan of
+the growing segment)."""
 import faiss
 import numpy as np
 import pyarrow as pa
@@ -49,7 +51,7 @@ def test_backends_match_bruteforce_with_custom_ids_and_removal(backend, params, 
     r = min(r, nbits) if backend == "numba" or r < 8 else r % 8  # keep probing backends quick
     rng = np.random.default_rng(seed)
     ids = rng.permutation(10 * len(db) + 1)[:len(db)]
-    index = HammingIndex(nbits, backend, **params)
+    index = HammingIndex(nbits, backend, segment_rows=1, **params)
     half = len(db) // 2
     index.add(db[:half], ids[:half])
     index.add(db[half:], ids[half:])
@@ -69,7 +71,7 @@ def test_k_above_n_gives_n_columns_and_padding_only_where_a_filter_leaves_fewer(
     flat.add(db)
     D, I = flat.search(db[:2], 3)
     for backend, params in BACKENDS:
-        index = HammingIndex(64, backend, **params)
+        index = HammingIndex(64, backend, segment_rows=1, **params)
         index.add(db)
         d, i = index.search(db[:2], 10**12)  # never allocates for the k asked
         assert (d == D).all() and (i == I).all(), backend
@@ -80,7 +82,7 @@ def test_k_above_n_gives_n_columns_and_padding_only_where_a_filter_leaves_fewer(
 
 @pytest.mark.parametrize("backend,params", BACKENDS)
 def test_empty_index_and_empty_queries(backend, params):
-    index = HammingIndex(16, backend, **params)
+    index = HammingIndex(16, backend, segment_rows=1, **params)
     q = np.zeros((2, 2), np.uint8)
     d, i = index.search(q, 3)
     assert d.shape == i.shape == (2, 0)
@@ -94,7 +96,7 @@ def test_empty_index_and_empty_queries(backend, params):
 def test_radius_is_inclusive_at_the_boundary():
     db = np.array([[0b0000_0000], [0b0000_0111], [0b0000_1111]], np.uint8)
     for backend, params in BACKENDS:
-        index = HammingIndex(8, backend, **params)
+        index = HammingIndex(8, backend, segment_rows=1, **params)
         index.add(db)
         lims, dist, ids = index.range_search(np.zeros((1, 1), np.uint8), 3)
         assert dist.tolist() == [0, 3] and ids.tolist() == [0, 1], backend
@@ -162,7 +164,7 @@ def test_save_load_then_add_and_remove(tmp_path, backend, params, mmap):
     rng = np.random.default_rng(3)
     db = rng.integers(0, 256, (300, 4), dtype=np.uint8)
     ids = rng.permutation(1000)[:300]
-    index = HammingIndex(32, backend, **params)
+    index = HammingIndex(32, backend, segment_rows=1, **params)
     index.add(db, ids, metadata={"row": np.arange(300)})
     index.save(tmp_path / "ix")
     loaded = HammingIndex.load(tmp_path / "ix", mmap=mmap)
@@ -213,7 +215,7 @@ def test_edge_cases_match_bruteforce(backend, params, nbits):
     pool = rng.integers(0, 256, (3, nbits // 8), dtype=np.uint8)
     cases = [pool[:0], pool[:1], np.repeat(pool[:1], 7, axis=0), pool[rng.integers(0, 3, 40)]]
     for db in cases:
-        index = HammingIndex(nbits, backend, **params)
+        index = HammingIndex(nbits, backend, segment_rows=1, **params)
         index.add(db)
         q = np.ascontiguousarray(np.vstack([pool, ~pool[:1]]))  # ~: the farthest code, at distance nbits
         for r in (0, 1, nbits):
@@ -236,6 +238,6 @@ def test_real_sift_codes_agree_across_backends():
         db = encode_sign((sift.base - mean) @ proj)
         q = encode_sign((sift.queries[:20] - mean) @ proj)
         for backend, params in BACKENDS:
-            index = HammingIndex(nbits, backend, **params)
+            index = HammingIndex(nbits, backend, segment_rows=1, **params)
             index.add(db)
             check(index, q, db, np.arange(len(db)), 100, nbits // 8)
