@@ -160,19 +160,8 @@ def run_loads(loads: int, every: float) -> dict:
             "saves_by_other_process": int(out.split()[-1]) if out.split() else 0, "seconds": elapsed}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=10**7)
-    parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--loads", type=int, default=5000)
-    parser.add_argument("--faiss", action="store_true", help="also time FAISS IndexBinaryMultiHash")
-    parser.add_argument("--out", default="benchmarks/results/live")
-    args = parser.parse_args()
-    threads = [int(t) for t in args.threads.split(",")]
-    rng = np.random.default_rng(0)
-    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "n": args.n, "nbits": 64, "backend": "mih", "radius": RADIUS, "nq": NQ}
+def run_index(args: argparse.Namespace, threads: list[int], rng: np.random.Generator, result: dict) -> None:
+    """The latency figures on an args.n-code MIH index (see the module docstring)."""
     codes = clustered_codes(args.n, 64, seed=0)
     queries = near(codes, rng, NQ)
     t0 = time.perf_counter()
@@ -192,6 +181,23 @@ def main() -> None:
     set_num_threads(threads[0])
     result["steady"] = run_steady(index, codes, queries, rng, threads, args.repeats)
     print(json.dumps(result["steady"]), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10**7, help="codes in the index (0: only the loads test)")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--loads", type=int, default=5000)
+    parser.add_argument("--faiss", action="store_true", help="also time FAISS IndexBinaryMultiHash")
+    parser.add_argument("--out", default="benchmarks/results/live")
+    args = parser.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    rng = np.random.default_rng(0)
+    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "n": args.n, "nbits": 64, "backend": "mih", "radius": RADIUS, "nq": NQ}
+    if args.n:
+        run_index(args, threads, rng, result)
     if args.loads:
         result["loads"] = run_loads(args.loads, 0.05)
         print(json.dumps(result["loads"]), flush=True)
