@@ -459,8 +459,19 @@ class HammingIndex:
         index._publish()
         return index
 
-    def __getstate__(self):  # pragma: no cover - locks and threads do not pickle
-        raise TypeError("HammingIndex does not pickle; save() it and load() it instead")
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle (e.g. to send to a Ray actor) the current version, without locks or threads."""
+        with self._lock:
+            state = dict(self.__dict__)
+        for key in ("_lock", "_compact_lock", "_compactor", "_snap", "compaction_error"):
+            state.pop(key)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock, self._compact_lock = threading.RLock(), threading.Lock()
+        self._compactor, self.compaction_error = None, None
+        self._publish()
 
 
 def _merge(parts: list[tuple[Segment, np.ndarray | None]], index: HammingIndex) -> Segment:

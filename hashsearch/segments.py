@@ -50,6 +50,13 @@ class Segment:
     def __len__(self) -> int:
         return self.codes.shape[0]
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its lock and searcher (rebuilt on first use where it lands)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_searcher")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock(), _searcher=None)
+
     @property
     def ids_stored(self) -> bool:
         return self._ids is not None

@@ -195,3 +195,19 @@ def test_threads_reading_while_others_write_see_whole_versions(backend):
 def test_ten_second_soak():
     """The soak of benchmarks/soak_live.py for 10 s on 10^5 codes: 2 writers, 4 readers, zero errors."""
     assert soak_live().main(["--n", "100000", "--seconds", "10"]) == 0
+
+
+def test_an_index_pickles_with_its_tombstones_and_growing_rows():
+    import pickle
+
+    rng = np.random.default_rng(7)
+    index = HammingIndex(32, "mih", segment_rows=40, auto_compact=False)
+    for _ in range(3):
+        index.add(rng.integers(0, 256, (30, 4), dtype=np.uint8), metadata={"label": rng.integers(0, 3, 30)})
+    index.remove([1, 5, 70])
+    copy = pickle.loads(pickle.dumps(index))
+    q = rng.integers(0, 256, (4, 4), dtype=np.uint8)
+    for got, want in zip(copy.search(q, 7) + copy.range_search(q, 9), index.search(q, 7) + index.range_search(q, 9)):
+        np.testing.assert_array_equal(got, want)
+    copy.add(q, metadata={"label": np.zeros(4, np.int64)})  # the copy is a live index of its own
+    assert len(copy) == len(index) + 4
