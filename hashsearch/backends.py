@@ -20,6 +20,7 @@ from hashsearch.errors import InvalidInputError
 from hashsearch.kernels import scan
 from hashsearch.kernels.popcount import as_words, scan_words
 from hashsearch.mih import MultiIndexHash
+from hashsearch.planner import CodeStats, CostModel, Costs, Estimate, candidate_substrings
 from hashsearch.results import PAD_DISTANCE
 
 __all__ = ["BACKENDS", "Backend", "PAD_DISTANCE", "backend_names", "check_mask", "get_backend", "register"]
@@ -303,3 +304,100 @@ class FaissBackend(BaseBackend):
         return {"backend": self.name, "plan": "faiss-multihash" if multihash else "faiss-flat", "n": self.n,
                 "nbits": self.nbits, "nq": nq,
                 "why": "FAISS multi-hash tables (probing cheaper than a scan)" if multihash else "FAISS flat scan"}
+
+
+MIN_PLANNED_ROWS = 1024  # below this, auto always scans: a scan costs microseconds, MIH tables would not pay
+
+
+@register
+class AutoBackend(BaseBackend):
+    """The scan or multi-index hashing, whichever the cost model (`hashsearch.planner`) expects to be
+    faster for each batch, with MIH's substring count m chosen per batch too. MIH tables are built on
+    the first batch that would use them (once per m, under a lock); the codes' distance profile is
+    sampled on the first query. A mask lowers the allowed share, which the model prices (MIH top-k
+    must grow its radius further)."""
+
+    name = "auto"
+
+    def __init__(self, codes: np.ndarray, nbits: int, **params: Any):
+        super().__init__(codes, nbits, **params)
+        self.scan = NumbaBackend(codes, nbits)
+        self.words = self.scan.words
+        self.costs = Costs.load()
+        self._lock = threading.Lock()
+        self._model: CostModel | None = None
+        self._tables: dict[int, MultiIndexHash] = {}
+        self._plans: dict[tuple, Estimate] = {}  # decisions by (nq, k, radius, threads, allowed share)
+
+    @property
+    def nbytes(self) -> int:
+        tables = list(self._tables.values())
+        return self.scan.nbytes + sum(t.nbytes + _own_bytes(t.words, self.codes) for t in tables)
+
+    @property
+    def substring_choices(self) -> list[int]:
+        return candidate_substrings(self.nbits, self.n)
+
+    def model(self) -> CostModel:
+        """The cost model over these codes (their distance profile sampled once, under the lock)."""
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = CostModel(self.costs, CodeStats(self.codes, self.nbits, self.substring_choices))
+        return self._model
+
+    def tables(self, m: int) -> MultiIndexHash:
+        """The MIH tables with m substrings, built on first use (once, under the lock)."""
+        if m not in self._tables:
+            with self._lock:
+                if m not in self._tables:
+                    self._tables[m] = MultiIndexHash(as_words(self.codes), self.nbits, m)
+        return self._tables[m]
+
+    def plan(self, nq: int, k: int | None = None, radius: int | None = None,
+             mask: np.ndarray | None = None) -> Estimate:
+        """Scan or MIH (and m) for a batch of nq queries, from the model's estimated seconds."""
+        import numba
+
+        if self.n < MIN_PLANNED_ROWS:
+            return Estimate("scan", None, 0.0, {})
+        allowed = 1.0 if mask is None else round(float(mask[::max(1, self.n // 4096)].mean()), 2)
+        key = (nq, k, radius, numba.get_num_threads(), allowed)
+        est = self._plans.get(key)  # a dict lookup: the plan of a batch shape is priced once
+        if est is None:
+            if len(self._plans) > 4096:
+                self._plans.clear()
+            est = self.model().choose(nq, key[3], self.substring_choices, k=None if k is None else int(k),
+                                      radius=None if radius is None else min(int(radius), self.nbits),
+                                      allowed=max(allowed, 1e-3))
+            self._plans[key] = est
+        return est
+
+    def search(self, queries, k, mask=None, **params):
+        _, mask = self._call(params, mask)
+        est = self.plan(queries.shape[0], k=k, mask=mask)
+        if est.plan == "scan":
+            return scan.topk(scan_words(queries), self.words, int(k), self.nbits, mask)
+        return self.tables(est.m).search(as_words(queries), int(k), mask)
+
+    def range_search(self, queries, radius, mask=None, **params):
+        _, mask = self._call(params, mask)
+        est = self.plan(queries.shape[0], radius=radius, mask=mask)
+        if est.plan == "scan":
+            return scan.range_search(scan_words(queries), self.words, int(radius), self.nbits, mask)
+        return self.tables(est.m).range_search(as_words(queries), int(radius), mask)
+
+    def explain(self, nq, k=None, radius=None):
+        import numba
+
+        if (k is None) == (radius is None):
+            raise InvalidInputError("explain needs exactly one of k and radius")
+        est = self.plan(nq, k=k, radius=radius)
+        chosen = est.scan_s if est.plan == "scan" else est.mih_s[est.m]
+        other = min(est.mih_s.values()) if est.plan == "scan" and est.mih_s else est.scan_s
+        return {"backend": self.name, **est.as_dict(), "n": self.n, "nbits": self.nbits, "nq": nq, "k": k,
+                "radius": radius, "threads": numba.get_num_threads(), "built_m": sorted(self._tables),
+                "why": f"fewer than {MIN_PLANNED_ROWS} rows: always scanned" if not est.mih_s else
+                       (f"{'scan' if est.plan == 'scan' else f'MIH with m={est.m}'} estimated "
+                        f"{chosen * 1e3:.3g} ms against {other * 1e3:.3g} ms "
+                        f"for the other plan")}

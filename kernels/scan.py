@@ -199,6 +199,11 @@ def topk(q: np.ndarray, db: np.ndarray, k: int, maxd: int,
     by (distance, position), padded with (PAD_DISTANCE, -1) when fewer than k rows are allowed.
     `maxd` bounds every distance (the code length in bits)."""
     gsize, nparts = _split(q.shape[0], db.shape[0])
+    if nparts == 1 and q.shape[0] <= gsize:  # one task: run it here, without waking the thread pool
+        out_d = np.empty((q.shape[0], 1, k), np.int32)
+        out_j = np.empty((q.shape[0], 1, k), np.int64)
+        _topk_task(q, 0, q.shape[0], db, 0, db.shape[0], k, maxd, out_d, out_j, 0, mask)
+        return out_d[:, 0], out_j[:, 0]
     return _topk_parallel(q, db, k, maxd, gsize, nparts, mask)
 
 

@@ -9,10 +9,29 @@ from hypothesis import given, settings, strategies as st
 from hashsearch import backends
 from hashsearch.backends import PAD_DISTANCE, get_backend
 from hashsearch.errors import InvalidInputError
+from hashsearch.planner import Costs
 from test_kernels import code_sets
 
 CASES = [("numba", {}), ("faiss", {}), ("faiss", {"nhash": 2}), ("mih", {}), ("mih", {"probe_cost": 0.01}),
-         ("mih", {"probe_cost": 0.0})]
+         ("mih", {"probe_cost": 0.0}), ("auto", {}), ("auto:mih", {}), ("auto:scan", {})]
+# costs under which auto always picks one plan, so that both of its paths meet the oracle
+FREE_MIH = Costs(probe_base=0, probe_log=0, pass_ns=0, verify_row=0, hit=0, mih_call_us=0)
+FREE_SCAN = Costs(scan_row_single=0, scan_row_batch=0, topk_ns=(0, 0, 0, 0), hit=0, scan_call_us=0)
+
+
+@pytest.fixture(autouse=True)
+def no_calibrated_costs(tmp_path, monkeypatch):
+    """Tests use the built-in cost defaults, never constants calibrated on the machine."""
+    monkeypatch.setenv("HASHSEARCH_CACHE", str(tmp_path / "cache"))
+
+
+def make(name, db, nbits, **params):
+    """A backend by registry name; "auto:mih" / "auto:scan" are auto with costs that force that plan."""
+    name, _, force = name.partition(":")
+    backend = get_backend(name)(db, nbits, **params)
+    if force:
+        backend.costs = FREE_MIH if force == "mih" else FREE_SCAN
+    return backend
 
 
 def masks(draw_kind: str, n: int, rng: np.random.Generator) -> np.ndarray | None:
@@ -61,11 +80,9 @@ def check(backend, q, db, k, r, mask):
        kind=st.sampled_from(["none-given", "all", "nothing", "sparse", "dense", "half"]))
 def test_backends_match_bruteforce_with_masks(name, params, data, k, r, seed, kind):
     nbits, q, db = data
-    if len(db) == 0:
-        return  # a backend holds one non-empty sealed segment; the index answers empty ones itself
     r = min(r, nbits) if name == "numba" or r < 8 else r % 8  # keep probing backends quick
     mask = masks(kind, len(db), np.random.default_rng(seed))
-    backend = get_backend(name)(db, nbits, **params)
+    backend = make(name, db, nbits, **params)
     check(backend, q, db, k, r, mask)
 
 
@@ -76,13 +93,13 @@ def test_k_above_allowed_count_pads_and_large_sets_stay_exact(name, params):
     db = rng.integers(0, 256, (5000, 8), dtype=np.uint8)
     db[::5] = db[7]  # many exact ties
     q = np.ascontiguousarray(np.vstack([db[7], rng.integers(0, 256, (3, 8), dtype=np.uint8)]))
-    backend = get_backend(name)(db, 64, **params)
+    backend = make(name, db, 64, **params)
     for mask in (rng.random(5000) < 0.002, rng.random(5000) < 0.2, None):
         check(backend, q, db, 40, 3, mask)
 
 
 def test_registry_names_and_unknown_backend():
-    assert {"numba", "faiss", "mih"} <= set(backends.backend_names())
+    assert {"numba", "faiss", "mih", "auto"} <= set(backends.backend_names())
     with pytest.raises(InvalidInputError, match="unknown backend 'annoy'; choose one of numba"):
         get_backend("annoy")
 
@@ -100,7 +117,7 @@ def test_bad_build_parameters_are_refused(name, params, match):
         get_backend(name)(db, 64, **params)
 
 
-@pytest.mark.parametrize("name", ["numba", "faiss", "mih"])
+@pytest.mark.parametrize("name", ["numba", "faiss", "mih", "auto"])
 def test_bad_mask_and_search_parameters_are_refused(name):
     db = np.zeros((10, 8), np.uint8)
     backend = get_backend(name)(db, 64)
@@ -116,14 +133,14 @@ def test_codes_are_not_copied_or_written():
     """A read-only array (as a memory map gives) is searched in place: whole-word codes are viewed."""
     db = np.random.default_rng(0).integers(0, 256, (100, 8), dtype=np.uint8)
     db.flags.writeable = False
-    for name in ("numba", "mih"):
+    for name in ("numba", "mih", "auto"):
         backend = get_backend(name)(db, 64)
         backend.search(db[:2], 3)
         assert np.shares_memory(backend.words, db)
     assert get_backend("numba")(db, 64).nbytes == 0
 
 
-@pytest.mark.parametrize("name,params", [("faiss", {"nhash": 2}), ("mih", {})])
+@pytest.mark.parametrize("name,params", [("faiss", {"nhash": 2}), ("auto:mih", {}), ("mih", {})])
 def test_concurrent_queries_from_many_threads_agree(name, params):
     """Many threads at once (different radii, so FAISS's nflip changes between calls; auto building its
     tables): every answer equals the one computed alone."""
@@ -131,7 +148,7 @@ def test_concurrent_queries_from_many_threads_agree(name, params):
     db = rng.integers(0, 256, (20000, 4), dtype=np.uint8)
     db[::3] = db[5]
     q = np.ascontiguousarray(db[:8])
-    backend = get_backend(name)(db, 32, **params)
+    backend = make(name, db, 32, **params)
     radii = [0, 1, 2, 3, 4, 5, 6]
     expect = {r: oracle(q, db, 5, r, None) for r in radii}
     errors = []
@@ -162,3 +179,34 @@ def test_explain_says_what_each_backend_does():
     faiss_backend = get_backend("faiss")(db, 64, nhash=2)
     assert faiss_backend.explain(1, radius=0)["plan"] == "faiss-multihash"
     assert faiss_backend.explain(1, k=10)["plan"] == "faiss-flat"
+
+
+def test_auto_follows_its_cost_model_and_explains():
+    """Forced costs give the forced plan; the default model scans tiny sets and uses MIH for exact-match
+    lookups in a large clustered set; explain reports the estimates it chose by."""
+    from hashsearch.synthetic_codes import clustered_codes
+
+    db = clustered_codes(200000, 64, n_centres=50, flip_prob=0.02, seed=0)
+    auto = make("auto:mih", db, 64)
+    assert auto.plan(1, k=10).plan == "mih" and auto.explain(1, radius=2)["plan"] == "mih"
+    assert make("auto:scan", db, 64).plan(100, radius=1).plan == "scan"
+    auto = get_backend("auto")(db, 64)
+    assert auto._tables == {}  # nothing built before a query needs it
+    info = auto.explain(100, radius=0)
+    assert info["plan"] == "mih" and info["mih_s"][info["m"]] < info["scan_s"] and "estimated" in info["why"]
+    auto.range_search(db[:3], 0)
+    assert list(auto._tables) == [info["m"]] and auto.nbytes > 0
+    small = get_backend("auto")(db[:300], 64)
+    assert small.explain(1, k=10)["plan"] == "scan" and "always scanned" in small.explain(1, k=10)["why"]
+    with pytest.raises(InvalidInputError, match="exactly one of k and radius"):
+        small.explain(1)
+
+
+def test_costs_load_save_roundtrip_and_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHSEARCH_CACHE", str(tmp_path / "c"))
+    assert Costs.load() == Costs()  # nothing stored: the built-in defaults
+    custom = Costs(scan_row_single=0.25, word_cost=(1.0, 1.0, 1.5, 3.0))
+    assert custom.save() == tmp_path / "c" / "costs.json"
+    assert Costs.load() == custom
+    (tmp_path / "c" / "costs.json").write_text("{not json")
+    assert Costs.load() == Costs()

@@ -1,0 +1,164 @@
+"""Backend "auto" against the better of its two plans, side by side: for each cell (n, nbits, k or r,
+batch size, threads) the same queries go to auto, to the linear scan and to MIH (default m), warm,
+interleaved round by round; the cell's ratio is min(auto) / min(min(scan), min(MIH)) over rounds
+(the fastest round: the least disturbed on a shared machine; medians are recorded too).
+Every answer is checked identical across the three.
+
+Run:  python benchmarks/bench_auto.py [--sizes 1e4,1e5,1e6] [--nbits 32,64,128,256] [--threads 1,2]
+                                      [--data clustered|uniform] [--calibrate] --out results.json
+A cell's rows are appended to --out as soon as it is measured (a long run can be stopped and resumed:
+cells already in the file are skipped). `--table` prints the markdown table of a results file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from hashsearch.backends import AutoBackend
+from hashsearch.kernels.popcount import as_words
+from hashsearch.mih import default_substrings
+from hashsearch.planner import Costs, calibrate
+from hashsearch.synthetic_codes import clustered_codes, random_codes
+
+KS, RADII, BATCHES = (1, 10, 100, 1000), (0, 1, 2, 3, 4), (1, 100)
+CENTRES, FLIP = 2000, 0.05
+
+
+def codes(data: str, n: int, nbits: int, offset: int, seed: int = 0) -> np.ndarray:
+    if data == "uniform":
+        return random_codes(n, nbits, seed=seed + offset)
+    return clustered_codes(n, nbits, CENTRES, FLIP, seed=seed, offset=offset)
+
+
+def same(a: tuple, b: tuple) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def time_cell(engines: dict, min_rounds: int, budget_s: float) -> dict[str, float]:
+    """Fastest round of each engine, the engines run in turn (order rotating) round after round: on a
+    shared machine the fastest round is the least disturbed (the median is kept too, as *_median_s)."""
+    times = {name: [] for name in engines}
+    names = list(engines)
+    start, r = time.perf_counter(), 0
+    while r < min_rounds or (time.perf_counter() - start < budget_s and r < 25):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            engines[name]()
+            times[name].append(time.perf_counter() - t0)
+        r += 1
+    return {**{name: float(np.min(t)) for name, t in times.items()},
+            **{f"{name}_median": float(np.median(t)) for name, t in times.items()}}
+
+
+def run(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
+    only = None
+    if args.recheck is not None:  # drop the flagged cells from the file, then measure just those
+        only = {tuple(r["key"]) for r in rows if r["ratio"] > args.recheck}
+        rows = [r for r in rows if tuple(r["key"]) not in only]
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(out)
+    done = {tuple(r["key"]): r for r in rows}
+    for n in args.sizes:
+        for nbits in args.nbits:
+            db = codes(args.data, n, nbits, 0)
+            q = codes(args.data, max(BATCHES), nbits, n)
+            auto = AutoBackend(db, nbits)
+            m0 = default_substrings(nbits, n)
+            t0 = time.perf_counter()
+            mih = auto.tables(m0)
+            build_s = time.perf_counter() - t0
+            for threads in args.threads:
+                numba.set_num_threads(threads)
+                for op, params in [("knn", k) for k in KS] + [("range", r) for r in RADII]:
+                    for batch in BATCHES:
+                        key = [args.data, n, nbits, op, params, batch, threads]
+                        plan = auto.plan(batch, **({"k": params} if op == "knn" else {"radius": params}))
+                        old = done.get(tuple(key))
+                        changed = old is not None and only is not None and (old["plan"], old["plan_m"]) != (plan.plan, plan.m)
+                        if changed:  # the model changed its mind since this cell was measured: measure it again
+                            done.pop(tuple(key))
+                            out.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+                        elif tuple(key) in done or (only is not None and tuple(key) not in only):
+                            continue
+                        qb = q[:batch]  # each engine converts the packed codes itself, as its backend does
+                        if op == "knn":
+                            engines = {"auto": lambda: auto.search(qb, params), "scan": lambda: auto.scan.search(qb, params),
+                                       "mih": lambda: mih.search(as_words(qb), params)}
+                        else:
+                            engines = {"auto": lambda: auto.range_search(qb, params),
+                                       "scan": lambda: auto.scan.range_search(qb, params),
+                                       "mih": lambda: mih.range_search(as_words(qb), params)}
+                        answers = {name: fn() for name, fn in engines.items()}  # warm: builds what auto needs
+                        if not (same(answers["auto"], answers["scan"]) and same(answers["mih"], answers["scan"])):
+                            raise AssertionError(f"answers differ in cell {key}")
+                        med = time_cell(engines, args.min_rounds, args.budget)
+                        row = {"key": key, "data": args.data, "n": n, "nbits": nbits, "op": op, "param": params,
+                               "batch": batch, "threads": threads, **{f"{e}_s": v for e, v in med.items()},
+                               "ratio": med["auto"] / min(med["scan"], med["mih"]),
+                               "ratio_median": med["auto_median"] / min(med["scan_median"], med["mih_median"]),
+                               "plan": plan.plan, "plan_m": plan.m, "est_scan_s": plan.scan_s,
+                               "est_mih_s": plan.mih_s.get(m0), "mih_m": m0, "mih_build_s": build_s,
+                               "hits": float(np.diff(answers["scan"][0]).mean()) if op == "range" else None}
+                        done[tuple(key)] = row
+                        with out.open("a") as f:
+                            f.write(json.dumps(row) + "\n")
+                        flag = "  <-- above 1.2" if row["ratio"] > 1.2 else ""
+                        print(f"{args.data} n={n:.0e} {nbits}b {op} {params:>4} batch {batch:>3} {threads}t: "
+                              f"auto {med['auto'] * 1e3:8.3f} scan {med['scan'] * 1e3:8.3f} mih {med['mih'] * 1e3:8.3f} ms "
+                              f"ratio {row['ratio']:.2f} ({plan.plan}{'' if plan.m is None else plan.m}){flag}", flush=True)
+            del auto, mih
+
+
+def table(path: Path) -> str:
+    """Markdown: one row a cell, ratio auto / min(scan, MIH), and a summary of the cells above 1.2."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = ["| data | n | bits | op | k / r | batch | threads | auto ms | scan ms | MIH ms | ratio | plan |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        plan = r["plan"] + ("" if r["plan_m"] is None else f" m={r['plan_m']}")
+        lines.append(f"| {r['data']} | {r['n']:.0e} | {r['nbits']} | {r['op']} | {r['param']} | {r['batch']} | "
+                     f"{r['threads']} | {r['auto_s'] * 1e3:.3f} | {r['scan_s'] * 1e3:.3f} | {r['mih_s'] * 1e3:.3f} | "
+                     f"{'**' if r['ratio'] > 1.2 else ''}{r['ratio']:.2f}{'**' if r['ratio'] > 1.2 else ''} | {plan} |")
+    ratios = np.array([r["ratio"] for r in rows])
+    over = int((ratios > 1.2).sum())
+    lines.append(f"\n{len(rows)} cells: median ratio {np.median(ratios):.2f}, max {ratios.max():.2f}, "
+                 f"{over} above 1.2 ({1 - over / len(rows):.0%} of cells within 1.2)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="1e4,1e5,1e6", type=lambda s: [int(float(x)) for x in s.split(",")])
+    p.add_argument("--nbits", default="32,64,128,256", type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--threads", default="1,2", type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--data", default="clustered", choices=["clustered", "uniform"])
+    p.add_argument("--min-rounds", type=int, default=3)
+    p.add_argument("--budget", type=float, default=1.0, help="seconds of rounds per cell beyond the minimum")
+    p.add_argument("--calibrate", action="store_true", help="calibrate the cost model first (and store it)")
+    p.add_argument("--out", default="bench_auto.jsonl")
+    p.add_argument("--recheck", type=float, default=None, metavar="RATIO",
+                   help="measure again, with --budget, only the cells of --out whose ratio is above RATIO "
+                        "(their rows are replaced)")
+    p.add_argument("--table", action="store_true", help="print the markdown table of --out and stop")
+    args = p.parse_args(argv)
+    if args.table:
+        print(table(Path(args.out)))
+        return
+    if args.calibrate:
+        print("calibrated:", calibrate(), file=sys.stderr)
+    print("costs:", Costs.load(), file=sys.stderr)
+    run(args)
+    print(table(Path(args.out)))
+
+
+if __name__ == "__main__":
+    main()
