@@ -96,8 +96,8 @@ def _range_start(ids: np.ndarray) -> int | None:
 class HammingIndex:
     """Exact k-NN and radius search over `nbits`-bit packed codes; see the module docstring.
 
-    backend: what each sealed segment is searched with ("numba", "faiss", "mih", ...; the registry of
-    `hashsearch.backends`); params: its build parameters. segment_rows: rows of the growing segment
+    backend: what each sealed segment is searched with ("auto" by default once registered, "numba",
+    "faiss", "mih": the registry of `hashsearch.backends`); params: its build parameters. segment_rows: rows of the growing segment
     before it is sealed; max_segments, max_dead_fraction: thresholds of background compaction;
     auto_compact=False leaves compaction to `compact()`."""
 
