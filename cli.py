@@ -7,9 +7,8 @@ import sys
 
 import click
 
-from hashsearch.backends import backend_names
+from hashsearch.backends import backend_names, build_params
 from hashsearch.errors import HashsearchError
-from hashsearch.index import _PARAMS as BACKEND_PARAMS
 
 
 def one_line_errors(fn):
@@ -59,9 +58,9 @@ THREADS_HELP = ("Torch threads while training. One is fastest for the feature ML
 
 
 def backend_params_help() -> str:
-    """What --param takes, per backend (from the index's own table, so it cannot fall out of date)."""
-    per = [f"{b}: {', '.join(f'{k}={t.__name__.upper()}' for k, t in p.items()) or 'none'}"
-           for b, p in BACKEND_PARAMS.items()]
+    """What --param takes, per backend (from the backend registry, so it cannot fall out of date)."""
+    per = [f"{b}: {', '.join(f'{k}={t.__name__.upper()}' for k, t in build_params(b).items()) or 'none'}"
+           for b in backend_names()]
     return "Backend parameter KEY=VALUE, repeatable (" + "; ".join(per) + ")."
 
 
@@ -78,8 +77,9 @@ def main() -> None:
 
 @main.command("build-index")
 @click.argument("codes", type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(), help="Index directory to write (replaced atomically).")
-@click.option("--backend", type=click.Choice(backend_names()), default="numba", show_default=True)
+@click.option("--out", required=True, type=click.Path(), help="Index directory to write (an existing index is replaced only with --force).")
+@click.option("--backend", type=click.Choice(backend_names()), default="auto", show_default=True,
+              help="How each sealed segment is searched (auto: scan or MIH per query batch).")
 @click.option("--ids", "ids_path", type=click.Path(dir_okay=False), help="int64 ids (.npy), one per code.")
 @click.option("--nbits", type=int, help="Code width in bits (tells a uint8 0/1 bit matrix from packed bytes).")
 @click.option("--column", help="Parquet column holding the codes (binary, fixed_size_binary or list).")
@@ -87,13 +87,15 @@ def main() -> None:
 @click.option("--batch-size", type=int, default=1 << 22, show_default=True, help="Codes added per step.")
 @click.option("--metadata/--no-metadata", default=True, show_default=True,
               help="Keep a Parquet file's other columns as per-item metadata in the index.")
+@click.option("--force", is_flag=True, help="Replace an index already at --out (never a directory of other files).")
 @one_line_errors
-def build_index_command(codes, out, backend, ids_path, nbits, column, params, batch_size, metadata) -> None:
+def build_index_command(codes, out, backend, ids_path, nbits, column, params, batch_size, metadata, force) -> None:
     """Build an index from a code file.
 
     CODES is a .npy matrix or a Parquet file (e.g. from `hashsearch encode`): packed bytes, bits,
     -1/+1 signs or real outputs. A Parquet file's `id` column gives the ids, and its other columns
-    are kept as per-item metadata that `query` returns with each hit.
+    are kept as per-item metadata that `query` returns with each hit. An index already at --out is
+    replaced only with --force.
     """
     from hashsearch import codefiles, querying
 
@@ -102,7 +104,7 @@ def build_index_command(codes, out, backend, ids_path, nbits, column, params, ba
         click.echo(code_file.note, err=True)
     ids = codefiles.read_ids(ids_path, code_file.codes.shape[0]) if ids_path else None
     index = querying.build_index(code_file, out, backend=backend, ids=ids,
-                                 params=querying.parse_params(params), batch_size=batch_size)
+                                 params=querying.parse_params(params), batch_size=batch_size, overwrite=force)
     click.echo(f"wrote {out}: {len(index)} codes of {index.nbits} bits, backend {backend}", err=True)
 
 
@@ -120,8 +122,10 @@ def build_index_command(codes, out, backend, ids_path, nbits, column, params, ba
 @click.option("--out", type=click.Path(dir_okay=False), help="Result file (jsonl: default stdout; parquet: required).")
 @click.option("--column", help="Parquet column holding the query codes.")
 @click.option("--batch-size", type=int, default=1024, show_default=True, help="Queries searched per step.")
+@click.option("--where", help="Only items whose metadata match, e.g. \"label == 3 and year >= 2020\".")
+@click.option("--explain", is_flag=True, help="Print what each segment's backend would do (JSON) instead of searching.")
 @one_line_errors
-def query_command(index_dir, queries, image, model_dir, show, topk, radius, fmt, out, column, batch_size) -> None:
+def query_command(index_dir, queries, image, model_dir, show, topk, radius, fmt, out, column, batch_size, where, explain) -> None:
     """Search an index with a file of query codes.
 
     Searches the index in INDEX_DIR with the codes in QUERIES (.npy or .parquet), or with one
@@ -129,6 +133,7 @@ def query_command(index_dir, queries, image, model_dir, show, topk, radius, fmt,
     of --topk K or --radius R. Each result line (or Parquet row) holds the query's row number
     (`query`), its id (`query_id`: the query file's `id` column, else the row number), the hits'
     `ids` and `distances`, best first, and, when the index stores metadata, each hit's `metadata`.
+    --where keeps only items whose metadata match; --explain prints the search plan instead.
     """
     from hashsearch import codefiles, querying
     from hashsearch.errors import InvalidInputError
@@ -146,8 +151,16 @@ def query_command(index_dir, queries, image, model_dir, show, topk, radius, fmt,
     query_file = codefiles.read_codes(queries, nbits=index.nbits, column=column)
     if query_file.note:
         click.echo(query_file.note, err=True)
+    if explain:
+        import json
+
+        plan = index.explain(query_file.codes.shape[0], k=topk, radius=radius)
+        click.echo(json.dumps({"where": where, "segments": plan}, indent=1, default=str))
+        return
+    from hashsearch.filters import parse_where
+
     batches = querying.search_batches(index, query_file.codes, topk=topk, radius=radius, batch_size=batch_size,
-                                      query_ids=query_file.ids)
+                                      query_ids=query_file.ids, where=None if where is None else parse_where(where))
     querying.write_results(batches, fmt, out, stdout=sys.stdout)
 
 

@@ -84,8 +84,8 @@ def measure(n: int, nbits: int, root: Path) -> dict:
     rng = np.random.default_rng(nbits)
     codes = rng.integers(0, 256, (n, nbits // 8), dtype=np.uint8)
     seq, shuffled = root / f"seq{nbits}", root / f"ids{nbits}"
-    write_s = median_seconds(lambda: write_index(seq, codes, None, nbits, backend="numba", params={}))
-    write_index(shuffled, codes, rng.permutation(n), nbits, backend="numba", params={})
+    write_s = median_seconds(lambda: write_index(seq, codes, None, nbits, backend="numba", params={}, overwrite=True))
+    write_index(shuffled, codes, rng.permutation(n), nbits, backend="numba", params={}, overwrite=True)
     verify_s = median_seconds(lambda: read_index(seq, mmap=True, verify=True))
     open_s = median_seconds(lambda: read_index(seq, mmap=True, verify=False))
     row = {

@@ -1,5 +1,5 @@
 """Search backends: exact searchers over a FIXED set of packed codes, answering by ROW POSITION, behind
-one protocol and registered by name ("numba", "faiss", "mih", "auto").
+one protocol and registered by name ("numba", "faiss", "mih", "auto", and "gpu" from hashsearch.gpu).
 
 Every backend returns what a brute-force scan returns: top-k as (nq, k) int32 distances and int64
 positions sorted by (distance, position), padded with (PAD_DISTANCE, -1); range search INCLUSIVE
@@ -10,6 +10,7 @@ whatever is built lazily is built once, under a lock.
 """
 from __future__ import annotations
 
+import importlib
 import math
 import threading
 from typing import Any, ClassVar, Protocol
@@ -23,7 +24,8 @@ from hashsearch.mih import MultiIndexHash
 from hashsearch.planner import CodeStats, CostModel, Costs, Estimate, candidate_substrings
 from hashsearch.results import PAD_DISTANCE
 
-__all__ = ["BACKENDS", "Backend", "PAD_DISTANCE", "backend_names", "check_mask", "get_backend", "register"]
+__all__ = ["BACKENDS", "Backend", "PAD_DISTANCE", "backend_names", "build_params", "check_mask", "get_backend",
+           "register"]
 
 GPU_MAX_K = 2048  # GpuIndexBinaryFlat's limit on k
 
@@ -56,17 +58,33 @@ def register(cls: type) -> type:
     return cls
 
 
+# Backends whose module loads torch are imported on first use; their build parameters are declared
+# here, so that help texts and `import hashsearch` need no torch.
+LAZY_BACKENDS: dict[str, tuple[str, dict[str, type]]] = {
+    "gpu": ("hashsearch.gpu:GpuBackend",
+            {"device": str, "max_resident_bytes": int, "stream_rows": int, "block_rows": int, "chunks": int}),
+}
+
+
 def backend_names() -> tuple[str, ...]:
-    """Registered backend names, in registration order (the CLI's choices)."""
-    return tuple(BACKENDS)
+    """Backend names, in registration order, lazy ones last (the CLI's choices)."""
+    return tuple(BACKENDS) + tuple(name for name in LAZY_BACKENDS if name not in BACKENDS)
+
+
+def build_params(name: str) -> dict[str, type]:
+    """The build parameters backend `name` accepts, without importing a lazy backend."""
+    return LAZY_BACKENDS[name][1] if name in LAZY_BACKENDS else get_backend(name).build_params
 
 
 def get_backend(name: str) -> type:
-    """The backend class registered as `name`."""
+    """The backend class registered as `name` (a lazy one is imported and registered now)."""
+    if isinstance(name, str) and name not in BACKENDS and name in LAZY_BACKENDS:
+        module, _, cls = LAZY_BACKENDS[name][0].partition(":")
+        register(getattr(importlib.import_module(module), cls))
     try:
         return BACKENDS[name]
     except (KeyError, TypeError):
-        raise InvalidInputError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}") from None
+        raise InvalidInputError(f"unknown backend {name!r}; choose one of {', '.join(backend_names())}") from None
 
 
 def check_params(backend: str, params: dict[str, Any], accepted: dict[str, type], what: str = "parameter") -> dict[str, Any]:

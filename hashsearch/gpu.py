@@ -20,12 +20,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from hashsearch.backends import build_params
 from hashsearch.codes import validate_codes
 from hashsearch.errors import HashsearchError, InvalidInputError
 from hashsearch.results import empty_range, empty_topk, merge_range, merge_topk
 
-BUILD_PARAMS: dict[str, type] = {"device": str, "max_resident_bytes": int, "stream_rows": int,
-                                 "block_rows": int, "chunks": int}
+BUILD_PARAMS: dict[str, type] = build_params("gpu")
 
 
 class GpuUnavailableError(HashsearchError, RuntimeError):
@@ -99,6 +99,7 @@ class GpuBackend:
     per streamed tile), block_rows and chunks (the kernels' tiling; defaults fit the device)."""
 
     name: ClassVar[str] = "gpu"
+    build_params: ClassVar[dict[str, type]] = BUILD_PARAMS
 
     def __init__(self, codes: np.ndarray, nbits: int, **params: Any):
         codes = validate_codes(codes, nbits)

@@ -1,22 +1,28 @@
-"""`HammingIndex`: exact Hamming-space search over packed binary codes with one API and three
-backends that return identical results:
+"""`HammingIndex`: exact Hamming-space search over packed binary codes that stays fast while it changes.
 
-- "numba": our linear-scan kernels (`hashsearch.kernels.scan`), counting-select top-k;
-- "faiss": FAISS `IndexBinaryFlat` (and `IndexBinaryMultiHash` for radius search when `nhash` > 0;
-  `GpuIndexBinaryFlat` for top-k when FAISS sees a GPU);
-- "mih": multi-index hashing (`hashsearch.mih`), sub-linear radius search, top-k by growing radius.
+The index is a list of immutable sealed segments plus one small growing segment (`hashsearch.segments`):
+`add` appends to the growing segment, which a linear scan searches; past `segment_rows` rows it is
+sealed and gets its own backend structure (MIH tables, a FAISS index...), never rebuilding the others.
+`remove` marks tombstones (a copied bool mask per segment) that every search skips exactly. `compact`
+merges segments and drops tombstoned rows, explicitly or in a background thread once tombstones or
+segments pass their thresholds. Results of all segments merge exactly (`hashsearch.results`).
+
+Threads: any number of threads may search while one thread adds, removes, compacts or saves (writers
+are serialised by a lock). A search runs on the snapshot current when it starts: one whole version.
 
 Conventions (the same as FAISS): distances int32, ids int64; `search` rows are sorted by
-(distance, id), and when fewer than k items exist the row is padded with distance
-`PAD_DISTANCE` (= 2**31 - 1, what FAISS returns) and id -1. `range_search` is INCLUSIVE
-(distance <= radius) and returns CSR (lims, distances, ids), rows sorted by (distance, id).
-Ids are non-negative int64; by default each added code gets the next id after the largest one.
-Codes are kept in ascending id order, so ties by position are ties by id for every backend.
+(distance, id) and have min(k, len(index)) columns, padded with (PAD_DISTANCE = 2**31 - 1, -1) only
+where a filter leaves fewer matches. `range_search` is INCLUSIVE (distance <= radius; a radius of
+nbits or more returns every item) and returns CSR (lims, distances, ids), rows sorted by
+(distance, id). Query arrays of any strides are accepted. Ids are unique non-negative int64; by
+default each added code gets the next id after the largest live one.
 """
 from __future__ import annotations
 
-import math
 import os
+import threading
+import uuid
+import warnings
 from typing import Any
 
 import faiss
@@ -24,17 +30,16 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from hashsearch import storage
 from hashsearch.codes import check_nbits, validate_codes
-from hashsearch.errors import CorruptIndexError, InvalidInputError, UnknownIdError
-from hashsearch.kernels import scan
-from hashsearch.kernels.popcount import as_words, scan_words
-from hashsearch.mih import MultiIndexHash
-from hashsearch.storage import check_ids, check_metadata, read_index, write_index
+from hashsearch.errors import InvalidInputError, UnknownIdError
+from hashsearch.results import PAD_DISTANCE
+from hashsearch.segments import SCAN_BACKEND, Segment, Snapshot, get_backend, last_live
+from hashsearch.storage import SegmentRows, check_ids, check_metadata
 
-PAD_DISTANCE = int(scan.PAD_DISTANCE)
-BACKENDS = ("numba", "faiss", "mih")
-_PARAMS = {"numba": {}, "faiss": {"nhash": int}, "mih": {"m": int, "probe_cost": float}}
-GPU_MAX_K = 2048  # GpuIndexBinaryFlat's limit on k
+DEFAULT_BACKEND = "auto"  # scan or MIH per query batch, by the planner's cost model
+
+SETTINGS = {"segment_rows": 1 << 16, "max_segments": 8, "max_dead_fraction": 0.2}
 
 
 def set_num_threads(n: int) -> None:
@@ -43,26 +48,10 @@ def set_num_threads(n: int) -> None:
     faiss.omp_set_num_threads(int(n))
 
 
-def _check_params(backend: str, params: dict[str, Any]) -> dict[str, Any]:
-    if backend not in BACKENDS:
-        raise InvalidInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    allowed = _PARAMS[backend]
-    for key, value in params.items():
-        if key not in allowed:
-            raise InvalidInputError(
-                f"backend {backend!r} takes no parameter {key!r} (it takes: {', '.join(allowed) or 'none'})")
-        if value is not None and not isinstance(value, (int, float, np.integer, np.floating)):
-            raise InvalidInputError(f"parameter {key!r} must be a number, got {value!r}")
-    if params.get("m") is not None and int(params["m"]) < 1:
-        raise InvalidInputError(f"parameter 'm' must be >= 1, got {params['m']}")
-    if params.get("nhash") is not None and int(params["nhash"]) < 0:
-        raise InvalidInputError(f"parameter 'nhash' must be >= 0, got {params['nhash']}")
-    return {k: (None if v is None else allowed[k](v)) for k, v in params.items()}
-
-
 class GrowingRows:
     """Rows kept in one array with spare capacity that doubles when full: n appends cost O(total
-    rows) copied, not O(n * total), and the rows stay one contiguous array for the kernels."""
+    rows) copied, not O(n * total). Rows below the count are never written again, so views of them
+    (held by snapshots) stay valid while later rows are appended."""
 
     def __init__(self, rows: np.ndarray):
         self._data = rows
@@ -71,11 +60,6 @@ class GrowingRows:
     @property
     def array(self) -> np.ndarray:
         return self._data[:self._n]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held, spare capacity included."""
-        return self._data.nbytes
 
     def append(self, rows: np.ndarray) -> None:
         need = self._n + rows.shape[0]
@@ -87,122 +71,214 @@ class GrowingRows:
         self._n = need
 
 
-class HammingIndex:
-    """Exact k-NN and radius search over `nbits`-bit packed codes; see the module docstring."""
+def _check_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    out = dict(SETTINGS)
+    for key, value in settings.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or value <= 0:
+            raise InvalidInputError(f"index setting {key!r} must be a positive number, got {value!r}")
+        out[key] = float(value) if key == "max_dead_fraction" else int(value)
+    if out["max_dead_fraction"] > 1:
+        raise InvalidInputError(f"max_dead_fraction must lie in (0, 1], got {out['max_dead_fraction']}")
+    return out
 
-    def __init__(self, nbits: int, backend: str = "numba", **params: Any):
+
+def _range_start(ids: np.ndarray) -> int | None:
+    """ids[0] when ids are ids[0], ids[0]+1, ... (then they need no memory), else None."""
+    if ids.size == 0:
+        return 0
+    return int(ids[0]) if int(ids[-1]) - int(ids[0]) == ids.size - 1 else None  # ids ascend and are unique
+
+
+class HammingIndex:
+    """Exact k-NN and radius search over `nbits`-bit packed codes; see the module docstring.
+
+    backend: what each sealed segment is searched with ("auto" by default, "numba", "faiss", "mih",
+    "gpu": the registry of `hashsearch.backends`); params: its build parameters. segment_rows: rows of the growing segment
+    before it is sealed; max_segments, max_dead_fraction: thresholds of background compaction;
+    auto_compact=False leaves compaction to `compact()`."""
+
+    def __init__(self, nbits: int, backend: str = DEFAULT_BACKEND, *, segment_rows: int = SETTINGS["segment_rows"],
+                 max_segments: int = SETTINGS["max_segments"], max_dead_fraction: float = SETTINGS["max_dead_fraction"],
+                 auto_compact: bool = True, **params: Any):
         self.nbits = check_nbits(nbits)
-        self.backend = backend
-        self.params = _check_params(backend, params)
-        # codes (and explicit ids) in ascending id order, in buffers that grow by doubling
-        self._code_rows = GrowingRows(np.empty((0, nbits // 8), np.uint8))
-        self._id_rows: GrowingRows | None = None  # None: ids are _id_start + position
-        self._n = 0
-        self._id_start = 0
-        self._metadata: pa.Table | None = None
-        self._engine: Any = None  # backend structure, built on the first query after a change
-        self._multihash: Any = None  # FAISS helpers built with the FAISS engine, lazily
-        self._gpu: Any = None
+        # building over no codes checks the backend's name and parameters at once
+        get_backend(backend)(np.zeros((0, self.nbits // 8), np.uint8), self.nbits, **params)
+        self.backend, self.params = backend, dict(params)
+        self.settings = _check_settings({"segment_rows": segment_rows, "max_segments": max_segments,
+                                         "max_dead_fraction": max_dead_fraction})
+        self.auto_compact = bool(auto_compact)
+        self.uid = uuid.uuid4().hex  # the lineage a save recognises as "this index's own directory"
+        self._lock = threading.RLock()  # writers: add, remove, compaction swaps, save
+        self._compact_lock = threading.Lock()
+        self._compactor: threading.Thread | None = None
+        self.compaction_error: BaseException | None = None
+        self._sealed: tuple[tuple[Segment, np.ndarray | None, int], ...] = ()  # (segment, live, dead)
+        self._has_metadata: bool | None = None
+        self._meta_schema: pa.Schema | None = None
+        self._reset_growing()
+        self._publish()
+
+    # ------------------------------------------------------------------ state
+    def _reset_growing(self) -> None:
+        self._g_codes = GrowingRows(np.empty((0, self.nbits // 8), np.uint8))
+        self._g_ids = GrowingRows(np.empty(0, np.int64))
+        self._g_meta: pa.Table | None = None
+
+    def _growing(self) -> Segment | None:
+        if self._g_ids.array.size == 0:
+            return None
+        return Segment(self._g_codes.array, self._g_ids.array, 0, self.nbits, self._g_meta, SCAN_BACKEND, {})
+
+    def _publish(self) -> None:
+        """Make the current state the snapshot new readers see (one attribute store: atomic)."""
+        segs = [s for s, _, _ in self._sealed]
+        lives = [live for _, live, _ in self._sealed]
+        dead = [d for _, _, d in self._sealed]
+        growing = self._growing()
+        if growing is not None:
+            segs.append(growing)
+            lives.append(None)
+            dead.append(0)
+        self._snap = Snapshot(self.nbits, tuple(segs), tuple(lives), tuple(dead))
+
+    def snapshot(self) -> Snapshot:
+        """The current version: an immutable view whose search/range_search answer on exactly it."""
+        return self._snap
 
     # ------------------------------------------------------------------ accessors
     @property
     def ntotal(self) -> int:
-        return self._n
-
-    @property
-    def _codes(self) -> np.ndarray:
-        return self._code_rows.array
-
-    @property
-    def _ids(self) -> np.ndarray | None:
-        return None if self._id_rows is None else self._id_rows.array
-
-    def _set(self, codes: np.ndarray, ids: np.ndarray | None) -> None:
-        self._code_rows = GrowingRows(codes)
-        self._id_rows = None if ids is None else GrowingRows(ids)
-        self._n = codes.shape[0]
-        self._engine = None
-
-    def _last_id(self) -> int:
-        if self._n == 0:
-            return -1
-        return self._id_start + self._n - 1 if self._id_rows is None else int(self._id_rows.array[-1])
+        return len(self._snap)
 
     def __len__(self) -> int:
         return self.ntotal
 
     def __repr__(self) -> str:
-        return f"HammingIndex(nbits={self.nbits}, backend={self.backend!r}, ntotal={self.ntotal})"
+        return (f"HammingIndex(nbits={self.nbits}, backend={self.backend!r}, ntotal={self.ntotal}, "
+                f"segments={len(self._snap.segments)})")
 
     @property
     def codes(self) -> np.ndarray:
-        """(ntotal, nbits/8) uint8 codes in ascending id order."""
-        return self._codes
+        """(ntotal, nbits/8) uint8 live codes in ascending id order."""
+        return self._snap.codes
 
     @property
     def ids(self) -> np.ndarray:
-        """(ntotal,) int64 ids, ascending."""
-        if self._ids is None:
-            return np.arange(self._id_start, self._id_start + self.ntotal, dtype=np.int64)
-        return self._ids
+        """(ntotal,) int64 live ids, ascending."""
+        return self._snap.ids
 
     @property
     def metadata(self) -> pa.Table | None:
         """Per-item columns in the same order as `codes`, or None."""
-        return self._metadata
+        return self._snap.metadata
 
     @property
     def nbytes(self) -> int:
-        """Memory held: codes and explicit ids (with their spare capacity) and the backend's structures
-        (not counting FAISS's copy)."""
-        extra = self._engine.nbytes if isinstance(self._engine, MultiIndexHash) else 0
-        return self._code_rows.nbytes + (0 if self._id_rows is None else self._id_rows.nbytes) + extra
+        """Memory held by codes, stored ids, tombstone masks and the built backend structures."""
+        snap = self._snap
+        return sum(s.nbytes for s in snap.segments) + sum(0 if m is None else m.nbytes for m in snap.live)
+
+    # ------------------------------------------------------------------ ids
+    def _find_live(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each id: the snapshot segment holding it live and its row there (-1, -1 when none)."""
+        snap = self._snap
+        where = np.full(ids.size, -1, np.int64)
+        rows = np.full(ids.size, -1, np.int64)
+        for s, (seg, live) in enumerate(zip(snap.segments, snap.live)):
+            pos = seg.positions(ids)
+            hit = pos >= 0
+            if live is not None:
+                hit[hit] = live[pos[hit]]
+            where[hit], rows[hit] = s, pos[hit]
+        return where, rows
+
+    def _max_id(self) -> int:
+        """Largest live id, -1 when empty."""
+        best = -1
+        for seg, live in zip(self._snap.segments, self._snap.live):
+            pos = last_live(live, len(seg))
+            if pos >= 0:
+                best = max(best, int(seg.id_at(np.array([pos]))[0]))
+        return best
 
     # ------------------------------------------------------------------ mutation
-    def add(self, codes: np.ndarray, ids: np.ndarray | None = None, metadata: pa.Table | dict | None = None) -> None:
-        """Add packed codes with their ids (default: continuing after the largest id) and optional
-        metadata rows. Raises InvalidInputError on bad codes, negative or duplicate ids."""
-        codes = validate_codes(codes, self.nbits)
+    def add(self, codes: np.ndarray, ids: Any = None, metadata: pa.Table | dict | None = None) -> None:
+        """Add packed codes (any strides) with their ids (default: continuing after the largest id) and
+        optional metadata rows. Raises InvalidInputError on bad codes, negative or duplicate ids."""
+        codes = validate_codes(np.ascontiguousarray(codes) if isinstance(codes, np.ndarray) else codes, self.nbits)
         n = codes.shape[0]
         metadata = check_metadata(metadata, n)
-        if self.ntotal and (metadata is None) != (self._metadata is None):
-            raise InvalidInputError("metadata must be given with every add or with none "
-                                    f"(the index {'has' if self._metadata is not None else 'has no'} metadata)")
-        last = self._last_id()
-        if ids is not None:  # None: the range after `last`, never built unless ids are stored
+        if ids is not None:
             ids = check_ids(ids, n)
             if n and ids.min() < 0:
                 raise InvalidInputError(f"ids must be non-negative (-1 marks padding), got {ids.min()}")
-        if n == 0:
-            return
-        if self._metadata is not None:
+        with self._lock:
+            if self._has_metadata is not None and (metadata is None) == self._has_metadata:
+                raise InvalidInputError("metadata must be given with every add or with none "
+                                        f"(the index {'has' if self._has_metadata else 'has no'} metadata)")
+            if n == 0:
+                return
+            if ids is None:
+                start = self._max_id() + 1
+                ids = np.arange(start, start + n, dtype=np.int64)
+            else:
+                self._check_new_ids(ids)
+            metadata = self._check_schema(metadata)
+            self._append_growing(codes, ids, metadata)
+            self._has_metadata = metadata is not None
+            if self._g_ids.array.size >= self.settings["segment_rows"]:
+                self._seal_growing(build=n < self.settings["segment_rows"])
+            self._publish()
+            self._maybe_compact()
+
+    def _check_new_ids(self, ids: np.ndarray) -> None:
+        uniq, counts = np.unique(ids, return_counts=True)
+        if uniq.size < ids.size:
+            raise InvalidInputError(f"duplicate id {uniq[counts > 1][0]}: ids must be unique in the index")
+        where, _ = self._find_live(ids)
+        if (where >= 0).any():
+            raise InvalidInputError(f"duplicate id {ids[where >= 0][0]}: ids must be unique in the index")
+
+    def _check_schema(self, metadata: pa.Table | None) -> pa.Table | None:
+        if metadata is None:
+            return None
+        if self._meta_schema is None:
+            self._meta_schema = metadata.schema
+        elif metadata.schema != self._meta_schema:
             try:
-                metadata = pa.concat_tables([self._metadata, metadata])
+                metadata = pa.concat_tables([self._meta_schema.empty_table(), metadata])
             except pa.ArrowInvalid as exc:
                 raise InvalidInputError(f"metadata columns differ from the index's: {exc}") from None
-        if ids is None or ((n == 1 or bool(np.all(np.diff(ids) > 0))) and ids[0] > last):
-            # the common case: appending keeps the order by id
-            first = last + 1 if ids is None else int(ids[0])
-            is_range = ids is None or ids[-1] - ids[0] == n - 1
-            if self._n == 0 and is_range:
-                self._id_start = first  # a plain range: ids need no memory
-            elif self._id_rows is None and not (first == last + 1 and is_range):
-                self._id_rows = GrowingRows(self.ids)
-            if self._id_rows is not None:
-                self._id_rows.append(np.arange(first, first + n) if ids is None else ids)
-            self._code_rows.append(codes)
-            self._n += n
-            self._engine = None
-        else:
-            all_ids = np.concatenate([self.ids, ids])
+        return metadata
+
+    def _append_growing(self, codes: np.ndarray, ids: np.ndarray, metadata: pa.Table | None) -> None:
+        g_ids = self._g_ids.array
+        in_order = (ids.size == 1 or bool(np.all(ids[1:] > ids[:-1]))) and (g_ids.size == 0 or ids[0] > g_ids[-1])
+        meta = metadata if self._g_meta is None else pa.concat_tables([self._g_meta, metadata]) \
+            if metadata is not None else None
+        if in_order:
+            self._g_codes.append(codes)
+            self._g_ids.append(ids)
+        else:  # keep the growing segment sorted by id: it is small, so re-sorting it is cheap
+            all_ids = np.concatenate([g_ids, ids])
             order = np.argsort(all_ids, kind="stable")
-            all_ids = all_ids[order]
-            dup = np.nonzero(all_ids[1:] == all_ids[:-1])[0]
-            if dup.size:
-                raise InvalidInputError(f"duplicate id {all_ids[dup[0]]}: ids must be unique in the index")
-            self._set(np.concatenate([self._codes, codes])[order], all_ids)
-            metadata = None if metadata is None else metadata.take(order)
-        self._metadata = metadata
+            self._g_codes = GrowingRows(np.concatenate([self._g_codes.array, codes])[order])
+            self._g_ids = GrowingRows(all_ids[order])
+            meta = None if meta is None else meta.take(pa.array(order))
+        if meta is not None and meta.num_columns and meta.column(0).num_chunks > 64:
+            meta = meta.combine_chunks()
+        self._g_meta = meta
+
+    def _seal_growing(self, build: bool) -> None:
+        """Turn the growing rows into a sealed segment (its backend built now when `build`)."""
+        ids = self._g_ids.array.copy()
+        start = _range_start(ids)
+        seg = Segment(self._g_codes.array.copy(), None if start is not None else ids, start or 0, self.nbits,
+                      self._g_meta, self.backend, self.params)
+        if build:
+            seg.searcher()
+        self._sealed += ((seg, None, 0),)
+        self._reset_growing()
 
     def remove(self, ids: Any) -> int:
         """Remove the items with these ids; returns how many. An id not in the index raises
@@ -212,137 +288,204 @@ class HammingIndex:
             return 0
         if not np.issubdtype(ids.dtype, np.integer):
             raise InvalidInputError(f"ids must be integers, got dtype {ids.dtype}")
-        current = self.ids
-        pos = np.searchsorted(current, ids)
-        found = (pos < current.size) & (current[np.minimum(pos, current.size - 1)] == ids) if current.size \
-            else np.zeros(ids.size, bool)
-        if not found.all():
-            missing = ids[~found]
-            raise UnknownIdError(f"id {missing[0]} is not in the index ({missing.size} unknown id(s) given)")
-        keep = np.ones(self.ntotal, bool)
-        keep[pos] = False
-        self._set(self._codes[keep], current[keep])
-        if self._metadata is not None:
-            self._metadata = self._metadata.filter(pa.array(keep))
+        ids = ids.astype(np.int64)
+        with self._lock:
+            where, rows = self._find_live(ids)
+            if (where < 0).any():
+                missing = ids[where < 0]
+                raise UnknownIdError(f"id {missing[0]} is not in the index ({missing.size} unknown id(s) given)")
+            sealed = list(self._sealed)
+            for s, (seg, live, dead) in enumerate(sealed):
+                pos = rows[where == s]
+                if pos.size:
+                    live = np.ones(len(seg), bool) if live is None else live.copy()  # copy-on-write
+                    live[pos] = False
+                    live.flags.writeable = False
+                    sealed[s] = (seg, live, dead + pos.size)
+            self._sealed = tuple(sealed)
+            gone = rows[where == len(sealed)]
+            if gone.size:
+                self._drop_growing(gone)
+            self._publish()
+            self._maybe_compact()
         return int(ids.size)
 
+    def _drop_growing(self, rows: np.ndarray) -> None:
+        keep = np.ones(self._g_ids.array.size, bool)
+        keep[rows] = False
+        meta = None if self._g_meta is None else self._g_meta.filter(pa.array(keep))
+        self._g_codes = GrowingRows(self._g_codes.array[keep])
+        self._g_ids = GrowingRows(self._g_ids.array[keep])
+        self._g_meta = meta
+
+    # ------------------------------------------------------------------ compaction
+    def compact(self) -> None:
+        """Merge every segment into one without tombstoned rows, now (answers are unchanged)."""
+        with self._compact_lock, self._lock:
+            if self._g_ids.array.size:
+                self._seal_growing(build=False)
+            if len(self._sealed) > 1 or any(d for _, _, d in self._sealed):
+                merged = _merge([(s, live) for s, live, _ in self._sealed], self)
+                self._sealed = ((merged, None, 0),)
+            self._publish()
+
+    def _pick(self) -> list[int]:
+        """Sealed segments a background compaction should merge now (empty: none)."""
+        frac = self.settings["max_dead_fraction"]
+        chosen = {i for i, (s, _, d) in enumerate(self._sealed) if d and d >= frac * len(s)}
+        extra = len(self._sealed) - self.settings["max_segments"]
+        if extra > 0:
+            by_size = sorted(range(len(self._sealed)), key=lambda i: len(self._sealed[i][0]) - self._sealed[i][2])
+            chosen.update(by_size[:extra + self.settings["max_segments"] // 2])
+        return sorted(chosen)
+
+    def _maybe_compact(self) -> None:
+        """Start the background compaction thread when thresholds are passed (called under the lock)."""
+        if not self.auto_compact or (self._compactor is not None and self._compactor.is_alive()) or not self._pick():
+            return
+        self._compactor = threading.Thread(target=self._background_compaction, name="hashsearch-compaction",
+                                           daemon=True)
+        self._compactor.start()
+
+    def _background_compaction(self) -> None:
+        """Merge picked segments outside the writer lock, then swap them in, carrying over the
+        tombstones that writers set meanwhile; repeat while the thresholds are still passed."""
+        try:
+            while True:
+                with self._compact_lock:
+                    with self._lock:
+                        picked = [self._sealed[i] for i in self._pick()]
+                    if not picked:
+                        return
+                    merged = _merge([(s, live) for s, live, _ in picked], self)
+                    merged.searcher()
+                    with self._lock:
+                        self._swap(picked, merged)
+                        self._publish()
+        except BaseException as exc:  # noqa: BLE001 - reported, and the index stays as it was
+            self.compaction_error = exc
+            warnings.warn(f"background compaction failed: {exc!r}", RuntimeWarning, stacklevel=1)
+
+    def _swap(self, picked: list[tuple[Segment, np.ndarray | None, int]], merged: Segment) -> None:
+        """Replace the picked segments by `merged`, tombstoning rows removed since it was built."""
+        names = {s.name for s, _, _ in picked}
+        now = {s.name: (live, d) for s, live, d in self._sealed}
+        late = []
+        for seg, then, d in picked:
+            live_now, dead_now = now[seg.name]
+            if dead_now != d:
+                was = np.ones(len(seg), bool) if then is None else then
+                late.append(seg.id_at(np.flatnonzero(was & ~live_now)))
+        live, dead = None, 0
+        if late:
+            gone = np.concatenate(late)
+            live = np.ones(len(merged), bool)
+            live[merged.positions(gone)] = False
+            live.flags.writeable = False
+            dead = gone.size
+        self._sealed = tuple(x for x in self._sealed if x[0].name not in names) + ((merged, live, dead),)
+
+    def wait_for_compaction(self, timeout: float | None = None) -> None:
+        """Block until a running background compaction ends (tests, benchmarks, before exit)."""
+        thread = self._compactor
+        if thread is not None:
+            thread.join(timeout)
+
     # ------------------------------------------------------------------ search
-    def _queries(self, queries: np.ndarray) -> np.ndarray:
-        if isinstance(queries, np.ndarray) and queries.ndim == 1:
-            queries = queries.reshape(1, -1)
-        if isinstance(queries, np.ndarray) and not queries.flags.c_contiguous:
-            queries = np.ascontiguousarray(queries)
-        return validate_codes(queries, self.nbits, name="queries")
+    def search(self, queries: np.ndarray, k: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact k nearest live codes of each query: (nq, min(k, ntotal)) int32 distances and int64 ids,
+        rows sorted by (distance, id). `filter`: an id allow-list or a pyarrow compute Expression over
+        the metadata; rows it leaves short are padded with (PAD_DISTANCE, -1)."""
+        return self._snap.search(queries, k, filter=filter)
 
-    def _build(self) -> Any:
-        if self._engine is None:
-            if self.backend == "numba":
-                self._engine = scan_words(self._codes)
-            elif self.backend == "mih":
-                p = self.params
-                self._engine = MultiIndexHash(as_words(self._codes), self.nbits, p.get("m"),
-                                              **({"probe_cost": p["probe_cost"]} if p.get("probe_cost") is not None else {}))
-            else:
-                self._engine = faiss.IndexBinaryFlat(self.nbits)
-                self._engine.add(self._codes)
-                self._multihash = self._gpu = None
-        return self._engine
+    def range_search(self, queries: np.ndarray, radius: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every live code within `radius` (inclusive; >= nbits: all) of each query: CSR (lims (nq+1,)
+        int64, distances int32, ids int64), query i's results in [lims[i], lims[i+1]) sorted by
+        (distance, id). `filter` as for `search`."""
+        return self._snap.range_search(queries, radius, filter=filter)
 
-    def _to_ids(self, pos: np.ndarray) -> np.ndarray:
-        valid = pos >= 0
-        out = np.full(pos.shape, -1, np.int64)
-        out[valid] = self._id_start + pos[valid] if self._ids is None else self._ids[pos[valid]]
-        return out
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact k nearest codes of each query: (nq, k) int32 distances and int64 ids, rows sorted by
-        (distance, id), padded with (PAD_DISTANCE, -1) when the index holds fewer than k items."""
-        q = self._queries(queries)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-        k = int(k)
-        nq = q.shape[0]
-        if nq == 0 or self.ntotal == 0:
-            return np.full((nq, k), PAD_DISTANCE, np.int32), np.full((nq, k), -1, np.int64)
-        engine = self._build()
-        if self.backend == "numba":
-            dist, pos = scan.topk(scan_words(q), engine, k, self.nbits)
-        elif self.backend == "mih":
-            dist, pos = engine.search(as_words(q), k)
-        else:
-            dist, pos = self._faiss_search(q, k)
-        return dist, self._to_ids(pos)
-
-    def _faiss_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if k <= GPU_MAX_K and faiss.get_num_gpus() > 0:  # pragma: no cover - no GPU on CI
-            if self._gpu is None:
-                self._gpu = faiss.index_binary_cpu_to_gpu(faiss.StandardGpuResources(), 0, self._engine)
-            return self._gpu.search(q, k)
-        dist, pos = self._engine.search(q, k)
-        return dist.astype(np.int32, copy=False), pos.astype(np.int64, copy=False)
-
-    def range_search(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every code within `radius` (inclusive) of each query: CSR (lims (nq+1,) int64, distances
-        int32, ids int64), query i's results in [lims[i], lims[i+1]) sorted by (distance, id)."""
-        q = self._queries(queries)
-        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
-            raise InvalidInputError(f"radius must be a non-negative integer, got {radius!r}")
-        radius = int(min(radius, self.nbits))
-        nq = q.shape[0]
-        if nq == 0 or self.ntotal == 0:
-            return np.zeros(nq + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
-        engine = self._build()
-        if self.backend == "numba":
-            lims, dist, pos = scan.range_search(scan_words(q), engine, radius, self.nbits)
-        elif self.backend == "mih":
-            lims, dist, pos = engine.range_search(as_words(q), radius)
-        else:
-            lims, dist, pos = self._faiss_range(q, radius)
-        return lims, dist, self._to_ids(pos)
-
-    def _faiss_range(self, q: np.ndarray, radius: int):
-        """FAISS radius search is strictly below its radius (so pass r + 1) and leaves rows in scan
-        order (so sort them)."""
-        nhash = self.params.get("nhash") or 0
-        index = self._engine
-        b = min(self.nbits // max(nhash, 1), 64)
-        # the hash tables help only while probing costs less than scanning
-        if nhash and nhash * sum(math.comb(b, s) for s in range(radius // nhash + 1)) < self.ntotal / 64:
-            if self._multihash is None:
-                self._multihash = faiss.IndexBinaryMultiHash(self.nbits, nhash, b)
-                self._multihash.add(self._codes)
-            index = self._multihash
-            # exact when every table probes all keys within floor(r / nhash) flips (pigeonhole)
-            index.nflip = radius // nhash
-        lims, dist, pos = index.range_search(q, radius + 1)
-        lims = lims.astype(np.int64)
-        dist = dist.astype(np.int32)
-        pos = pos.astype(np.int64)
-        rows = np.repeat(np.arange(q.shape[0]), np.diff(lims))
-        order = np.lexsort((pos, dist, rows))
-        return lims, dist[order], pos[order]
+    def explain(self, queries: np.ndarray | int = 1, k: int | None = None, radius: int | None = None) -> list[dict[str, Any]]:
+        """Per segment: rows, tombstones and what its backend would do for these queries (or this
+        many) at top-k or radius, and why."""
+        nq = queries if isinstance(queries, (int, np.integer)) else np.atleast_2d(queries).shape[0]
+        return self._snap.explain(int(nq), k=k, radius=radius)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the index (codes, ids, backend and params, metadata) with `storage.write_index`."""
-        write_index(path, self._codes, None if (self._ids is None and self._id_start == 0) else self.ids,
-                    self.nbits, backend=self.backend, params=self.params, metadata=self._metadata)
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write the index to directory `path`, writing only segments not already there (an
+        incremental save into the directory the index came from needs no flag); `overwrite=True`
+        replaces another index there. `manifest.json` is the commit point: readers see the old or
+        the new version. Refuses a non-empty directory that is not a hashsearch index."""
+        with self._lock:
+            snap = self._snap
+            rows = []
+            for seg, live in zip(snap.segments, snap.live):
+                start = _range_start(seg.ids) if seg.ids_stored else seg.id_start  # a range needs no column
+                rows.append(SegmentRows(name=seg.name, codes=seg.codes, ids=seg.ids if start is None else None,
+                                        id_start=start or 0, metadata=seg.metadata,
+                                        dead=None if live is None else np.flatnonzero(~live), files=seg.files))
+            written = storage.write_segments(
+                path, rows, nbits=self.nbits, backend=self.backend, params=self.params,
+                settings=self.settings, uid=self.uid, overwrite=overwrite)
+            for seg, files in zip(snap.segments, written):
+                seg.files = files
 
     @classmethod
-    def load(cls, path: str | os.PathLike, mmap: bool = True) -> "HammingIndex":
-        """Open an index saved by `save`; with mmap=True the codes stay a read-only memory map."""
-        stored = read_index(path, mmap=mmap)
-        index = cls(stored.nbits, backend=stored.backend, **stored.params)
-        ids = stored.stored_ids  # None when ids are a plain range: never materialise one
-        if ids is None:
-            index._id_start = int(stored.id_start)
-        elif ids.size > 1 and not np.all(np.diff(ids) > 0):
-            order = np.argsort(ids, kind="stable")
-            ids = ids[order]
-            if np.any(ids[1:] == ids[:-1]):
-                raise CorruptIndexError(f"{path}: duplicate ids")
-            stored.codes = stored.codes[order]
-            stored.metadata = None if stored.metadata is None else stored.metadata.take(order)
-        index._set(stored.codes, ids)
-        index._metadata = stored.metadata
+    def load(cls, path: str | os.PathLike, mmap: bool = True, verify: bool = True) -> "HammingIndex":
+        """Open an index saved by `save` (or by the previous release's single-file format); with
+        mmap=True the codes stay read-only memory maps. verify=False skips SHA-256 (sizes are checked)."""
+        stored = storage.read_index(path, mmap=mmap, verify=verify)
+        index = cls(stored.nbits, backend=stored.backend, **stored.settings, **stored.params)
+        index.uid = stored.uid
+        sealed = []
+        for rows in stored.segments:
+            seg = Segment(rows.codes, rows.ids, rows.id_start, stored.nbits, rows.metadata, stored.backend,
+                          stored.params, name=rows.name, files=rows.files)
+            live = None
+            if rows.dead is not None and rows.dead.size:
+                live = np.ones(len(seg), bool)
+                live[rows.dead] = False
+                live.flags.writeable = False
+            sealed.append((seg, live, 0 if rows.dead is None else int(rows.dead.size)))
+            if rows.metadata is not None:
+                index._has_metadata, index._meta_schema = True, rows.metadata.schema
+            elif len(seg):
+                index._has_metadata = False
+        index._sealed = tuple(sealed)
+        index._publish()
         return index
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle (e.g. to send to a Ray actor) the current version, without locks or threads."""
+        with self._lock:
+            state = dict(self.__dict__)
+        for key in ("_lock", "_compact_lock", "_compactor", "_snap", "compaction_error"):
+            state.pop(key)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock, self._compact_lock = threading.RLock(), threading.Lock()
+        self._compactor, self.compaction_error = None, None
+        self._publish()
+
+
+def _merge(parts: list[tuple[Segment, np.ndarray | None]], index: HammingIndex) -> Segment:
+    """One segment of the live rows of `parts`, sorted by id (ids are unique among live rows)."""
+    sel = [slice(None) if live is None else live for _, live in parts]
+    codes = np.concatenate([s.codes[m] for (s, _), m in zip(parts, sel)]) if len(parts) > 1 \
+        else np.ascontiguousarray(parts[0][0].codes[sel[0]])
+    ids = np.concatenate([s.ids[m] for (s, _), m in zip(parts, sel)])
+    tables = [s.metadata if isinstance(m, slice) else s.metadata.filter(pa.array(m))
+              for (s, _), m in zip(parts, sel) if s.metadata is not None]
+    meta = pa.concat_tables(tables).combine_chunks() if tables else None
+    if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
+        order = np.argsort(ids, kind="stable")
+        codes, ids = codes[order], ids[order]
+        meta = None if meta is None else meta.take(pa.array(order))
+    start = _range_start(ids)
+    return Segment(codes, None if start is not None else ids, start or 0, index.nbits, meta,
+                   index.backend, index.params)
+
+
+__all__ = ["DEFAULT_BACKEND", "PAD_DISTANCE", "HammingIndex", "Snapshot", "set_num_threads"]

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from hashsearch.codefiles import CodeFile
 from hashsearch.errors import InvalidInputError
-from hashsearch.storage import index_size, read_index
+from hashsearch.storage import index_size, leftovers, read_index
 
 
 # ---------------------------------------------------------------------------- the three commands
@@ -37,9 +37,10 @@ def parse_params(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 
 def build_index(codes: CodeFile, out: str | os.PathLike, *, backend: str, ids: np.ndarray | None = None,
-                params: dict[str, Any] | None = None, batch_size: int = 1 << 22):
+                params: dict[str, Any] | None = None, batch_size: int = 1 << 22, overwrite: bool = False):
     """Add the codes (with their ids and metadata columns, if any) to a new HammingIndex in batches,
-    with a progress bar when there are several, then save it atomically to `out`. Returns the index."""
+    with a progress bar when there are several, compact it to one segment and save it atomically to
+    `out` (an index already there is replaced only with `overwrite`). Returns the index."""
     from hashsearch.index import HammingIndex
 
     if batch_size < 1:
@@ -55,7 +56,8 @@ def build_index(codes: CodeFile, out: str | os.PathLike, *, backend: str, ids: n
             index.add(np.ascontiguousarray(codes.codes[lo:hi]), None if ids is None else ids[lo:hi],
                       None if codes.metadata is None else codes.metadata.slice(lo, hi - lo))
             bar.update(hi - lo)
-    index.save(out)
+    index.compact()
+    index.save(out, overwrite=overwrite)
     return index
 
 
@@ -90,8 +92,9 @@ def check_search_arguments(topk: int | None, radius: int | None, batch_size: int
 
 
 def search_batches(index, queries: np.ndarray, *, topk: int | None = None, radius: int | None = None,
-                   batch_size: int = 1024, query_ids: np.ndarray | None = None) -> Iterator[ResultBatch]:
-    """Results batch by batch (see ResultBatch), each hit with its metadata when the index has some.
+                   batch_size: int = 1024, query_ids: np.ndarray | None = None, where: Any = None) -> Iterator[ResultBatch]:
+    """Results batch by batch (see ResultBatch), each hit with its metadata when the index has some;
+    `where` is a filter (id allow-list or pyarrow expression over the metadata, see filters.py).
     The arguments are checked at once, before the first batch is searched; top-k asks the index for
     at most len(index) results, so a huge K allocates nothing extra."""
     check_search_arguments(topk, radius, batch_size)
@@ -101,22 +104,22 @@ def search_batches(index, queries: np.ndarray, *, topk: int | None = None, radiu
         topk = max(1, min(topk, len(index)))
     else:
         radius = min(radius, index.nbits)
-    return _search(index, queries, topk, radius, batch_size, query_ids)
+    return _search(index, queries, topk, radius, batch_size, query_ids, where)
 
 
-def _search(index, queries, topk, radius, batch_size, query_ids):
+def _search(index, queries, topk, radius, batch_size, query_ids, where):
     nq = queries.shape[0]
     rows = MetadataRows(index)
     with tqdm(total=nq, unit="query", desc="searching", disable=nq <= batch_size, leave=False) as bar:
         for lo in range(0, nq, batch_size):
             batch = np.ascontiguousarray(queries[lo:lo + batch_size])
             if topk is not None:
-                dist, ids = index.search(batch, topk)
+                dist, ids = index.search(batch, topk, filter=where)
                 found = ids >= 0
                 offsets = np.concatenate([[0], np.cumsum(found.sum(axis=1))])
                 ids, dist = ids[found], dist[found]
             else:
-                offsets, dist, ids = index.range_search(batch, radius)
+                offsets, dist, ids = index.range_search(batch, radius, filter=where)
                 offsets = np.asarray(offsets)
             qids = np.arange(lo, lo + len(batch)) if query_ids is None else query_ids[lo:lo + len(batch)]
             yield ResultBatch(lo, qids, offsets, ids, dist, rows.of(ids))
@@ -223,21 +226,27 @@ def write_parquet(batches: Iterable[ResultBatch], out: str | os.PathLike) -> int
 
 
 def describe_index(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
-    """What `hashsearch info` prints: shape, backend, bytes on disk against raw codes, checksums."""
+    """What `hashsearch info` prints: shape, backend, segments and tombstones, bytes on disk against
+    raw codes, checksums, and files left by interrupted saves (the next save deletes them)."""
     stored = read_index(path, mmap=True, verify=verify)
     m = stored.manifest
     disk = index_size(path)
     raw = stored.count * stored.nbits // 8
+    segs = stored.segments
+    metadata = next((s.metadata for s in segs if s.metadata is not None), None)
     return {
         "path": str(path), "nbits": stored.nbits, "count": stored.count, "backend": stored.backend,
-        "params": stored.params, "ids_stored": m["ids"]["stored"],
-        "metadata_columns": stored.metadata.column_names if stored.metadata is not None else [],
+        "params": stored.params, "format_version": m["format_version"], "generation": m.get("generation"),
+        "segments": len(segs), "tombstones": sum(0 if s.dead is None else int(s.dead.size) for s in segs),
+        "ids_stored": any(s.ids is not None for s in segs),
+        "metadata_columns": metadata.column_names if metadata is not None else [],
         "created": m.get("created"), "hashsearch_version": m.get("hashsearch_version"),
         "bytes_on_disk": disk, "bytes_per_item": disk / stored.count if stored.count else None,
         "raw_code_bytes_per_item": stored.nbits // 8,
         "overhead_vs_raw_codes": disk / raw - 1 if raw else None,
-        "files": {name: entry["bytes"] for name, entry in m["files"].items()},
+        "files": {f["name"]: f["bytes"] for s in segs for f in s.files.values()},
         "checksums": "ok" if verify else "not checked",
+        "leftover_files": leftovers(path, m),
     }
 
 

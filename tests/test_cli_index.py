@@ -114,7 +114,7 @@ def test_build_from_parquet_and_float_outputs(tmp_path):
 def test_query_index_refused_when_corrupt(corpus, tmp_path):
     tmp, *_ = corpus
     invoke("build-index", tmp / "db.npy", "--out", tmp_path / "ix")
-    codes_file = tmp_path / "ix" / "codes.arrow"
+    codes_file = next((tmp_path / "ix").glob("seg-*.codes.arrow"))
     codes_file.write_bytes(codes_file.read_bytes()[:-16])
     assert_one_line_error(invoke("query", tmp_path / "ix", tmp / "q.npy", "--topk", 3), "codes.arrow: truncated")
     assert_one_line_error(invoke("info", tmp_path / "ix"), "codes.arrow: truncated")
@@ -218,3 +218,35 @@ def test_results_without_ids_or_metadata(corpus, tmp_path):
     invoke("build-index", tmp / "db.npy", "--out", tmp_path / "ix")
     row = json.loads(invoke("query", tmp_path / "ix", tmp / "q.npy", "--topk", 2).stdout.splitlines()[5])
     assert row["query"] == row["query_id"] == 5 and "metadata" not in row
+
+
+# --- live index options (helper `live`): --force, --where, --explain, radius above nbits ----------
+
+def test_build_index_replaces_an_index_only_with_force(corpus, tmp_path):
+    tmp = corpus[0]
+    assert invoke("build-index", tmp / "db.npy", "--out", tmp_path / "ix").exit_code == 0
+    assert_one_line_error(invoke("build-index", tmp / "q.npy", "--out", tmp_path / "ix"), "--force")
+    assert HammingIndex.load(tmp_path / "ix").ntotal == 300
+    assert invoke("build-index", tmp / "q.npy", "--out", tmp_path / "ix", "--force").exit_code == 0
+    assert HammingIndex.load(tmp_path / "ix").ntotal == 20
+
+
+def test_query_where_and_explain(tmp_path):
+    rng = np.random.default_rng(3)
+    db = rng.integers(0, 256, (200, 8), dtype=np.uint8)
+    labels = np.arange(200) % 5
+    save_parquet(tmp_path, "db.parquet", {"code": [bytes(row) for row in db], "label": labels})
+    np.save(tmp_path / "q.npy", db[:4])
+    assert invoke("build-index", tmp_path / "db.parquet", "--out", tmp_path / "ix").exit_code == 0
+    result = invoke("query", tmp_path / "ix", tmp_path / "q.npy", "--topk", 6, "--where", "label == 3")
+    assert result.exit_code == 0, result.output
+    truth = hamming_bruteforce(db[:4], db)
+    for row in map(json.loads, result.stdout.splitlines()):
+        want = sorted((int(truth[row["query"], j]), j) for j in np.flatnonzero(labels == 3))[:6]
+        assert list(zip(row["distances"], row["ids"])) == want
+    result = invoke("query", tmp_path / "ix", tmp_path / "q.npy", "--radius", 1000)  # above nbits: everything
+    assert all(len(json.loads(line)["ids"]) == 200 for line in result.stdout.splitlines())
+    plan = json.loads(invoke("query", tmp_path / "ix", tmp_path / "q.npy", "--topk", 3, "--explain").stdout)
+    assert plan["segments"][0]["rows"] == 200 and plan["segments"][0]["backend"] == "numba"
+    assert_one_line_error(invoke("query", tmp_path / "ix", tmp_path / "q.npy", "--topk", 3, "--where", "colour == 1"),
+                          "unknown column")

@@ -1,4 +1,6 @@
-"""HammingIndex: the three backends return exactly what a brute-force scan returns, ids included."""
+"""HammingIndex: the three backends return exactly what a brute-force scan returns, ids included.
+segment_rows=1 seals every add into a segment searched by the backend under test (not the scan of
+the growing segment)."""
 import faiss
 import numpy as np
 import pyarrow as pa
@@ -15,8 +17,9 @@ BACKENDS = [("numba", {}), ("faiss", {}), ("faiss", {"nhash": 2}), ("mih", {}), 
 
 
 def oracle(q, db, ids, k, r):
-    """Top-k and radius results by brute force, ties by ascending id."""
+    """Top-k (min(k, n) columns) and radius results by brute force, ties by ascending id."""
     full = hamming_bruteforce(q, db)
+    k = min(k, len(db))
     D = np.full((len(q), k), PAD_DISTANCE, np.int32)
     I = np.full((len(q), k), -1, np.int64)
     lims, dist, out = [0], [], []
@@ -48,7 +51,7 @@ def test_backends_match_bruteforce_with_custom_ids_and_removal(backend, params, 
     r = min(r, nbits) if backend == "numba" or r < 8 else r % 8  # keep probing backends quick
     rng = np.random.default_rng(seed)
     ids = rng.permutation(10 * len(db) + 1)[:len(db)]
-    index = HammingIndex(nbits, backend, **params)
+    index = HammingIndex(nbits, backend, segment_rows=1, **params)
     half = len(db) // 2
     index.add(db[:half], ids[:half])
     index.add(db[half:], ids[half:])
@@ -61,37 +64,39 @@ def test_backends_match_bruteforce_with_custom_ids_and_removal(backend, params, 
     check(index, q, db[keep], ids[keep], k, r)
 
 
-def test_padding_matches_faiss_when_k_exceeds_n():
+def test_k_above_n_gives_n_columns_and_padding_only_where_a_filter_leaves_fewer():
     rng = np.random.default_rng(0)
     db = rng.integers(0, 256, (3, 8), dtype=np.uint8)
     flat = faiss.IndexBinaryFlat(64)
     flat.add(db)
-    D, I = flat.search(db[:2], 6)
+    D, I = flat.search(db[:2], 3)
     for backend, params in BACKENDS:
-        index = HammingIndex(64, backend, **params)
+        index = HammingIndex(64, backend, segment_rows=1, **params)
         index.add(db)
-        d, i = index.search(db[:2], 6)
+        d, i = index.search(db[:2], 10**12)  # never allocates for the k asked
         assert (d == D).all() and (i == I).all(), backend
-        assert (d[:, 3:] == PAD_DISTANCE).all() and (i[:, 3:] == -1).all()
+        d, i = index.search(db[:2], 6, filter=[1])
+        assert i.shape == (2, 3) and (i[:, 0] == 1).all() and (i[:, 1:] == -1).all()
+        assert (d[:, 1:] == PAD_DISTANCE).all()
 
 
 @pytest.mark.parametrize("backend,params", BACKENDS)
 def test_empty_index_and_empty_queries(backend, params):
-    index = HammingIndex(16, backend, **params)
+    index = HammingIndex(16, backend, segment_rows=1, **params)
     q = np.zeros((2, 2), np.uint8)
     d, i = index.search(q, 3)
-    assert (d == PAD_DISTANCE).all() and (i == -1).all()
+    assert d.shape == i.shape == (2, 0)
     lims, dist, ids = index.range_search(q, 16)
     assert lims.tolist() == [0, 0, 0] and dist.size == ids.size == 0
     index.add(np.zeros((1, 2), np.uint8))
-    assert index.search(np.zeros((0, 2), np.uint8), 2)[0].shape == (0, 2)
-    assert index.search(np.zeros(2, np.uint8), 2)[1].tolist() == [[0, -1]]  # one code as a 1-D array
+    assert index.search(np.zeros((0, 2), np.uint8), 2)[0].shape == (0, 1)  # min(k, len) columns
+    assert index.search(np.zeros(2, np.uint8), 2)[1].tolist() == [[0]]  # one code as a 1-D array
 
 
 def test_radius_is_inclusive_at_the_boundary():
     db = np.array([[0b0000_0000], [0b0000_0111], [0b0000_1111]], np.uint8)
     for backend, params in BACKENDS:
-        index = HammingIndex(8, backend, **params)
+        index = HammingIndex(8, backend, segment_rows=1, **params)
         index.add(db)
         lims, dist, ids = index.range_search(np.zeros((1, 1), np.uint8), 3)
         assert dist.tolist() == [0, 3] and ids.tolist() == [0, 1], backend
@@ -159,7 +164,7 @@ def test_save_load_then_add_and_remove(tmp_path, backend, params, mmap):
     rng = np.random.default_rng(3)
     db = rng.integers(0, 256, (300, 4), dtype=np.uint8)
     ids = rng.permutation(1000)[:300]
-    index = HammingIndex(32, backend, **params)
+    index = HammingIndex(32, backend, segment_rows=1, **params)
     index.add(db, ids, metadata={"row": np.arange(300)})
     index.save(tmp_path / "ix")
     loaded = HammingIndex.load(tmp_path / "ix", mmap=mmap)
@@ -176,6 +181,7 @@ def test_save_load_then_add_and_remove(tmp_path, backend, params, mmap):
 def test_plain_range_ids_are_not_stored(tmp_path, monkeypatch):
     index = HammingIndex(64)
     index.add(np.zeros((1000, 8), np.uint8), ids=np.arange(5, 1005))
+    index.compact()  # seals the growing segment, whose ids are a plain range
     assert index.nbytes == 8000  # no id array: overhead 0 over the raw codes
     index.save(tmp_path / "ix")
     # loading must not build the range of ids (800 MB at 100M codes)
@@ -193,8 +199,8 @@ def test_many_small_adds_grow_by_doubling():
     index = HammingIndex(64)
     buffers = set()
     for i in range(1000):
-        index.add(db[i:i + 1], ids=None if i < 500 else [2 * i])
-        buffers.add(id(index._code_rows._data))
+        index.add(db[i:i + 1], ids=None if i < 500 else [2 * i])  # all in the growing segment
+        buffers.add(id(index._g_codes._data))
     assert len(buffers) <= 12  # capacity 1, 2, 4, ..., 1024
     ids = np.concatenate([np.arange(500), 2 * np.arange(500, 1000)])
     assert (index.codes == db).all() and (index.ids == ids).all()
@@ -209,7 +215,7 @@ def test_edge_cases_match_bruteforce(backend, params, nbits):
     pool = rng.integers(0, 256, (3, nbits // 8), dtype=np.uint8)
     cases = [pool[:0], pool[:1], np.repeat(pool[:1], 7, axis=0), pool[rng.integers(0, 3, 40)]]
     for db in cases:
-        index = HammingIndex(nbits, backend, **params)
+        index = HammingIndex(nbits, backend, segment_rows=1, **params)
         index.add(db)
         q = np.ascontiguousarray(np.vstack([pool, ~pool[:1]]))  # ~: the farthest code, at distance nbits
         for r in (0, 1, nbits):
@@ -232,6 +238,6 @@ def test_real_sift_codes_agree_across_backends():
         db = encode_sign((sift.base - mean) @ proj)
         q = encode_sign((sift.queries[:20] - mean) @ proj)
         for backend, params in BACKENDS:
-            index = HammingIndex(nbits, backend, **params)
+            index = HammingIndex(nbits, backend, segment_rows=1, **params)
             index.add(db)
             check(index, q, db, np.arange(len(db)), 100, nbits // 8)

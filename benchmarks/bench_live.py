@@ -1,0 +1,209 @@
+"""Acceptance figures of the live index (issue #11): latency of queries right after changes.
+
+    python benchmarks/bench_live.py --n 10000000 --threads 1,2 --loads 5000 --out benchmarks/results/live
+
+On an n x 64-bit MIH index (clustered synthetic codes, queries near them), per thread count:
+  - warm query: 10 queries at radius 2 (median of repeats);
+  - add 100 codes, then the same query (median over repeats, each adding 100 new codes);
+  - remove 1,000 ids, then the query;
+  - steady query latency after 10,000 small adds (10 codes each) against the compacted index;
+  - optionally FAISS IndexBinaryMultiHash: add 100 + query, side by side.
+Then a reader that loads and queries an index directory `--loads` times while another process saves it
+every 50 ms (tests/saver_process.py), counting failures. Writes OUT.json and OUT.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hashsearch.index import HammingIndex, set_num_threads
+from hashsearch.synthetic_codes import clustered_codes
+
+RADIUS = 2
+NQ = 10
+
+
+def median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
+
+
+def near(codes: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    """n codes at most two bit flips away from random rows of `codes` (so radius 2 finds them)."""
+    out = codes[rng.integers(0, len(codes), n)].copy()
+    rows = np.arange(n)
+    for _ in range(2):
+        bit = rng.integers(0, codes.shape[1] * 8, n)
+        out[rows, bit // 8] ^= (1 << (bit % 8)).astype(np.uint8)
+    return out
+
+
+def run_changes(index: HammingIndex, codes: np.ndarray, queries: np.ndarray, rng: np.random.Generator,
+                repeats: int) -> dict:
+    """Warm query, add-100-then-query, remove-1000-then-query latencies (ms, medians)."""
+    query = lambda: index.range_search(queries, RADIUS)  # noqa: E731
+    query()
+    out = {"warm_query_ms": median_ms(query, 3 * repeats)}
+    batches = iter([near(codes, rng, 100) for _ in range(repeats)])
+
+    def add_then_query():
+        index.add(next(batches))
+        query()
+
+    out["add100_then_query_ms"] = median_ms(add_then_query, repeats)
+    big = index.snapshot().segments[0]
+
+    live = index.snapshot().live[0]
+    pos = np.unique(rng.integers(0, len(big), 2000 * repeats))
+    pos = rng.permutation(pos if live is None else pos[live[pos]])[:1000 * repeats]
+    chunks = iter(big.id_at(pos).reshape(repeats, 1000))
+
+    def remove_then_query():
+        index.remove(next(chunks))
+        query()
+
+    out["remove1000_then_query_ms"] = median_ms(remove_then_query, repeats)
+    out["query_after_changes_ms"] = median_ms(query, 3 * repeats)
+    out["topk10_after_changes_ms"] = median_ms(lambda: index.search(queries, 10), 3 * repeats)
+    return out
+
+
+def run_faiss(codes: np.ndarray, queries: np.ndarray, rng: np.random.Generator, repeats: int) -> dict:
+    """FAISS IndexBinaryMultiHash (nhash 3, exact at radius 2 with nflip 0): add 100 then query."""
+    import faiss
+
+    t0 = time.perf_counter()
+    mh = faiss.IndexBinaryMultiHash(codes.shape[1] * 8, 3, 21)
+    mh.add(codes)
+    build = time.perf_counter() - t0
+    mh.nflip = 0
+    query = lambda: mh.range_search(queries, RADIUS + 1)  # noqa: E731 - FAISS's radius is strict
+    query()
+    batches = iter([near(codes, rng, 100) for _ in range(repeats)])
+
+    def add_then_query():
+        mh.add(next(batches))
+        query()
+
+    return {"faiss_build_s": build, "faiss_warm_query_ms": median_ms(query, 3 * repeats),
+            "faiss_add100_then_query_ms": median_ms(add_then_query, repeats)}
+
+
+def run_steady(index: HammingIndex, codes: np.ndarray, queries: np.ndarray, rng: np.random.Generator,
+               threads: list[int], repeats: int) -> dict:
+    """Query latency after 10,000 adds of 10 codes (background compaction settled) vs compacted."""
+    batches = near(codes, rng, 100_000).reshape(10_000, 10, -1)
+    t0 = time.perf_counter()
+    for batch in batches:
+        index.add(batch)
+    adds_s = time.perf_counter() - t0
+    index.wait_for_compaction()
+    out = {"small_adds_s": adds_s, "segments_live": len(index.snapshot().segments)}
+    for t in threads:
+        set_num_threads(t)
+        index.range_search(queries, RADIUS)
+        out[f"live_{t}t_ms"] = median_ms(lambda: index.range_search(queries, RADIUS), 5 * repeats)
+        out[f"live_topk10_{t}t_ms"] = median_ms(lambda: index.search(queries, 10), 5 * repeats)
+    t0 = time.perf_counter()
+    index.compact()
+    index.snapshot().segments[0].searcher()
+    out["compact_s"] = time.perf_counter() - t0
+    for t in threads:
+        set_num_threads(t)
+        index.range_search(queries, RADIUS)
+        out[f"compacted_{t}t_ms"] = median_ms(lambda: index.range_search(queries, RADIUS), 5 * repeats)
+        out[f"compacted_topk10_{t}t_ms"] = median_ms(lambda: index.search(queries, 10), 5 * repeats)
+        out[f"ratio_{t}t"] = out[f"live_{t}t_ms"] / out[f"compacted_{t}t_ms"]
+        out[f"ratio_topk10_{t}t"] = out[f"live_topk10_{t}t_ms"] / out[f"compacted_topk10_{t}t_ms"]
+    return out
+
+
+def run_loads(loads: int, every: float) -> dict:
+    """Load + query an index directory `loads` times while another process saves it every `every` s."""
+    saver_script = Path(__file__).resolve().parents[1] / "tests" / "saver_process.py"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ix"
+        index = HammingIndex(64, "numba", segment_rows=256)
+        index.add(clustered_codes(20_000, 64, seed=1))
+        index.save(path)
+        saver = subprocess.Popen([sys.executable, str(saver_script), str(path), "--every", str(every)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        saver.stdout.readline()
+        failures, errors, sizes = 0, [], set()
+        q = clustered_codes(4, 64, seed=2)
+        t0 = time.perf_counter()
+        for _ in range(loads):
+            try:
+                loaded = HammingIndex.load(path)
+                loaded.search(q, 5)
+                sizes.add(len(loaded))
+            except Exception as exc:  # noqa: BLE001 - counted, that is the measurement
+                failures += 1
+                errors.append(repr(exc))
+        elapsed = time.perf_counter() - t0
+        saver.kill()
+        out, _ = saver.communicate()
+    return {"loads": loads, "failures": failures, "first_errors": errors[:3], "versions_seen": len(sizes),
+            "saves_by_other_process": int(out.split()[-1]) if out.split() else 0, "seconds": elapsed}
+
+
+def run_index(args: argparse.Namespace, threads: list[int], rng: np.random.Generator, result: dict) -> None:
+    """The latency figures on an args.n-code MIH index (see the module docstring)."""
+    codes = clustered_codes(args.n, 64, seed=0)
+    queries = near(codes, rng, NQ)
+    t0 = time.perf_counter()
+    index = HammingIndex(64, "mih")
+    index.add(codes)
+    index.compact()
+    index.snapshot().segments[0].searcher()
+    result["build_s"] = time.perf_counter() - t0
+    for t in threads:
+        set_num_threads(t)
+        result[f"changes_{t}t"] = run_changes(index, codes, queries, rng, args.repeats)
+        print(json.dumps({f"changes_{t}t": result[f"changes_{t}t"]}), flush=True)
+    if args.faiss:
+        set_num_threads(threads[0])
+        result["faiss_1t"] = run_faiss(codes, queries, rng, args.repeats)
+        print(json.dumps(result["faiss_1t"]), flush=True)
+    set_num_threads(threads[0])
+    result["steady"] = run_steady(index, codes, queries, rng, threads, args.repeats)
+    print(json.dumps(result["steady"]), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10**7, help="codes in the index (0: only the loads test)")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--loads", type=int, default=5000)
+    parser.add_argument("--faiss", action="store_true", help="also time FAISS IndexBinaryMultiHash")
+    parser.add_argument("--out", default="benchmarks/results/live")
+    args = parser.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    rng = np.random.default_rng(0)
+    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "n": args.n, "nbits": 64, "backend": "mih", "radius": RADIUS, "nq": NQ}
+    if args.n:
+        run_index(args, threads, rng, result)
+    if args.loads:
+        result["loads"] = run_loads(args.loads, 0.05)
+        print(json.dumps(result["loads"]), flush=True)
+    Path(args.out + ".json").write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}.json")
+
+
+if __name__ == "__main__":
+    main()

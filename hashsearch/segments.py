@@ -1,0 +1,276 @@
+"""Segments of a live index and the snapshots that readers search.
+
+A `Segment` is a fixed set of rows sorted by id: codes, ids (stored, or a plain range from
+`id_start`), optional metadata, and the backend searcher built over its codes once, on first use.
+Nothing in a segment ever changes. Removed rows are tombstones: a bool "live" mask per segment,
+replaced (never edited) on each removal. A `Snapshot` is an immutable tuple of segments with their
+masks: searching it merges the exact per-segment answers with `hashsearch.results`, so a reader
+sees one whole version of the index while writers build the next.
+"""
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from hashsearch.codes import validate_codes
+from hashsearch.errors import InvalidInputError
+from hashsearch.results import PAD_DISTANCE, empty_range, empty_topk, merge_range, merge_topk
+
+from hashsearch.backends import get_backend
+from hashsearch.filters import filter_mask
+
+SCAN_BACKEND = "numba"  # what searches the small growing segment
+
+
+def new_segment_name() -> str:
+    """A unique segment name; also the stem of its files on disk."""
+    return f"seg-{uuid.uuid4().hex[:16]}"
+
+
+class Segment:
+    """Immutable rows sorted by ascending id, and their backend searcher (built lazily, once)."""
+
+    def __init__(self, codes: np.ndarray, ids: np.ndarray | None, id_start: int, nbits: int,
+                 metadata: pa.Table | None, backend: str, params: dict[str, Any],
+                 name: str | None = None, files: dict[str, Any] | None = None):
+        """`ids=None` means ids id_start, id_start+1, ...; `files`: where the rows are on disk
+        (storage's manifest entry), so a save can recognise them instead of rewriting them."""
+        self.codes, self._ids, self.id_start, self.nbits = codes, ids, int(id_start), nbits
+        self.metadata, self.backend, self.params = metadata, backend, params
+        self.name = name or new_segment_name()
+        self.files = files
+        self._searcher: Any = None
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its lock and searcher (rebuilt on first use where it lands)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_searcher")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock(), _searcher=None)
+
+    @property
+    def ids_stored(self) -> bool:
+        return self._ids is not None
+
+    @property
+    def ids(self) -> np.ndarray:
+        """(n,) int64 ascending ids (made from the range when not stored)."""
+        if self._ids is not None:
+            return self._ids
+        return np.arange(self.id_start, self.id_start + len(self), dtype=np.int64)
+
+    @property
+    def last_id(self) -> int:
+        return int(self._ids[-1]) if self._ids is not None else self.id_start + len(self) - 1
+
+    def id_at(self, pos: np.ndarray) -> np.ndarray:
+        """Ids of row positions; -1 (padding) stays -1."""
+        pos = np.asarray(pos)
+        out = np.full(pos.shape, -1, np.int64)
+        valid = pos >= 0
+        out[valid] = pos[valid] + self.id_start if self._ids is None else self._ids[pos[valid]]
+        return out
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Row position of each id, -1 where this segment has no such id."""
+        n = len(self)
+        if self._ids is None:
+            pos = ids - self.id_start
+            return np.where((pos >= 0) & (pos < n), pos, -1)
+        pos = np.searchsorted(self._ids, ids)
+        hit = pos < n
+        hit[hit] = self._ids[pos[hit]] == ids[hit]
+        return np.where(hit, pos, -1)
+
+    def searcher(self) -> Any:
+        """The backend over these codes, built on first use under a lock (queries never build twice)."""
+        if self._searcher is None:
+            with self._lock:
+                if self._searcher is None:
+                    self._searcher = get_backend(self.backend)(self.codes, self.nbits, **self.params)
+        return self._searcher
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of codes, stored ids and the backend's structures (once built)."""
+        extra = int(getattr(self._searcher, "nbytes", 0)) if self._searcher is not None else 0
+        return self.codes.nbytes + (0 if self._ids is None else self._ids.nbytes) + extra
+
+
+def last_live(live: np.ndarray | None, n: int) -> int:
+    """Largest live position (live=None: all live), -1 when none; walks back from the end in blocks."""
+    if live is None:
+        return n - 1
+    for hi in range(n, 0, -(1 << 16)):
+        block = np.flatnonzero(live[max(0, hi - (1 << 16)):hi])
+        if block.size:
+            return max(0, hi - (1 << 16)) + int(block[-1])
+    return -1
+
+
+# --------------------------------------------------------------------------------- argument checks
+
+def check_queries(queries: Any, nbits: int) -> np.ndarray:
+    """Queries as a C-contiguous (nq, nbits/8) uint8 array: one code may be 1-D; any strides are
+    accepted (the rows are made contiguous)."""
+    if isinstance(queries, np.ndarray):
+        if queries.ndim == 1:
+            queries = queries.reshape(1, -1)
+        queries = np.ascontiguousarray(queries)
+    return validate_codes(queries, nbits, name="queries")
+
+
+def check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def check_radius(radius: Any, nbits: int) -> int:
+    """A non-negative integer; any radius >= nbits means every item (all distances are <= nbits)."""
+    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
+        raise InvalidInputError(f"radius must be a non-negative integer, got {radius!r}")
+    return int(min(radius, nbits))
+
+
+def _first_k(lims: np.ndarray, dist: np.ndarray, pos: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first k hits of each query of CSR range results (rows sorted), padded: top-k rows."""
+    j = np.arange(k)
+    take = j[None, :] < np.minimum(np.diff(lims), k)[:, None]
+    at = np.minimum(lims[:-1, None] + j[None, :], max(dist.size - 1, 0))
+    if dist.size == 0:
+        return empty_topk(lims.size - 1, k)
+    return (np.where(take, dist[at], PAD_DISTANCE).astype(np.int32),
+            np.where(take, pos[at], -1).astype(np.int64))
+
+
+# ---------------------------------------------------------------------------------------- snapshots
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One version of the index: segments with their live masks (None = no tombstone), never changed.
+    Search methods answer on exactly this version; `codes`/`ids`/`metadata` give its live rows."""
+
+    nbits: int
+    segments: tuple[Segment, ...]
+    live: tuple[np.ndarray | None, ...]
+    dead: tuple[int, ...]  # tombstoned rows per segment
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.segments) - sum(self.dead)
+
+    def _masks(self, filter: Any) -> list[tuple[Segment, np.ndarray | None, int]]:
+        """Per segment, largest first: the rows a query may return (live AND the filter; None = all)
+        and how many they are (counted from the tombstones when there is no filter: no O(n) pass)."""
+        out = []
+        for seg, live, dead in zip(self.segments, self.live, self.dead):
+            if filter is None:
+                out.append((seg, live, len(seg) - dead))
+                continue
+            mask = np.asarray(filter_mask(filter, seg.ids, seg.metadata), bool)
+            mask = mask if live is None else mask & live
+            out.append((seg, mask, int(np.count_nonzero(mask))))
+        return sorted(out, key=lambda t: -t[2])
+
+    def search(self, queries: Any, k: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact k nearest live items of each query: (nq, min(k, len)) int32 distances and int64 ids,
+        rows sorted by (distance, id); padded with (PAD_DISTANCE, -1) only where a filter leaves fewer.
+
+        The largest segment answers top-k first; each smaller one then only needs the items within the
+        k-th distance found so far (a radius search, far cheaper than its own top-k on a small segment)."""
+        q = check_queries(queries, self.nbits)
+        k = min(check_k(k), len(self))
+        best = empty_topk(q.shape[0], k)
+        if k == 0 or q.shape[0] == 0:
+            return best
+        for seg, mask, allowed in self._masks(filter):
+            if allowed == 0:
+                continue
+            kk = min(k, allowed)
+            bound = int(best[0][:, -1].max())
+            if bound == PAD_DISTANCE:
+                dist, pos = seg.searcher().search(q, kk, mask=mask)
+            else:  # everything that can still enter the top-k lies within the current k-th distance
+                dist, pos = _first_k(*seg.searcher().range_search(q, bound, mask=mask), kk)
+            best = merge_topk([best, (dist, seg.id_at(pos))], k)
+        return best
+
+    def range_search(self, queries: Any, radius: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every live item within `radius` (inclusive; radius >= nbits: all items) of each query:
+        CSR (lims, distances, ids), each query's rows sorted by (distance, id)."""
+        q = check_queries(queries, self.nbits)
+        radius = check_radius(radius, self.nbits)
+        parts = []
+        for seg, mask, allowed in self._masks(filter):
+            if allowed == 0 or q.shape[0] == 0:
+                continue
+            lims, dist, pos = seg.searcher().range_search(q, radius, mask=mask)
+            parts.append((lims, dist, seg.id_at(pos)))
+        return merge_range(parts) if parts else empty_range(q.shape[0])
+
+    def explain(self, nq: int = 1, k: int | None = None, radius: int | None = None) -> list[dict[str, Any]]:
+        """What each segment's backend would do for nq queries of top-k or radius, and why."""
+        plans = []
+        for seg, dead in zip(self.segments, self.dead):
+            plan = {"segment": seg.name, "rows": len(seg), "tombstones": dead}
+            plan.update(seg.searcher().explain(nq, k=k, radius=radius))
+            plans.append(plan)
+        return plans
+
+    # ------------------------------------------------------------------ live rows, ascending id
+    def _live_parts(self):
+        for seg, live in zip(self.segments, self.live):
+            if live is None:
+                yield seg, slice(None)
+            else:
+                yield seg, live
+
+    def _order(self) -> np.ndarray | None:
+        """Order that sorts the concatenated live rows by id (None: they already are)."""
+        if len(self.segments) <= 1:
+            return None
+        ids = np.concatenate([seg.ids[sel] for seg, sel in self._live_parts()])
+        return np.argsort(ids, kind="stable")
+
+    def _gather(self, column, order):
+        parts = [column(seg, sel) for seg, sel in self._live_parts()]
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return out if order is None else out[order]
+
+    @property
+    def ids(self) -> np.ndarray:
+        """(len,) int64 live ids, ascending."""
+        if not self.segments:
+            return np.zeros(0, np.int64)
+        return self._gather(lambda s, sel: s.ids[sel], self._order())
+
+    @property
+    def codes(self) -> np.ndarray:
+        """(len, nbits/8) uint8 live codes in ascending id order."""
+        if not self.segments:
+            return np.zeros((0, self.nbits // 8), np.uint8)
+        return self._gather(lambda s, sel: s.codes[sel], self._order())
+
+    @property
+    def metadata(self) -> pa.Table | None:
+        """Live rows' metadata in ascending id order, or None."""
+        tables = [seg.metadata if isinstance(sel, slice) else seg.metadata.filter(pa.array(sel))
+                  for seg, sel in self._live_parts() if seg.metadata is not None]
+        if not tables:
+            return None
+        table = pa.concat_tables(tables)
+        order = self._order()
+        return table if order is None else table.take(pa.array(order))
+
+
+__all__ = ["PAD_DISTANCE", "Segment", "Snapshot", "check_k", "check_queries", "check_radius", "last_live",
+           "new_segment_name"]

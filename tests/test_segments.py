@@ -1,0 +1,214 @@
+"""The live index's segments, tombstones, filters and compaction against a brute-force model, and
+many threads reading while others write: every answer is checked against the snapshot it ran on."""
+from __future__ import annotations
+
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from hashsearch.codes import hamming_bruteforce
+from hashsearch.errors import InvalidInputError, UnknownIdError
+from hashsearch.index import HammingIndex
+from hashsearch.results import PAD_DISTANCE
+
+
+def oracle_topk(q, codes, ids, k, allowed=None):
+    """(distance, id) pairs of the k nearest allowed rows, per query."""
+    keep = np.ones(len(ids), bool) if allowed is None else allowed
+    full = hamming_bruteforce(q, codes) if len(ids) else np.zeros((len(q), 0), np.int32)
+    return [sorted(zip(row[keep].tolist(), ids[keep].tolist()))[:k] for row in full]
+
+
+def oracle_range(q, codes, ids, r, allowed=None):
+    keep = np.ones(len(ids), bool) if allowed is None else allowed
+    full = hamming_bruteforce(q, codes) if len(ids) else np.zeros((len(q), 0), np.int32)
+    return [sorted((d, i) for d, i in zip(row[keep].tolist(), ids[keep].tolist()) if d <= r) for row in full]
+
+
+def check_snapshot(snap, q, k, r, filter=None, allowed=None):
+    """search and range_search of `snap` equal brute force over the snapshot's own live rows."""
+    codes, ids = snap.codes, snap.ids
+    assert len(ids) == len(snap) and (len(ids) < 2 or np.all(np.diff(ids) > 0))
+    dist, got = snap.search(q, k, filter=filter)
+    assert dist.shape == (len(q), min(k, len(snap)))
+    want = oracle_topk(q, codes, ids, k, allowed)
+    for row_d, row_i, w in zip(dist, got, want):
+        real = row_i >= 0
+        assert list(zip(row_d[real].tolist(), row_i[real].tolist())) == w
+        assert (row_d[~real] == PAD_DISTANCE).all() and real.sum() == len(w)
+    lims, dist, got = snap.range_search(q, r, filter=filter)
+    want = oracle_range(q, codes, ids, r, allowed)
+    for i, w in enumerate(want):
+        assert list(zip(dist[lims[i]:lims[i + 1]].tolist(), got[lims[i]:lims[i + 1]].tolist())) == w
+
+
+ops = st.lists(st.one_of(
+    st.tuples(st.just("add"), st.integers(1, 40), st.booleans()),
+    st.tuples(st.just("remove"), st.floats(0, 0.5), st.booleans()),
+    st.tuples(st.just("compact"), st.just(0), st.booleans()),
+), min_size=1, max_size=12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(ops=ops, nbits=st.sampled_from([8, 24, 64, 128]), backend=st.sampled_from(["numba", "mih", "faiss"]),
+       segment_rows=st.integers(1, 50), k=st.integers(1, 30), r=st.integers(0, 140), seed=st.integers(0, 999))
+def test_segments_and_tombstones_match_a_brute_force_model(ops, nbits, backend, segment_rows, k, r, seed):
+    rng = np.random.default_rng(seed)
+    index = HammingIndex(nbits, backend, segment_rows=segment_rows, auto_compact=False)
+    model: dict[int, tuple[bytes, int]] = {}  # id -> (code, label)
+    q = rng.integers(0, 256, (3, nbits // 8), dtype=np.uint8)
+    r = min(r, nbits) if backend != "mih" or r < 10 else r % 10
+    for op, size, flag in ops:
+        if op == "add":
+            codes = rng.integers(0, 256, (size, nbits // 8), dtype=np.uint8)
+            codes[: size // 3] = q[0]  # duplicates of a query: ties broken by id
+            labels = rng.integers(0, 4, size)
+            if flag:  # explicit ids, in any order, never live already (removed ones may come back)
+                pool = np.setdiff1d(np.arange(3 * size + len(model) + 50), list(model))
+                ids = rng.permutation(pool)[:size]
+            else:
+                start = max(model, default=-1) + 1
+                ids = np.arange(start, start + size)
+            index.add(codes, ids=ids if flag else None, metadata={"label": labels})
+            model.update({int(i): (c.tobytes(), int(l)) for i, c, l in zip(ids, codes, labels)})
+        elif op == "remove" and model:
+            live = np.array(sorted(model))
+            gone = live[rng.random(live.size) < size]
+            assert index.remove(gone) == gone.size
+            for i in gone:
+                del model[int(i)]
+        else:
+            index.compact()
+        assert len(index) == len(model)
+    ids = np.array(sorted(model), np.int64)
+    codes = np.array([np.frombuffer(model[i][0], np.uint8) for i in ids]).reshape(-1, nbits // 8)
+    labels = np.array([model[i][1] for i in ids])
+    snap = index.snapshot()
+    np.testing.assert_array_equal(snap.ids, ids)
+    np.testing.assert_array_equal(snap.codes, codes)
+    if len(ids):
+        assert snap.metadata.column("label").to_pylist() == labels.tolist()
+    check_snapshot(snap, q, k, r)
+    check_snapshot(snap, q, k, r, filter=pc.field("label") == 2, allowed=labels == 2)
+    allow = ids[::3]
+    check_snapshot(snap, q, k, r, filter=allow, allowed=np.isin(ids, allow))
+    before = (snap.search(q, k), snap.range_search(q, r))
+    index.compact()  # results before and after compaction are identical
+    after = (index.search(q, k), index.range_search(q, r))
+    for x, y in zip(before[0] + before[1], after[0] + after[1]):
+        np.testing.assert_array_equal(x, y)
+    assert len(index.snapshot().segments) <= 1
+
+
+def test_adds_do_not_rebuild_sealed_segments():
+    rng = np.random.default_rng(0)
+    index = HammingIndex(64, "mih", segment_rows=100, auto_compact=False)
+    index.add(rng.integers(0, 256, (1000, 8), dtype=np.uint8))
+    index.compact()
+    [big] = index.snapshot().segments
+    searcher = big.searcher()
+    for _ in range(5):
+        index.add(rng.integers(0, 256, (60, 8), dtype=np.uint8))
+        index.remove(index.ids[:3])
+    segs = index.snapshot().segments
+    assert segs[0] is big and big.searcher() is searcher  # the same tables, never rebuilt
+    assert len(segs) == 1 + 2 + 1  # big, two sealed from the growing segment (120 rows each), the growing one
+
+
+def test_removed_ids_never_come_back_and_topk_stays_full():
+    index = HammingIndex(8, segment_rows=4, auto_compact=False)
+    codes = np.zeros((10, 1), np.uint8)  # all at distance 0: only ids decide
+    index.add(codes)
+    index.remove([0, 2, 4, 6, 8])
+    dist, ids = index.search(np.zeros((1, 1), np.uint8), 5)
+    assert ids.tolist() == [[1, 3, 5, 7, 9]] and (dist == 0).all()
+    with pytest.raises(UnknownIdError, match="id 2 is not in the index"):
+        index.remove([1, 2])
+    assert len(index) == 5  # nothing removed
+    index.add(np.ones((1, 1), np.uint8), ids=[4])  # a removed id may be added again
+    assert index.search(np.ones((1, 1), np.uint8), 1)[1].tolist() == [[4]]
+    with pytest.raises(InvalidInputError, match="duplicate id 3"):
+        index.add(np.ones((1, 1), np.uint8), ids=[3])
+    index.add(np.ones((1, 1), np.uint8))
+    assert index.ids[-1] == 10  # default: next after the largest live id
+
+
+def test_background_compaction_keeps_answers_and_bounds_segments():
+    rng = np.random.default_rng(1)
+    index = HammingIndex(32, "mih", segment_rows=50, max_segments=4, max_dead_fraction=0.3)
+    db = rng.integers(0, 256, (2000, 4), dtype=np.uint8)
+    q = db[:5]
+    for lo in range(0, 2000, 50):
+        index.add(db[lo:lo + 50])
+    index.remove(np.arange(0, 2000, 2))
+    index.wait_for_compaction()
+    snap = index.snapshot()
+    assert index.compaction_error is None
+    assert len(snap.segments) <= 5 and all(d < 0.3 * len(s) for s, d in zip(snap.segments, snap.dead))
+    check_snapshot(snap, q, 10, 6)
+
+
+def test_non_contiguous_inputs_are_accepted():
+    rng = np.random.default_rng(2)
+    wide = rng.integers(0, 256, (50, 16), dtype=np.uint8)
+    index = HammingIndex(64)
+    index.add(wide[:, ::2])  # strided rows
+    np.testing.assert_array_equal(index.codes, wide[:, ::2])
+    q = wide[::5, ::2]
+    assert not q.flags.c_contiguous
+    check_snapshot(index.snapshot(), q, 4, 20)
+
+
+def test_explain_names_each_segment():
+    index = HammingIndex(64, "mih", segment_rows=10, auto_compact=False)
+    for n in (10, 10, 5):
+        index.add(np.zeros((n, 8), np.uint8))
+    plans = index.explain(3, radius=2)
+    assert [p["rows"] for p in plans] == [10, 10, 5]
+    assert [p["backend"] for p in plans] == ["mih", "mih", "numba"]
+
+
+def soak_live():
+    """benchmarks/soak_live.py, the writers-and-readers driver with its per-snapshot oracle."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "soak_live.py"
+    spec = importlib.util.spec_from_file_location("soak_live", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("backend", ["mih", "numba"])
+def test_threads_reading_while_others_write_see_whole_versions(backend):
+    rng = np.random.default_rng(5)
+    index = HammingIndex(16, backend, segment_rows=64, max_segments=4, max_dead_fraction=0.1)
+    index.add(rng.integers(0, 256, (3000, 2), dtype=np.uint8))
+    counts = soak_live().hammer(index, seconds=3, writers=2, readers=3)
+    # every checked answer was right; on 2 shared cores only a few are checked in 3 s
+    assert counts["checked_queries"] >= 2 and counts["added"] > 0 and counts["removed"] > 0 and counts["saves"]
+
+
+@pytest.mark.slow
+def test_ten_second_soak():
+    """The soak of benchmarks/soak_live.py for 10 s on 10^5 codes: 2 writers, 4 readers, zero errors."""
+    assert soak_live().main(["--n", "100000", "--seconds", "10"]) == 0
+
+
+def test_an_index_pickles_with_its_tombstones_and_growing_rows():
+    import pickle
+
+    rng = np.random.default_rng(7)
+    index = HammingIndex(32, "mih", segment_rows=40, auto_compact=False)
+    for _ in range(3):
+        index.add(rng.integers(0, 256, (30, 4), dtype=np.uint8), metadata={"label": rng.integers(0, 3, 30)})
+    index.remove([1, 5, 70])
+    copy = pickle.loads(pickle.dumps(index))
+    q = rng.integers(0, 256, (4, 4), dtype=np.uint8)
+    for got, want in zip(copy.search(q, 7) + copy.range_search(q, 9), index.search(q, 7) + index.range_search(q, 9)):
+        np.testing.assert_array_equal(got, want)
+    copy.add(q, metadata={"label": np.zeros(4, np.int64)})  # the copy is a live index of its own
+    assert len(copy) == len(index) + 4
