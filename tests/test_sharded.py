@@ -1,0 +1,155 @@
+"""ShardedIndex on a local Ray instance: exactly what one HammingIndex over the same codes returns,
+after adds and removes, across save/load, and through shard actors killed mid-query."""
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from hashsearch import HammingIndex, InvalidInputError, UnknownIdError
+from hashsearch.codes import hamming_bruteforce
+
+pytest.importorskip("ray")
+from hashsearch.sharded import ShardUnavailableError, ShardedIndex, is_sharded, write_sharded  # noqa: E402
+
+NBITS = 16  # few distinct distances: many ties, so the (distance, id) order is tested
+
+
+def same_answers(sharded, single, q, k, r):
+    d, i = sharded.search(q, k)
+    d0, i0 = single.search(q, k)
+    assert (d == d0).all() and (i == i0).all()
+    got, want = sharded.range_search(q, r), single.range_search(q, r)
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and (a == b).all()
+    assert len(sharded) == len(single) and (sharded.ids == single.ids).all()
+
+
+@pytest.fixture(scope="module", params=[1, 2, 3, 5])
+def sharded(request, ray_local):
+    with ShardedIndex(NBITS, shards=request.param) as index:
+        yield index
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_matches_one_hamming_index_after_adds_and_removes(sharded, data):
+    if len(sharded):
+        sharded.remove(sharded.ids)  # a clean slate: the same state as a new index
+    single = HammingIndex(NBITS)
+    rng = np.random.default_rng(data.draw(st.integers(0, 10**6)))
+    n = data.draw(st.integers(0, 60))
+    codes = rng.integers(0, 256, (n, NBITS // 8), dtype=np.uint8)
+    ids = rng.permutation(4 * n + 5)[:n] if data.draw(st.booleans()) else None
+    meta = {"tag": [f"t{j}" for j in range(n)]}
+    for index in (sharded, single):
+        index.add(codes, ids, meta)
+    q = rng.integers(0, 256, (data.draw(st.integers(0, 6)), NBITS // 8), dtype=np.uint8)
+    k, r = data.draw(st.integers(1, 70)), data.draw(st.integers(0, NBITS))
+    same_answers(sharded, single, q, k, r)
+    if n:
+        gone = rng.choice(single.ids, data.draw(st.integers(1, n)), replace=False)
+        assert sharded.remove(gone) == single.remove(gone)
+    more = rng.integers(0, 256, (5, NBITS // 8), dtype=np.uint8)
+    for index in (sharded, single):  # default ids continue after the largest remaining id
+        index.add(more, None, {"tag": ["new"] * 5})
+    same_answers(sharded, single, q, k, r)
+    assert sharded.metadata.equals(single.metadata)
+    probe = single.ids[::3]
+    assert sharded.metadata_rows(probe).equals(single.metadata.take(np.searchsorted(single.ids, probe)))
+
+
+def test_bad_calls_name_the_problem_and_change_nothing(ray_local):
+    with ShardedIndex(NBITS, shards=2) as index:
+        codes = np.arange(8, dtype=np.uint8).reshape(4, 2)
+        index.add(codes, np.array([1, 2, 3, 4]))
+        with pytest.raises(InvalidInputError, match="duplicate id 3"):
+            index.add(codes[:2], np.array([3, 10]))
+        with pytest.raises(UnknownIdError, match="id 9 is not in the index"):
+            index.remove([2, 9])
+        with pytest.raises(InvalidInputError, match="k must be a positive integer"):
+            index.search(codes, 0)
+        with pytest.raises(InvalidInputError, match="32-bit codes"):
+            index.search(np.zeros((1, 4), np.uint8), 1)
+        with pytest.raises(InvalidInputError, match="shards must be an integer >= 1"):
+            ShardedIndex(NBITS, shards=0)
+        assert len(index) == 4 and index.ids.tolist() == [1, 2, 3, 4]
+
+
+def test_save_load_is_atomic_and_keeps_replicas_in_step(ray_local, tmp_path):
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 256, (500, 4), dtype=np.uint8)
+    single = HammingIndex(32, backend="mih")
+    single.add(codes)
+    with ShardedIndex(32, shards=3, backend="mih") as index:
+        index.add(codes)
+        index.save(tmp_path / "idx")
+    assert is_sharded(tmp_path / "idx")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("not ours")
+    q = rng.integers(0, 256, (20, 4), dtype=np.uint8)
+    with ShardedIndex.load(tmp_path / "idx", replicas=2) as index:
+        same_answers(index, single, q, 10, 9)
+        with pytest.raises(InvalidInputError, match="not overwriting"):
+            index.save(tmp_path / "other")
+        assert (tmp_path / "other" / "keep.txt").read_text() == "not ours"
+        index.remove([0, 1, 2])
+        single.remove([0, 1, 2])
+        index.save(tmp_path / "idx")  # in place, while its shards map the old files
+        same_answers(index, single, q, 10, 9)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx", "other"]  # no temporary left behind
+    with ShardedIndex.load(tmp_path / "idx") as index:
+        same_answers(index, single, q, 10, 9)
+
+
+def test_write_sharded_matches_an_index_built_by_adds(ray_local, tmp_path):
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 256, (300, 2), dtype=np.uint8)
+    ids = rng.permutation(10_000)[:300]
+    assert sum(write_sharded(tmp_path / "w", codes, ids, 4)) == 300
+    single = HammingIndex(16)
+    single.add(codes, ids)
+    with ShardedIndex.load(tmp_path / "w") as index:
+        same_answers(index, single, codes[:7], 25, 5)
+
+
+def test_a_killed_shard_restarts_and_no_query_is_wrong_or_lost(ray_local):
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, (3000, 2), dtype=np.uint8)
+    single = HammingIndex(16)
+    single.add(codes)
+    q = rng.integers(0, 256, (8, 2), dtype=np.uint8)
+    want = single.search(q, 20)
+    with ShardedIndex(16, shards=2, restart_timeout_s=60) as index:
+        index.add(codes[:2000])
+        index.add(codes[2000:])  # in the journal only: the restarted shard must get it by replay
+        before = index.actor(1).stats.remote()
+        pid = ray_local.get(before)["pid"]
+        killer = threading.Timer(0.3, lambda: ray_local.kill(index.actor(1), no_restart=False))
+        killer.start()
+        answered, deadline = 0, time.monotonic() + 60
+        while time.monotonic() < deadline:
+            d, i = index.search(q, 20)
+            assert (d == want[0]).all() and (i == want[1]).all()
+            answered += 1
+            if answered > 5 and ray_local.get(index.actor(1).stats.remote())["pid"] != pid:
+                break
+        killer.join()
+        assert ray_local.get(index.actor(1).stats.remote())["pid"] != pid, "the shard was never restarted"
+        same_answers(index, single, q, 20, 4)  # nothing lost
+        ray_local.kill(index.actor(1), no_restart=True)  # now gone for good: named, never a partial answer
+        with pytest.raises(ShardUnavailableError, match="shard 1 of 2"):
+            index.search(q, 20)
+
+
+def test_a_replica_covers_for_a_dead_one(ray_local):
+    codes = np.random.default_rng(4).integers(0, 256, (400, 2), dtype=np.uint8)
+    single = HammingIndex(16)
+    single.add(codes)
+    with ShardedIndex(16, shards=2, replicas=2) as index:
+        index.add(codes)
+        ray_local.kill(index.actor(0, replica=1), no_restart=True)
+        for _ in range(4):  # queries rotate over both replicas: each must be answered
+            same_answers(index, single, codes[:5], 10, 3)
