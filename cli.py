@@ -46,11 +46,20 @@ def main() -> None:
 @click.option("--batch-size", type=int, default=1 << 22, show_default=True, help="Codes added per step.")
 @click.option("--metadata/--no-metadata", default=True, show_default=True,
               help="Keep a Parquet file's other columns as per-item metadata in the index.")
+@click.option("--shards", type=click.IntRange(min=1), default=None,
+              help="Write a sharded index of N shards (id % N); Parquet input is read in parallel with Ray Data.")
+@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
+              help="Ray cluster for --shards (default: $RAY_ADDRESS, else a local instance).")
 @one_line_errors
-def build_index_command(codes, out, backend, ids_path, nbits, column, params, batch_size, metadata) -> None:
-    """Build an index from CODES (.npy or .parquet) and save it to --out."""
+def build_index_command(codes, out, backend, ids_path, nbits, column, params, batch_size, metadata, shards,
+                        ray_address) -> None:
+    """Build an index from CODES (.npy, .parquet, or with --shards a folder of .parquet) and save it to --out."""
     from hashsearch import codefiles, querying
 
+    if shards is not None:
+        _build_sharded(codes, out, backend, ids_path, nbits, column, querying.parse_params(params), metadata,
+                       shards, ray_address)
+        return
     code_file = codefiles.read_codes(codes, nbits=nbits, column=column, with_metadata=metadata)
     if code_file.note:
         click.echo(code_file.note, err=True)
@@ -58,6 +67,24 @@ def build_index_command(codes, out, backend, ids_path, nbits, column, params, ba
     index = querying.build_index(code_file, out, backend=backend, ids=ids,
                                  params=querying.parse_params(params), batch_size=batch_size)
     click.echo(f"wrote {out}: {len(index)} codes of {index.nbits} bits, backend {backend}", err=True)
+
+
+def _build_sharded(codes, out, backend, ids_path, nbits, column, params, metadata, shards, ray_address) -> None:
+    from pathlib import Path
+
+    from hashsearch import codefiles, raydata, sharded
+
+    if Path(codes).suffix.lower() == ".npy":
+        code_file = codefiles.read_codes(codes, nbits=nbits)
+        ids = codefiles.read_ids(ids_path, code_file.codes.shape[0]) if ids_path else None
+        counts = sharded.write_sharded(out, code_file.codes, ids, shards, backend=backend, params=params)
+    else:
+        if ids_path:
+            raise click.UsageError("--ids applies to .npy codes; a Parquet file carries its ids in column 'id'")
+        counts = raydata.build_sharded(codes, out, shards, backend=backend, params=params, column=column,
+                                       nbits=nbits, with_metadata=metadata, address=ray_address)
+    click.echo(f"wrote {out}: {sum(counts)} codes in {shards} shards ({', '.join(map(str, counts))}), "
+               f"backend {backend}", err=True)
 
 
 @main.command("query")
@@ -69,8 +96,10 @@ def build_index_command(codes, out, backend, ids_path, nbits, column, params, ba
 @click.option("--out", type=click.Path(dir_okay=False), help="Result file (jsonl: default stdout; parquet: required).")
 @click.option("--column", help="Parquet column holding the query codes.")
 @click.option("--batch-size", type=int, default=1024, show_default=True, help="Queries searched per step.")
+@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
+              help="Ray cluster for a sharded index (default: $RAY_ADDRESS, else a local instance).")
 @one_line_errors
-def query_command(index_dir, queries, topk, radius, fmt, out, column, batch_size) -> None:
+def query_command(index_dir, queries, topk, radius, fmt, out, column, batch_size, ray_address) -> None:
     """Search the index in INDEX_DIR with the codes in QUERIES (.npy or .parquet)."""
     from hashsearch import codefiles, querying
     from hashsearch.errors import InvalidInputError
@@ -78,7 +107,12 @@ def query_command(index_dir, queries, topk, radius, fmt, out, column, batch_size
 
     if fmt == "parquet" and out is None:
         raise InvalidInputError("--format parquet needs --out FILE")
-    index = HammingIndex.load(index_dir, mmap=True)
+    from hashsearch.sharded import ShardedIndex, is_sharded
+
+    if is_sharded(index_dir):
+        index = ShardedIndex.load(index_dir, address=ray_address)
+    else:
+        index = HammingIndex.load(index_dir, mmap=True)
     query_file = codefiles.read_codes(queries, nbits=index.nbits, column=column)
     if query_file.note:
         click.echo(query_file.note, err=True)
@@ -102,6 +136,29 @@ def info_command(index_dir, no_verify, as_json) -> None:
         click.echo(json.dumps(info))
     else:
         click.echo("\n".join(querying.format_info(info)))
+
+
+@main.command("serve")
+@click.argument("index_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--api-key", envvar="HASHSEARCH_API_KEY", default=None,
+              help="Key that /add, /remove and /save require in the X-API-Key header (or $HASHSEARCH_API_KEY).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=1024, show_default=True, help="Codes per request.")
+@click.option("--max-k", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--max-body", type=click.IntRange(min=1), default=16 << 20, show_default=True, help="Request bytes.")
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Copies of each shard of a sharded index (throughput).")
+@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
+              help="Ray cluster for a sharded index (default: $RAY_ADDRESS, else a local instance).")
+@one_line_errors
+def serve_command(index_dir, host, port, api_key, max_batch, max_k, max_body, replicas, ray_address) -> None:
+    """Serve INDEX_DIR (single or sharded) over HTTP: /search, /range, /add, /remove, /save, /info, /docs."""
+    from hashsearch.server import Limits, serve
+
+    click.echo(f"serving {index_dir} on http://{host}:{port} (API docs at /docs)", err=True)
+    serve(index_dir, host=host, port=port, api_key=api_key, replicas=replicas, address=ray_address,
+          limits=Limits(max_batch=max_batch, max_k=max_k, max_body_bytes=max_body))
 
 
 @main.command("bench")
@@ -176,13 +233,24 @@ def train_command(data, methods, nbits, out, modality, epochs, seed, resume) -> 
 @click.option("--modality", type=click.Choice(["image", "text"]), default="image", show_default=True)
 @click.option("--split", "which", type=click.Choice(["database", "query", "train", "all"]), default="database",
               show_default=True, help="Rows of the standard split to encode.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Parquet file of (id, code) rows.")
+@click.option("--out", required=True, type=click.Path(), help="Parquet file of (id, code) rows (--ray: a new folder of them).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the standard split.")
+@click.option("--ray", "use_ray", is_flag=True, help="Encode in batches across Ray workers (Ray Data).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray workers (default: the cluster's CPUs).")
+@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
+              help="Ray cluster for --ray (default: $RAY_ADDRESS, else a local instance).")
 @one_line_errors
-def encode_command(model_dir, data, modality, which, out, seed) -> None:
+def encode_command(model_dir, data, modality, which, out, seed, use_ray, workers, ray_address) -> None:
     """Encode one modality of a data set with a trained model: codes ready for build-index / query."""
     from hashsearch import jobs
 
+    if use_ray:
+        from hashsearch.raydata import encode_parallel
+
+        rows = encode_parallel(model_dir, data, out, modality=modality, split=which, seed=seed, workers=workers,
+                               address=ray_address)
+        click.echo(f"wrote {out}/: {rows} {modality} codes ({which} rows) in Parquet files", err=True)
+        return
     rows, nbits = jobs.encode(model_dir, data, out, modality=modality, split=which, seed=seed)
     click.echo(f"wrote {out}: {rows} {modality} codes of {nbits} bits ({which} rows)", err=True)
 

@@ -124,11 +124,11 @@ class Shard:
                 "schema": None if meta is None else meta.schema, "pid": os.getpid(),
                 "nbytes": int(self.index.nbytes)}
 
-    def search(self, q: np.ndarray, k: int, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(q, k, **_filter_kwargs(self.index.search, kwargs))
+    def search(self, q: np.ndarray, k: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(q, k, **filter_kwargs(self.index.search, filter))
 
-    def range_search(self, q: np.ndarray, radius: int, **kwargs: Any):
-        return self.index.range_search(q, radius, **_filter_kwargs(self.index.range_search, kwargs))
+    def range_search(self, q: np.ndarray, radius: int, filter: Any = None):
+        return self.index.range_search(q, radius, **filter_kwargs(self.index.range_search, filter))
 
     def add(self, codes, ids, metadata) -> None:
         self.changed = True
@@ -153,13 +153,13 @@ class Shard:
         self.path = None
 
 
-def _filter_kwargs(method: Any, kwargs: dict) -> dict:
-    """`filter=` passes through to HammingIndex methods that take it; others refuse it clearly."""
-    if kwargs.get("filter") is None:
+def filter_kwargs(method: Any, filter: Any) -> dict:
+    """`filter=` for an index method that takes it; an index without one refuses it clearly."""
+    if filter is None:
         return {}
     if "filter" not in inspect.signature(method).parameters:
         raise InvalidInputError("this index does not support filter= (its HammingIndex has no filter parameter)")
-    return {"filter": kwargs["filter"]}
+    return {"filter": filter}
 
 
 # ------------------------------------------------------------------------------- the driver
@@ -317,6 +317,16 @@ class ShardedIndex:
     def __repr__(self) -> str:
         return (f"ShardedIndex(nbits={self.nbits}, shards={self.nshards}, replicas={self.replicas}, "
                 f"backend={self.backend!r}, ntotal={self.ntotal})")
+
+    @property
+    def next_id(self) -> int:
+        """The first id a default add gets: one after the largest id of all shards."""
+        return self._next_id
+
+    @property
+    def metadata_schema(self) -> pa.Schema | None:
+        """The columns of the items' metadata, or None when the index keeps none."""
+        return self._schema
 
     @property
     def counts(self) -> list[int]:
