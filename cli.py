@@ -36,7 +36,7 @@ def main() -> None:
 # --- index commands (STORAGE): logic in hashsearch/codefiles.py and querying.py -----------------
 
 @main.command("build-index")
-@click.argument("codes", type=click.Path(dir_okay=False))
+@click.argument("codes", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Index directory to write (replaced atomically).")
 @click.option("--backend", type=click.Choice(["numba", "faiss", "mih"]), default="numba", show_default=True)
 @click.option("--ids", "ids_path", type=click.Path(dir_okay=False), help="int64 ids (.npy), one per code.")

@@ -104,11 +104,14 @@ def encode_parallel(model_path: str | os.PathLike, data: str, out: str | os.Path
     code = jobs.modality_code(modality)
     x = learners.rows_of(dataset, code)
     ray = connect(address)
-    workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    workers = workers or max(1, int(cpus) - 1)
+    # the encoders leave one CPU to Ray Data's read and write tasks, which would wait for it forever
+    share = max(0.01, min(1.0, (cpus - 1) / workers))
     table = pa.table({"pos": pa.array(rows, pa.int64()), "id": pa.array(rows, pa.int64())})
     ds = ray.data.from_arrow(table).repartition(max(workers, -(-len(rows) // batch_size)))
     ds = ds.map_batches(_Encoder, fn_constructor_args=(str(model_path), ray.put(x), code), batch_size=batch_size,
-                        batch_format="numpy", concurrency=workers, num_cpus=1)
+                        batch_format="numpy", concurrency=workers, num_cpus=share)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
     try:
         ds.write_parquet(str(tmp))

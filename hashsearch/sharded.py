@@ -254,6 +254,14 @@ class ShardedIndex:
         pending = [(s, r, self._submit(s, r, call)) for s, call in calls.items()
                    for r in (range(self.replicas) if everywhere else [next(self._turn[s])])]
         out: dict[int, Any] = {}
+        try:  # the common case in one round trip; any trouble is sorted out shard by shard below
+            values = self._ray.get([ref for _, _, ref in pending], timeout=self.timeout_s)
+            if not any(isinstance(v, str) and v == STALE for v in values):
+                for (s, _, _), value in zip(pending, values):
+                    out.setdefault(s, value)
+                return out
+        except (RayActorError, GetTimeoutError, RayTaskError):
+            pass
         for s, r, ref in pending:
             failures: list[str] = []
             while True:
