@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hashsearch.cluster import connect
-from hashsearch.codefiles import ID_COLUMN, _column_matrix, _guess_code_column, to_packed
+from hashsearch.codefiles import ID_COLUMN, _column_matrix, _guess_code_column, column_ids, to_packed
 from hashsearch.errors import InvalidInputError
 from hashsearch.sharded import write_sharded
 
@@ -56,16 +56,8 @@ def build_sharded(source: str | os.PathLike, out: str | os.PathLike, shards: int
         batch_format="pyarrow", batch_size=None)) if ds.count() else None
     if table is None or table.num_rows == 0:
         raise InvalidInputError(f"{source}: no codes (0 rows)")
-    code_col = table.column(CODE_COLUMN).combine_chunks()
-    width = code_col.type.byte_width
-    codes = np.frombuffer(code_col.buffers()[1], np.uint8, len(code_col) * width,
-                          code_col.offset * width).reshape(-1, width)
-    ids = None
-    if has_ids:
-        id_col = table.column(ID_COLUMN)
-        if not pa.types.is_integer(id_col.type) or id_col.null_count:
-            raise InvalidInputError(f"{source}: column 'id' must be integers without nulls, got {id_col.type}")
-        ids = id_col.to_numpy().astype(np.int64, copy=False)
+    codes = _column_matrix(table.column(CODE_COLUMN), f"{source}:{column}")
+    ids = column_ids(table, source) if has_ids else None
     return write_sharded(out, codes, ids, shards, backend=backend, params=params,
                          metadata=table.select(others) if others else None)
 

@@ -22,13 +22,10 @@ actor opens its own shard directory wherever Ray places it.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import inspect
 import itertools
-import json
 import os
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -43,8 +40,8 @@ from hashsearch.codes import check_nbits, validate_codes
 from hashsearch.errors import CorruptIndexError, HashsearchError, InvalidInputError, UnknownIdError
 from hashsearch.index import HammingIndex, set_num_threads
 from hashsearch.results import merge_range, merge_topk
-from hashsearch.storage import (MANIFEST, _check_replaceable, _fsync_dir, _swap_into_place, check_ids,
-                                check_metadata, write_index)
+from hashsearch.storage import (MANIFEST, check_ids, check_metadata, load_manifest, staging, write_index,
+                                write_manifest)
 
 SHARDED_FORMAT = "hashsearch-sharded-index"
 SHARDED_VERSION = 1
@@ -68,10 +65,10 @@ def shard_dir(path: str | os.PathLike, shard: int) -> Path:
 def is_sharded(path: str | os.PathLike) -> bool:
     """Whether `path` holds a sharded index (its manifest says so)."""
     try:
-        with open(Path(path) / MANIFEST, encoding="utf-8") as f:
-            return json.load(f).get("format") == SHARDED_FORMAT
-    except (OSError, ValueError, AttributeError):
+        load_manifest(path, SHARDED_FORMAT)
+    except (CorruptIndexError, OSError):
         return False
+    return True
 
 
 # ------------------------------------------------------------------------------- one shard (actor body)
@@ -477,7 +474,7 @@ class ShardedIndex:
         path = Path(path).absolute()
         with staging(path) as tmp:
             self._fanout({s: ("save", (str(shard_dir(tmp, s)),), {}) for s in range(self.nshards)})
-            write_manifest(tmp, self.nbits, self.backend, self.params, self._counts)
+            write_sharded_manifest(tmp, self.nbits, self.backend, self.params, self._counts)
         self._base = [str(shard_dir(path, s)) for s in range(self.nshards)]
         self._journal = [[] for _ in range(self.nshards)]
         for s in range(self.nshards):  # every replica reopens the published files
@@ -515,48 +512,19 @@ def _first_line(exc: BaseException) -> str:
 
 # ------------------------------------------------------------------------------- directories
 
-@contextlib.contextmanager
-def staging(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary sibling directory that replaces `path` as a whole when the block succeeds (and is
-    removed when it fails); `path` must be absent, empty or an index directory."""
-    path = Path(path)
-    _check_replaceable(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        _fsync_dir(tmp)
-        _swap_into_place(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def write_manifest(directory: Path, nbits: int, backend: str, params: dict, counts: list[int]) -> None:
+def write_sharded_manifest(directory: Path, nbits: int, backend: str, params: dict, counts: list[int]) -> None:
     """The top manifest of a sharded index, fsynced."""
-    manifest = {"format": SHARDED_FORMAT, "format_version": SHARDED_VERSION, "nbits": nbits,
-                "count": int(sum(counts)), "shards": len(counts), "routing": ROUTING, "backend": backend,
-                "params": params, "counts": [int(c) for c in counts],
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    with open(directory / MANIFEST, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
+    write_manifest(directory, {
+        "format": SHARDED_FORMAT, "format_version": SHARDED_VERSION, "nbits": nbits, "count": int(sum(counts)),
+        "shards": len(counts), "routing": ROUTING, "backend": backend, "params": params,
+        "counts": [int(c) for c in counts],
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
 
 
 def read_sharded_manifest(path: Path) -> dict[str, Any]:
     """The checked top manifest of a sharded index directory."""
+    manifest = load_manifest(path, SHARDED_FORMAT)
     where = path / MANIFEST
-    try:
-        with open(where, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no index at {path}: {where} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptIndexError(f"{where}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != SHARDED_FORMAT:
-        raise CorruptIndexError(f"{where}: not a {SHARDED_FORMAT} manifest")
     if manifest.get("format_version") != SHARDED_VERSION or manifest.get("routing") != ROUTING:
         raise CorruptIndexError(f"{where}: unknown format version or routing "
                                 f"({manifest.get('format_version')!r}, {manifest.get('routing')!r})")
@@ -585,5 +553,5 @@ def write_sharded(path: str | os.PathLike, codes: np.ndarray, ids: np.ndarray | 
             write_index(shard_dir(tmp, s), np.ascontiguousarray(codes[order]), ids[order], nbits, backend=backend,
                         params=params, metadata=None if metadata is None else metadata.take(pa.array(order)))
             counts.append(int(order.size))
-        write_manifest(tmp, nbits, backend, params, counts)
+        write_sharded_manifest(tmp, nbits, backend, params, counts)
     return counts

@@ -14,6 +14,7 @@ loading checks the manifest, sizes, checksums and the Arrow schema before return
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import hashlib
@@ -23,7 +24,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -106,12 +107,7 @@ def write_index(
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"index params must be JSON-serialisable: {exc}") from None
 
-    path = Path(path)
-    _check_replaceable(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
-    try:
+    with staging(path) as tmp:
         files = {CODES_FILE: _write_codes(tmp / CODES_FILE, codes, None if id_start is not None else ids)}
         if metadata is not None:
             pq.write_table(metadata, tmp / METADATA_FILE)
@@ -129,15 +125,33 @@ def write_index(
             "hashsearch_version": _version(),
             "files": files,
         }
-        with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
+        write_manifest(tmp, manifest)
+
+
+@contextlib.contextmanager
+def staging(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling directory that replaces `path` as a whole when the block succeeds (fsynced,
+    renamed) and is removed when it fails; `path` must be absent, empty or an index directory."""
+    path = Path(path)
+    _check_replaceable(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        yield tmp
         _fsync_dir(tmp)
         _swap_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """`directory`/manifest.json, fsynced."""
+    with open(directory / MANIFEST, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def check_ids(ids: Any, n: int) -> np.ndarray:
@@ -283,8 +297,9 @@ def read_index(path: str | os.PathLike, mmap: bool = True, verify: bool = True) 
                        params=manifest["params"], metadata=metadata, manifest=manifest)
 
 
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The parsed, structurally checked manifest of the index directory `path`."""
+def load_manifest(path: str | os.PathLike, format_name: str = FORMAT_NAME) -> dict[str, Any]:
+    """The manifest of the directory `path` as a dict, refusing a missing, non-JSON or other-format one
+    (shared with sharded indexes, whose top manifest has its own format name)."""
     where = Path(path) / MANIFEST
     try:
         with open(where, encoding="utf-8") as f:
@@ -293,8 +308,15 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         raise CorruptIndexError(f"{where}: missing; {path} is not a hashsearch index") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptIndexError(f"{where}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise CorruptIndexError(f"{where}: not a {FORMAT_NAME} manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != format_name:
+        raise CorruptIndexError(f"{where}: not a {format_name} manifest")
+    return manifest
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed, structurally checked manifest of the index directory `path`."""
+    where = Path(path) / MANIFEST
+    manifest = load_manifest(path)
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise CorruptIndexError(
