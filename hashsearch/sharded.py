@@ -9,7 +9,7 @@ answer is the one a single HammingIndex over the same codes gives.
 
 Faults: every shard actor is started with Ray's `max_restarts`; a restarted actor reloads its
 directory and the driver replays the changes made since the last save or load (kept in a journal
-per shard), then retries the query. A shard that stays unavailable fails the call with
+per shard, in the driver's memory until `save` empties it), then retries the query. A shard that stays unavailable fails the call with
 `ShardUnavailableError` naming it: never a silent partial answer. With `replicas` > 1, queries
 rotate over the copies of a shard (throughput) and fail over to another copy.
 
@@ -40,8 +40,8 @@ from hashsearch.codes import check_nbits, validate_codes
 from hashsearch.errors import CorruptIndexError, HashsearchError, InvalidInputError, UnknownIdError
 from hashsearch.index import HammingIndex, set_num_threads
 from hashsearch.results import merge_range, merge_topk
-from hashsearch.storage import (MANIFEST, check_ids, check_metadata, load_manifest, staging, write_index,
-                                write_manifest)
+from hashsearch.storage import (MANIFEST, check_ids, check_metadata, load_manifest, staging, unique_ids,
+                                write_index, write_manifest)
 
 SHARDED_FORMAT = "hashsearch-sharded-index"
 SHARDED_VERSION = 1
@@ -202,9 +202,13 @@ class ShardedIndex:
         self._tokens: list[list[str | None]] = [[None] * self.replicas for _ in paths]
         self._turn = [itertools.cycle(range(self.replicas)) for _ in paths]
         stats = {}
-        for s in range(self.nshards):
-            for r in range(self.replicas):
-                stats[s] = self._recover(s, r, first=True)
+        try:
+            for s in range(self.nshards):
+                for r in range(self.replicas):
+                    stats[s] = self._recover(s, r, first=True)
+        except BaseException:
+            self.close()
+            raise
         self._absorb(stats)
 
     def _absorb(self, stats: dict[int, dict]) -> None:
@@ -415,12 +419,9 @@ class ShardedIndex:
     def remove(self, ids: Any) -> int:
         """Remove the items with these ids; returns how many. An id not in the index raises
         UnknownIdError and removes nothing."""
-        ids = np.unique(np.atleast_1d(np.asarray(ids)))
+        ids = unique_ids(ids)
         if ids.size == 0:
             return 0
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise InvalidInputError(f"ids must be integers, got dtype {ids.dtype}")
-        ids = ids.astype(np.int64)
         owner = shard_of(ids, self.nshards)
         shards = [int(s) for s in np.unique(owner)]
         absent = np.concatenate(list(self._fanout({s: ("missing", (ids[owner == s],), {}) for s in shards}).values()))

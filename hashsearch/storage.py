@@ -167,6 +167,14 @@ def check_ids(ids: Any, n: int) -> np.ndarray:
     return np.ascontiguousarray(ids, dtype=np.int64)
 
 
+def unique_ids(ids: Any) -> np.ndarray:
+    """Ids to remove as sorted unique int64 values (one id or many), refusing non-integers."""
+    ids = np.unique(np.atleast_1d(np.asarray(ids)))
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise InvalidInputError(f"ids must be integers, got dtype {ids.dtype}")
+    return ids.astype(np.int64, copy=False)
+
+
 def _range_start(ids: np.ndarray) -> int | None:
     """`ids[0]` if ids are ids[0], ids[0]+1, ... (then they need no storage), else None."""
     if ids.size == 0:
