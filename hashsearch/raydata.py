@@ -65,13 +65,15 @@ def build_sharded(source: str | os.PathLike, out: str | os.PathLike, shards: int
 class _Encoder:
     """One Ray Data worker: loads the model once, then encodes batches of row numbers."""
 
-    def __init__(self, model_path: str, x: np.ndarray, modality: str):
+    def __init__(self, model_path: str, x_ref: Any, modality: str):
+        import ray
         import torch
 
         from hashsearch.models.training import load_model
 
         torch.set_num_threads(1)
-        self.model, self.x, self.modality = load_model(model_path), x, modality
+        # the rows, shared through the object store (Ray Data passes constructor args unresolved)
+        self.model, self.x, self.modality = load_model(model_path), ray.get(x_ref), modality
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         from hashsearch import learners
