@@ -1,5 +1,7 @@
 """Ray Data pipelines: `build-index --shards` from Parquet equals a single index over the same rows;
-`encode --ray` writes the codes `encode` writes, as a folder of Parquet files."""
+`query` searches it; `encode --ray` writes the codes `encode` writes, as a folder of Parquet files."""
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,6 +38,9 @@ def test_build_index_shards_reads_parquet_with_ray_data(ray_local, tmp_path):
         d, i = index.search(codes[:9], 12)
         d0, i0 = single.search(codes[:9], 12)
         assert (d == d0).all() and (i == i0).all() and index.metadata.equals(single.metadata)
+    np.save(tmp_path / "q.npy", codes[:3])
+    lines = invoke("query", tmp_path / "idx", tmp_path / "q.npy", "--topk", 4).output.splitlines()
+    assert [json.loads(line)["ids"] for line in lines] == i0[:3, :4].tolist()
     again = invoke("build-index", folder, "--out", tmp_path / "codes", "--shards", 2)
     assert again.exit_code == 1 and "not overwriting" in again.output  # never replaces what it did not write
 
