@@ -76,7 +76,7 @@ def main() -> None:
 # --- index commands (STORAGE): logic in hashsearch/codefiles.py and querying.py -----------------
 
 @main.command("build-index")
-@click.argument("codes", type=click.Path(dir_okay=False))
+@click.argument("codes", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Index directory to write (an existing index is replaced only with --force).")
 @click.option("--backend", type=click.Choice(backend_names()), default="auto", show_default=True,
               help="How each sealed segment is searched (auto: scan or MIH per query batch).")
@@ -88,17 +88,27 @@ def main() -> None:
 @click.option("--metadata/--no-metadata", default=True, show_default=True,
               help="Keep a Parquet file's other columns as per-item metadata in the index.")
 @click.option("--force", is_flag=True, help="Replace an index already at --out (never a directory of other files).")
+@click.option("--shards", type=click.IntRange(min=1), default=None,
+              help="Write a sharded index of N shards (id % N); Parquet input is read in parallel with Ray Data.")
+@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
+              help="Ray cluster for --shards (default: $RAY_ADDRESS, else a local instance).")
 @one_line_errors
-def build_index_command(codes, out, backend, ids_path, nbits, column, params, batch_size, metadata, force) -> None:
+def build_index_command(codes, out, backend, ids_path, nbits, column, params, batch_size, metadata, force, shards,
+                        ray_address) -> None:
     """Build an index from a code file.
 
-    CODES is a .npy matrix or a Parquet file (e.g. from `hashsearch encode`): packed bytes, bits,
+    CODES is a .npy matrix or a Parquet file (e.g. from `hashsearch encode`; with --shards also a
+    folder of Parquet files): packed bytes, bits,
     -1/+1 signs or real outputs. A Parquet file's `id` column gives the ids, and its other columns
     are kept as per-item metadata that `query` returns with each hit. An index already at --out is
     replaced only with --force.
     """
     from hashsearch import codefiles, querying
 
+    if shards is not None:
+        _build_sharded(codes, out, backend, ids_path, nbits, column, querying.parse_params(params), metadata,
+                       shards, ray_address)
+        return
     code_file = codefiles.read_codes(codes, nbits=nbits, column=column, with_metadata=metadata)
     if code_file.note:
         click.echo(code_file.note, err=True)
@@ -106,6 +116,24 @@ def build_index_command(codes, out, backend, ids_path, nbits, column, params, ba
     index = querying.build_index(code_file, out, backend=backend, ids=ids,
                                  params=querying.parse_params(params), batch_size=batch_size, overwrite=force)
     click.echo(f"wrote {out}: {len(index)} codes of {index.nbits} bits, backend {backend}", err=True)
+
+
+def _build_sharded(codes, out, backend, ids_path, nbits, column, params, metadata, shards, ray_address) -> None:
+    from pathlib import Path
+
+    from hashsearch import codefiles, raydata, sharded
+
+    if Path(codes).suffix.lower() == ".npy":
+        code_file = codefiles.read_codes(codes, nbits=nbits)
+        ids = codefiles.read_ids(ids_path, code_file.codes.shape[0]) if ids_path else None
+        counts = sharded.write_sharded(out, code_file.codes, ids, shards, backend=backend, params=params)
+    else:
+        if ids_path:
+            raise click.UsageError("--ids applies to .npy codes; a Parquet file carries its ids in column 'id'")
+        counts = raydata.build_sharded(codes, out, shards, backend=backend, params=params, column=column,
+                                       nbits=nbits, with_metadata=metadata, address=ray_address)
+    click.echo(f"wrote {out}: {sum(counts)} codes in {shards} shards ({', '.join(map(str, counts))}), "
+               f"backend {backend}", err=True)
 
 
 @main.command("query")
@@ -124,8 +152,11 @@ def build_index_command(codes, out, backend, ids_path, nbits, column, params, ba
 @click.option("--batch-size", type=int, default=1024, show_default=True, help="Queries searched per step.")
 @click.option("--where", help="Only items whose metadata match, e.g. \"label == 3 and year >= 2020\".")
 @click.option("--explain", is_flag=True, help="Print what each segment's backend would do (JSON) instead of searching.")
+@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
+              help="Ray cluster for a sharded index (default: $RAY_ADDRESS, else a local instance).")
 @one_line_errors
-def query_command(index_dir, queries, image, model_dir, show, topk, radius, fmt, out, column, batch_size, where, explain) -> None:
+def query_command(index_dir, queries, image, model_dir, show, topk, radius, fmt, out, column, batch_size, where, explain,
+                  ray_address) -> None:
     """Search an index with a file of query codes.
 
     Searches the index in INDEX_DIR with the codes in QUERIES (.npy or .parquet), or with one
@@ -134,6 +165,7 @@ def query_command(index_dir, queries, image, model_dir, show, topk, radius, fmt,
     (`query`), its id (`query_id`: the query file's `id` column, else the row number), the hits'
     `ids` and `distances`, best first, and, when the index stores metadata, each hit's `metadata`.
     --where keeps only items whose metadata match; --explain prints the search plan instead.
+    A sharded index (build-index --shards) is searched on Ray (--ray-address, else a local instance).
     """
     from hashsearch import codefiles, querying
     from hashsearch.errors import InvalidInputError
@@ -144,7 +176,12 @@ def query_command(index_dir, queries, image, model_dir, show, topk, radius, fmt,
     querying.check_search_arguments(topk, radius, batch_size)  # before anything is read
     if (queries is None) == (image is None) or (image is not None) != (model_dir is not None) or (show and not image):
         raise InvalidInputError("give QUERIES (a code file), or --image FILE with --model DIR (and optionally --show PNG)")
-    index = HammingIndex.load(index_dir, mmap=True)
+    from hashsearch.sharded import ShardedIndex, is_sharded
+
+    if is_sharded(index_dir):
+        index = ShardedIndex.load(index_dir, address=ray_address)
+    else:
+        index = HammingIndex.load(index_dir, mmap=True)
     if image is not None:
         _image_query(index, model_dir, image, topk, radius, show)
         return
@@ -199,6 +236,29 @@ def info_command(index_dir, no_verify, as_json) -> None:
         click.echo(json.dumps(info))
     else:
         click.echo("\n".join(querying.format_info(info)))
+
+
+@main.command("serve")
+@click.argument("index_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--api-key", envvar="HASHSEARCH_API_KEY", default=None,
+              help="Key that /add, /remove and /save require in the X-API-Key header (or $HASHSEARCH_API_KEY).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=1024, show_default=True, help="Codes per request.")
+@click.option("--max-k", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--max-body", type=click.IntRange(min=1), default=16 << 20, show_default=True, help="Request bytes.")
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Copies of each shard of a sharded index (throughput).")
+@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
+              help="Ray cluster for a sharded index (default: $RAY_ADDRESS, else a local instance).")
+@one_line_errors
+def serve_command(index_dir, host, port, api_key, max_batch, max_k, max_body, replicas, ray_address) -> None:
+    """Serve INDEX_DIR (single or sharded) over HTTP: /search, /range, /add, /remove, /save, /info, /docs."""
+    from hashsearch.server import Limits, serve
+
+    click.echo(f"serving {index_dir} on http://{host}:{port} (API docs at /docs)", err=True)
+    serve(index_dir, host=host, port=port, api_key=api_key, replicas=replicas, address=ray_address,
+          limits=Limits(max_batch=max_batch, max_k=max_k, max_body_bytes=max_body))
 
 
 @main.command("bench")
@@ -287,15 +347,20 @@ def train_command(data, methods, nbits, out, modality, epochs, seed, resume, thr
 @click.option("--modality", type=click.Choice(["image", "text"]), default="image", show_default=True)
 @click.option("--split", "which", type=click.Choice(["database", "query", "train", "all"]), default="database",
               show_default=True, help="Rows of the standard split to encode.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Parquet file of (id, code) rows.")
+@click.option("--out", required=True, type=click.Path(), help="Parquet file of (id, code) rows (--ray: a new folder of them).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the standard split.")
+@click.option("--ray", "use_ray", is_flag=True, help="Encode in batches across Ray workers (Ray Data).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray workers (default: the cluster's CPUs).")
+@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
+              help="Ray cluster for --ray (default: $RAY_ADDRESS, else a local instance).")
 @one_line_errors
-def encode_command(model_dir, data, images, modality, which, out, seed) -> None:
+def encode_command(model_dir, data, images, modality, which, out, seed, use_ray, workers, ray_address) -> None:
     """Turn a data set's items into codes with a trained model.
 
     Writes a Parquet file of (id: the data set row, code, labels) rows, ready for build-index
     (database) or query (queries); labels are class names where the data set has them. With
-    --images DIR|GLOB instead of --data: image files, as (id, code, file) rows.
+    --images DIR|GLOB instead of --data: image files, as (id, code, file) rows. With --ray: a new
+    folder of Parquet files, encoded in batches across Ray workers.
     """
     from hashsearch import jobs
     from hashsearch.errors import InvalidInputError
@@ -305,6 +370,13 @@ def encode_command(model_dir, data, images, modality, which, out, seed) -> None:
     if images is not None:
         rows, nbits = jobs.encode_images(model_dir, images, out)
         click.echo(f"wrote {out}: {rows} image codes of {nbits} bits (columns id, code, file)", err=True)
+        return
+    if use_ray:
+        from hashsearch.raydata import encode_parallel
+
+        rows = encode_parallel(model_dir, data, out, modality=modality, split=which, seed=seed, workers=workers,
+                               address=ray_address)
+        click.echo(f"wrote {out}/: {rows} {modality} codes ({which} rows) in Parquet files", err=True)
         return
     rows, nbits = jobs.encode(model_dir, data, out, modality=modality, split=which, seed=seed)
     click.echo(f"wrote {out}: {rows} {modality} codes of {nbits} bits ({which} rows)", err=True)

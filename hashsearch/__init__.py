@@ -14,6 +14,7 @@ from hashsearch.index import HammingIndex
 
 # name -> module that defines it, imported on first attribute access (PEP 562)
 _LAZY = {
+    "ShardedIndex": "hashsearch.sharded",
     "DCMH": "hashsearch.models.dcmh",
     "SCHN": "hashsearch.models.schn",
     "DPSH": "hashsearch.models.dpsh",

@@ -161,13 +161,16 @@ def _read_parquet_codes(path: Path, nbits: int | None, column: str | None, with_
     table = pq.read_table(path, columns=[column] + [ID_COLUMN] * has_ids + others)
     source = f"{path}:{column}"
     codes, note = to_packed(_column_matrix(table.column(column), source), nbits, source)
-    ids = None
-    if has_ids:
-        id_col = table.column(ID_COLUMN)
-        if not pa.types.is_integer(id_col.type) or id_col.null_count:
-            raise InvalidInputError(f"{path}: column 'id' must be integers without nulls, got {id_col.type}")
-        ids = id_col.to_numpy().astype(np.int64, copy=False)
+    ids = column_ids(table, path) if has_ids else None
     return CodeFile(codes, ids, note, table.select(others) if others else None)
+
+
+def column_ids(table: pa.Table, source: str | os.PathLike) -> np.ndarray:
+    """The table's `id` column as int64, refusing other types and nulls."""
+    id_col = table.column(ID_COLUMN)
+    if not pa.types.is_integer(id_col.type) or id_col.null_count:
+        raise InvalidInputError(f"{source}: column 'id' must be integers without nulls, got {id_col.type}")
+    return id_col.to_numpy().astype(np.int64, copy=False)
 
 
 def _guess_code_column(schema: pa.Schema, path: Path) -> str:

@@ -114,6 +114,67 @@ class StoredIndex:
 
 # ----------------------------------------------------------------------------------------- checks
 
+# ------------------------------------------------ whole-directory writes (sharded indexes' top level)
+
+@contextlib.contextmanager
+def staging(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling directory that replaces `path` as a whole when the block succeeds (fsynced,
+    renamed) and is removed when it fails; `path` must be absent, empty or an index directory."""
+    path = Path(path)
+    _check_replaceable(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_dir(tmp)
+        _swap_into_place(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """`directory`/manifest.json, fsynced."""
+    with open(directory / MANIFEST, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse to overwrite anything that is not an index (a file, or a directory of other things)."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise InvalidInputError(f"{path} exists and is not an index directory; not overwriting it")
+    if path.is_dir() and any(path.iterdir()) and not (path / MANIFEST).is_file():
+        raise InvalidInputError(f"{path} is a non-empty directory without {MANIFEST}; not overwriting it")
+
+
+def _swap_into_place(tmp: Path, path: Path) -> None:
+    """Rename the finished temporary directory to `path`; an old index is moved aside, then deleted."""
+    old = None
+    if path.exists():
+        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:12]}"
+        os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        if old is not None:
+            os.rename(old, path)
+        raise
+    _fsync_dir(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def unique_ids(ids: Any) -> np.ndarray:
+    """Ids to remove as sorted unique int64 values (one id or many), refusing non-integers."""
+    ids = np.unique(np.atleast_1d(np.asarray(ids)))
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise InvalidInputError(f"ids must be integers, got dtype {ids.dtype}")
+    return ids.astype(np.int64, copy=False)
+
+
 def check_ids(ids: Any, n: int) -> np.ndarray:
     """Ids as a contiguous 1-D int64 array of length n: the one check of user-given ids, shared by
     `HammingIndex.add` (which also refuses negative ids) and `write_index`."""
@@ -443,8 +504,9 @@ def _read(path: Path, manifest: dict[str, Any], mmap: bool, verify: bool) -> Sto
                        settings=manifest.get("settings", {}), uid=_uid(manifest), segments=out, manifest=manifest)
 
 
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The parsed, structurally checked manifest of the index directory `path` (version 1 or 2)."""
+def load_manifest(path: str | os.PathLike, format_name: str = FORMAT_NAME) -> dict[str, Any]:
+    """The manifest of the directory `path` as a dict, refusing a missing, non-JSON or other-format one
+    (shared with sharded indexes, whose top manifest has its own format name)."""
     where = Path(path) / MANIFEST
     try:
         with open(where, encoding="utf-8") as f:
@@ -453,8 +515,15 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         raise CorruptIndexError(f"{where}: missing; {path} is not a hashsearch index") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptIndexError(f"{where}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise CorruptIndexError(f"{where}: not a {FORMAT_NAME} manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != format_name:
+        raise CorruptIndexError(f"{where}: not a {format_name} manifest")
+    return manifest
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed, structurally checked manifest of the index directory `path` (version 1 or 2)."""
+    where = Path(path) / MANIFEST
+    manifest = load_manifest(path)
     version = manifest.get("format_version")
     if version not in READABLE_VERSIONS:
         raise CorruptIndexError(f"{where}: unknown format version {version!r} "

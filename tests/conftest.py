@@ -19,3 +19,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One small local Ray instance for every test that needs one (starting Ray costs seconds)."""
+    ray = pytest.importorskip("ray")
+    from hashsearch.cluster import connect
+
+    connect(num_cpus=2)
+    yield ray
+    ray.shutdown()

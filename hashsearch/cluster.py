@@ -1,0 +1,47 @@
+"""Where distributed work runs: a Ray cluster named by an address (or $RAY_ADDRESS), or else a small
+local Ray instance started on demand (no dashboard, logs in a temporary folder).
+
+Ray is an optional dependency (`pip install "hashsearch[cluster]"`); it is imported only here and by
+the modules that need a cluster, so `import hashsearch` stays light.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any
+
+from hashsearch.errors import HashsearchError
+
+LOCAL_OBJECT_STORE_BYTES = 1 << 30  # a local instance's shared-memory store; Ray spills to disk past it
+
+
+def ray_module() -> Any:
+    """The `ray` module, or an error that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise HashsearchError('this needs Ray: pip install "hashsearch[cluster]"') from None
+    return ray
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
+    """Join the Ray cluster at `address` (or $RAY_ADDRESS, e.g. "ray://head:10001" or "head:6379");
+    with neither, start a local instance with the machine's cores. Does nothing when Ray is already
+    initialised in this process. Returns the `ray` module."""
+    ray = ray_module()
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 object_store_memory=LOCAL_OBJECT_STORE_BYTES, logging_level=logging.WARNING,
+                 log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="hashsearch-ray-"))
+    return ray
+
+
+def cluster_cpus() -> float:
+    """CPUs the connected cluster has in all (connects locally first if needed)."""
+    return float(connect().cluster_resources().get("CPU", 1.0))

@@ -1,0 +1,558 @@
+"""`ShardedIndex`: the `HammingIndex` API over N shards, each a HammingIndex held by Ray actors that
+memory-map the shard's directory, so an index can outgrow one process or one machine.
+
+Routing: the item with id i lives in shard `i % N` (ROUTING), so an add with ids and a remove each
+reach exactly the shards that own those ids; default ids continue after the largest id of all shards.
+Queries go to every shard at once, in batches of `query_batch`; each shard returns its exact top-k
+(or range hits) ordered by (distance, id), and `hashsearch.results` merges them exactly, so the
+answer is the one a single HammingIndex over the same codes gives.
+
+Faults: every shard actor is started with Ray's `max_restarts`; a restarted actor reloads its
+directory and the driver replays the changes made since the last save or load (kept in a journal
+per shard, in the driver's memory until `save` empties it), then retries the query. A shard that stays unavailable fails the call with
+`ShardUnavailableError` naming it: never a silent partial answer. With `replicas` > 1, queries
+rotate over the copies of a shard (throughput) and fail over to another copy.
+
+Layout of a sharded index directory (written atomically: a temporary sibling, fsync, rename):
+    manifest.json    format "hashsearch-sharded-index", version, nbits, count, shards, routing,
+                     backend, params, per-shard counts
+    shard-00000/     one HammingIndex directory per shard (`hashsearch.storage`'s format), ...
+On a cluster the directory must be on storage every node sees (NFS or similar), since each shard
+actor opens its own shard directory wherever Ray places it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import inspect
+import itertools
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from hashsearch import lookup
+from hashsearch.cluster import cluster_cpus, connect
+from hashsearch.codes import check_nbits, validate_codes
+from hashsearch.errors import CorruptIndexError, HashsearchError, InvalidInputError, UnknownIdError
+from hashsearch.index import HammingIndex, set_num_threads
+from hashsearch.results import merge_range, merge_topk
+from hashsearch.storage import (MANIFEST, check_ids, check_metadata, load_manifest, staging, unique_ids,
+                                write_index, write_manifest)
+
+SHARDED_FORMAT = "hashsearch-sharded-index"
+SHARDED_VERSION = 1
+ROUTING = "id % shards"
+STALE = "stale-shard"  # what a shard answers to a call meant for an earlier incarnation of it
+
+
+class ShardUnavailableError(HashsearchError):
+    """A shard did not answer (dead, or still restarting after every retry)."""
+
+
+def shard_of(ids: np.ndarray, nshards: int) -> np.ndarray:
+    """The shard of each id: id % nshards (ROUTING)."""
+    return np.asarray(ids, dtype=np.int64) % nshards
+
+
+def shard_dir(path: str | os.PathLike, shard: int) -> Path:
+    return Path(path) / f"shard-{shard:05d}"
+
+
+def is_sharded(path: str | os.PathLike) -> bool:
+    """Whether `path` holds a sharded index (its manifest says so)."""
+    try:
+        load_manifest(path, SHARDED_FORMAT)
+    except (CorruptIndexError, OSError):
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------- one shard (actor body)
+
+class Shard:
+    """The body of one shard actor: a HammingIndex memory-mapped from its directory (or empty), and
+    a token that is new in every incarnation, so the driver sees a restart and replays its journal."""
+
+    def __init__(self, nbits: int, backend: str, params: dict, path: str | None, shard: int, nshards: int,
+                 threads: int):
+        set_num_threads(threads)
+        self.spec = (nbits, backend, params)
+        self.shard, self.nshards = shard, nshards
+        self.token = uuid.uuid4().hex
+        self.path: str | None = None
+        self.changed = False  # changes applied since the directory was loaded
+        try:
+            self._open(path)
+        except Exception:  # noqa: BLE001 - resync reopens it and sends the error to the driver
+            self._open(None)
+
+    def _open(self, path: str | None) -> None:
+        nbits, backend, params = self.spec
+        if path is None:
+            self.index = HammingIndex(nbits, backend=backend, **params)
+        else:
+            self.index = HammingIndex.load(path, mmap=True)
+            if self.nshards > 1 and len(self.index) and np.any(shard_of(self.index.ids, self.nshards) != self.shard):
+                raise CorruptIndexError(f"{path}: holds ids that route to another shard ({ROUTING})")
+        self.path, self.changed = path, False
+
+    def resync(self, path: str | None, ops: list) -> tuple[str, dict]:
+        """Reopen `path` (unless already open and unchanged) and replay `ops`; returns (token, stats)."""
+        if self.changed or self.path != path or (path is None and len(self.index)):
+            self._open(path)
+        for name, args in ops:
+            getattr(self.index, name)(*args)
+        self.changed = bool(ops)
+        return self.token, self.stats()
+
+    def call(self, token: str, name: str, args: tuple, kwargs: dict) -> Any:
+        """Run one method for the driver that last synced with this incarnation (else STALE)."""
+        if token != self.token:
+            return STALE
+        return getattr(self, name)(*args, **kwargs)
+
+    def stats(self) -> dict:
+        meta = self.index.metadata
+        return {"count": len(self.index), "last_id": int(self.index.ids[-1]) if len(self.index) else -1,
+                "schema": None if meta is None else meta.schema, "pid": os.getpid(),
+                "nbytes": int(self.index.nbytes)}
+
+    def search(self, q: np.ndarray, k: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(q, k, **filter_kwargs(self.index.search, filter))
+
+    def range_search(self, q: np.ndarray, radius: int, filter: Any = None):
+        return self.index.range_search(q, radius, **filter_kwargs(self.index.range_search, filter))
+
+    def add(self, codes, ids, metadata) -> None:
+        self.changed = True
+        self.index.add(codes, ids, metadata)
+
+    def remove(self, ids) -> int:
+        self.changed = True
+        return self.index.remove(ids)
+
+    def missing(self, ids) -> np.ndarray:
+        return lookup.missing(self.index, ids)
+
+    def metadata_rows(self, ids) -> pa.Table | None:
+        return lookup.metadata_rows(self.index, ids)
+
+    def contents(self) -> tuple[np.ndarray, pa.Table | None]:
+        return np.asarray(self.index.ids), self.index.metadata
+
+    def save(self, path: str) -> None:
+        """Write the shard; the driver's resync then reopens it where it was published."""
+        self.index.save(path)
+        self.path = None
+
+
+def filter_kwargs(method: Any, filter: Any) -> dict:
+    """`filter=` for an index method that takes it; an index without one refuses it clearly."""
+    if filter is None:
+        return {}
+    if "filter" not in inspect.signature(method).parameters:
+        raise InvalidInputError("this index does not support filter= (its HammingIndex has no filter parameter)")
+    return {"filter": filter}
+
+
+# ------------------------------------------------------------------------------- the driver
+
+class ShardedIndex:
+    """Exact k-NN and radius search over `nbits`-bit codes spread over `shards` Ray actors (see the
+    module docstring); results equal a single HammingIndex's over the same codes."""
+
+    def __init__(self, nbits: int, shards: int = 2, backend: str = "numba", *, replicas: int = 1,
+                 address: str | None = None, max_restarts: int = 3, retries: int = 3,
+                 timeout_s: float | None = 600.0, restart_timeout_s: float = 120.0, query_batch: int = 4096,
+                 cpus_per_shard: float | None = None, **params: Any):
+        """An empty index on the Ray cluster at `address` ($RAY_ADDRESS; default: a local instance).
+        `replicas` copies per shard; an actor is restarted up to `max_restarts` times and a call is
+        retried `retries` times before ShardUnavailableError; `timeout_s` bounds one shard call.
+        `cpus_per_shard` CPUs are reserved for each actor (default none, so that several indexes and
+        Ray Data jobs share a cluster) and set its threads (default: the cluster's CPUs / actors)."""
+        self.nbits = check_nbits(nbits)
+        probe = HammingIndex(nbits, backend=backend, **params)  # checks backend and params
+        for name, value, low in (("shards", shards, 1), ("replicas", replicas, 1), ("query_batch", query_batch, 1),
+                                 ("max_restarts", max_restarts, 0), ("retries", retries, 0)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise InvalidInputError(f"{name} must be an integer >= {low}, got {value!r}")
+        self.backend, self.params = probe.backend, probe.params
+        self.nshards, self.replicas, self.query_batch = int(shards), int(replicas), int(query_batch)
+        self.max_restarts, self.retries = int(max_restarts), int(retries)
+        self.timeout_s, self.restart_timeout_s = timeout_s, restart_timeout_s
+        self.address, self.cpus_per_shard = address, cpus_per_shard
+        self._start([None] * self.nshards)
+
+    # ------------------------------------------------------------------ actors
+    def _start(self, paths: list[str | None]) -> None:
+        ray = connect(self.address)
+        self._ray = ray
+        self._base = list(paths)  # what a restarted shard reopens
+        self._journal: list[list[tuple[str, tuple]]] = [[] for _ in paths]  # changes since _base
+        share = self.cpus_per_shard or cluster_cpus() / (self.nshards * self.replicas)
+        actor_class = ray.remote(Shard).options(num_cpus=self.cpus_per_shard or 0, max_restarts=self.max_restarts,
+                                                max_task_retries=0, scheduling_strategy="SPREAD")
+        self._actors = [[actor_class.remote(self.nbits, self.backend, self.params, paths[s], s, self.nshards,
+                                            max(1, int(share))) for _ in range(self.replicas)]
+                        for s in range(self.nshards)]
+        self._tokens: list[list[str | None]] = [[None] * self.replicas for _ in paths]
+        self._turn = [itertools.cycle(range(self.replicas)) for _ in paths]
+        stats = {}
+        try:
+            for s in range(self.nshards):
+                for r in range(self.replicas):
+                    stats[s] = self._recover(s, r, first=True)
+        except BaseException:
+            self.close()
+            raise
+        self._absorb(stats)
+
+    def _absorb(self, stats: dict[int, dict]) -> None:
+        """Counts, the next default id and the metadata schema from shard stats."""
+        self._counts = [stats[s]["count"] for s in range(self.nshards)]
+        self._next_id = max(st["last_id"] for st in stats.values()) + 1
+        schemas = [st["schema"] for st in stats.values() if st["count"] and st["schema"] is not None]
+        self._schema = schemas[0] if schemas else None
+
+    def _recover(self, s: int, r: int, first: bool = False) -> dict:
+        """Wait for replica r of shard s to be up, reopen its base and replay its journal; returns its
+        stats, or raises ShardUnavailableError."""
+        ray = self._ray
+        from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayTaskError
+
+        deadline = time.monotonic() + self.restart_timeout_s
+        while True:
+            try:
+                ref = self._actors[s][r].resync.remote(self._base[s], self._journal[s])
+                token, stats = ray.get(ref, timeout=max(1.0, deadline - time.monotonic()))
+                self._tokens[s][r] = token
+                return stats
+            except RayTaskError as exc:  # the shard's own error, e.g. a corrupt directory
+                cause = exc.cause if isinstance(exc.cause, HashsearchError) else exc
+                raise ShardUnavailableError(f"{self._name(s, r)} could not open {self._base[s]}: {cause}") from None
+            except (RayActorError, GetTimeoutError) as exc:
+                if isinstance(exc, ActorDiedError) or time.monotonic() > deadline:
+                    raise ShardUnavailableError(f"{self._name(s, r)} is unavailable: {_first_line(exc)}") from None
+                time.sleep(0.05 if first else 0.2)
+
+    def _name(self, s: int, r: int) -> str:
+        return f"shard {s} of {self.nshards}" + (f" (replica {r})" if self.replicas > 1 else "")
+
+    def _submit(self, s: int, r: int, call: tuple[str, tuple, dict]) -> Any:
+        name, args, kwargs = call
+        return self._actors[s][r].call.remote(self._tokens[s][r], name, args, kwargs)
+
+    def _fanout(self, calls: dict[int, tuple[str, tuple, dict]], everywhere: bool = False) -> dict[int, Any]:
+        """Run calls[s] = (method, args, kwargs) on shard s, on all shards at once: on one replica
+        (reads: retried after a restart, on the next replica), or on every replica (writes already in
+        the journal: a replica that restarts gets them by replay). Returns {shard: result}."""
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+        pending = [(s, r, self._submit(s, r, call)) for s, call in calls.items()
+                   for r in (range(self.replicas) if everywhere else [next(self._turn[s])])]
+        out: dict[int, Any] = {}
+        try:  # the common case in one round trip; any trouble is sorted out shard by shard below
+            values = self._ray.get([ref for _, _, ref in pending], timeout=self.timeout_s)
+            if not any(isinstance(v, str) and v == STALE for v in values):
+                for (s, _, _), value in zip(pending, values):
+                    out.setdefault(s, value)
+                return out
+        except (RayActorError, GetTimeoutError, RayTaskError):
+            pass
+        for s, r, ref in pending:
+            failures: list[str] = []
+            while True:
+                try:
+                    value = self._ray.get(ref, timeout=self.timeout_s)
+                    if not (isinstance(value, str) and value == STALE):
+                        out.setdefault(s, value)
+                        break
+                    failures.append("restarted")
+                except RayTaskError as exc:
+                    raise (exc.cause if exc.cause is not None else exc) from None
+                except (RayActorError, GetTimeoutError) as exc:
+                    failures.append(_first_line(exc))
+                if len(failures) > self.retries:
+                    raise ShardUnavailableError(
+                        f"{self._name(s, r)} is unavailable after {len(failures)} tries: {failures[-1]}")
+                if not everywhere and self.replicas > 1:
+                    r = next(self._turn[s])
+                try:
+                    self._recover(s, r)
+                except ShardUnavailableError:
+                    if everywhere or self.replicas == 1 or len(failures) > self.retries:
+                        raise
+                    continue
+                if everywhere:  # the replay applied this write
+                    break
+                ref = self._submit(s, r, calls[s])
+        return out
+
+    def _write(self, ops: dict[int, tuple[str, tuple]]) -> dict[int, Any]:
+        """Apply per-shard changes to every replica, journaled first so that a restart replays them."""
+        for s, op in ops.items():
+            self._journal[s].append(op)
+        return self._fanout({s: (name, args, {}) for s, (name, args) in ops.items()}, everywhere=True)
+
+    def actor(self, shard: int, replica: int = 0) -> Any:
+        """The Ray actor handle of one shard replica (for monitoring, or fault drills with ray.kill)."""
+        return self._actors[shard][replica]
+
+    def close(self) -> None:
+        """Stop the shard actors (what was not saved is gone)."""
+        for replicas in getattr(self, "_actors", []):
+            for a in replicas:
+                self._ray.kill(a, no_restart=True)
+        self._actors = []
+
+    def __enter__(self) -> "ShardedIndex":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def ntotal(self) -> int:
+        return int(sum(self._counts))
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    def __repr__(self) -> str:
+        return (f"ShardedIndex(nbits={self.nbits}, shards={self.nshards}, replicas={self.replicas}, "
+                f"backend={self.backend!r}, ntotal={self.ntotal})")
+
+    @property
+    def next_id(self) -> int:
+        """The first id a default add gets: one after the largest id of all shards."""
+        return self._next_id
+
+    @property
+    def metadata_schema(self) -> pa.Schema | None:
+        """The columns of the items' metadata, or None when the index keeps none."""
+        return self._schema
+
+    @property
+    def counts(self) -> list[int]:
+        """Items per shard."""
+        return list(self._counts)
+
+    def _contents(self) -> tuple[np.ndarray, pa.Table | None]:
+        parts = self._fanout({s: ("contents", (), {}) for s in range(self.nshards)})
+        ids = np.concatenate([parts[s][0] for s in range(self.nshards)]).astype(np.int64)
+        order = np.argsort(ids, kind="stable")
+        tables = [parts[s][1] for s in range(self.nshards) if parts[s][1] is not None and len(parts[s][1])]
+        meta = pa.concat_tables(tables).take(pa.array(order)) if self._schema is not None and tables else None
+        return ids[order], meta
+
+    @property
+    def ids(self) -> np.ndarray:
+        """(ntotal,) int64 ids of every shard, ascending (gathered from the shards: O(ntotal))."""
+        return self._contents()[0]
+
+    @property
+    def metadata(self) -> pa.Table | None:
+        """Per-item columns in ascending id order (gathered from the shards), or None."""
+        return self._contents()[1]
+
+    def metadata_rows(self, ids: np.ndarray) -> pa.Table | None:
+        """The metadata rows of `ids` in the order given, or None when the index keeps no metadata."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if self._schema is None:
+            return None
+        if ids.size == 0:
+            return self._schema.empty_table()
+        owner = shard_of(ids, self.nshards)
+        shards = [int(s) for s in np.unique(owner)]
+        parts = self._fanout({s: ("metadata_rows", (ids[owner == s],), {}) for s in shards})
+        where = np.concatenate([np.nonzero(owner == s)[0] for s in shards])
+        return pa.concat_tables([parts[s] for s in shards]).take(pa.array(np.argsort(where)))
+
+    # ------------------------------------------------------------------ mutation
+    def add(self, codes: np.ndarray, ids: np.ndarray | None = None, metadata: pa.Table | dict | None = None) -> None:
+        """Add packed codes with their ids (default: continuing after the largest id) and optional
+        metadata rows, each to the shard its id routes to. Raises InvalidInputError on bad codes,
+        negative or duplicate ids, and changes nothing then."""
+        codes = validate_codes(codes, self.nbits)
+        n = codes.shape[0]
+        metadata = check_metadata(metadata, n)
+        if self.ntotal and (metadata is None) != (self._schema is None):
+            raise InvalidInputError("metadata must be given with every add or with none "
+                                    f"(the index {'has' if self._schema is not None else 'has no'} metadata)")
+        if self.ntotal and metadata is not None and not metadata.schema.remove_metadata().equals(
+                self._schema.remove_metadata()):
+            raise InvalidInputError(f"metadata columns differ from the index's: {metadata.schema} vs {self._schema}")
+        if ids is None:
+            ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+        else:
+            ids = check_ids(ids, n)
+            if n and ids.min() < 0:
+                raise InvalidInputError(f"ids must be non-negative (-1 marks padding), got {ids.min()}")
+            uniq, counts = np.unique(ids, return_counts=True)
+            if n and counts.max() > 1:
+                raise InvalidInputError(f"duplicate id {uniq[counts > 1][0]}: ids must be unique in the index")
+            owner = shard_of(ids, self.nshards)
+            absent = self._fanout({int(s): ("missing", (ids[owner == s],), {}) for s in np.unique(owner)})
+            held = np.setdiff1d(ids, np.concatenate(list(absent.values())) if absent else ids)
+            if held.size:
+                raise InvalidInputError(f"duplicate id {held[0]}: ids must be unique in the index")
+        if n == 0:
+            return
+        owner = shard_of(ids, self.nshards)
+        ops = {}
+        for s in np.unique(owner):
+            sel = np.nonzero(owner == s)[0]
+            ops[int(s)] = ("add", (np.ascontiguousarray(codes[sel]), ids[sel],
+                                   None if metadata is None else metadata.take(pa.array(sel))))
+        self._write(ops)
+        for s, (_, args) in ops.items():
+            self._counts[s] += args[1].size
+        self._next_id = max(self._next_id, int(ids.max()) + 1)
+        if metadata is not None:
+            self._schema = metadata.schema
+
+    def remove(self, ids: Any) -> int:
+        """Remove the items with these ids; returns how many. An id not in the index raises
+        UnknownIdError and removes nothing."""
+        ids = unique_ids(ids)
+        if ids.size == 0:
+            return 0
+        owner = shard_of(ids, self.nshards)
+        shards = [int(s) for s in np.unique(owner)]
+        absent = np.concatenate(list(self._fanout({s: ("missing", (ids[owner == s],), {}) for s in shards}).values()))
+        if absent.size:
+            raise UnknownIdError(f"id {np.sort(absent)[0]} is not in the index ({absent.size} unknown id(s) given)")
+        self._write({s: ("remove", (ids[owner == s],)) for s in shards})
+        for s in shards:
+            self._counts[s] -= int(np.count_nonzero(owner == s))
+        if self._next_id - 1 in ids:  # the largest id went: default ids continue after the new largest
+            self._absorb(self._fanout({s: ("stats", (), {}) for s in range(self.nshards)}))
+        return int(ids.size)
+
+    # ------------------------------------------------------------------ search
+    def _batches(self, queries: np.ndarray) -> Iterator[Any]:
+        """Query batches of at most `query_batch` rows (large ones put in the object store once)."""
+        if isinstance(queries, np.ndarray) and queries.ndim == 1:
+            queries = queries.reshape(1, -1)
+        if isinstance(queries, np.ndarray) and not queries.flags.c_contiguous:
+            queries = np.ascontiguousarray(queries)
+        q = validate_codes(queries, self.nbits, name="queries")
+        for lo in range(0, max(q.shape[0], 1), self.query_batch):
+            batch = q[lo:lo + self.query_batch]
+            yield self._ray.put(batch) if batch.nbytes > 1 << 16 else batch
+
+    def search(self, queries: np.ndarray, k: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact k nearest codes of each query over all shards: (nq, k) int32 distances and int64 ids,
+        rows sorted by (distance, id), padded with (PAD_DISTANCE, -1)."""
+        out = []
+        for batch in self._batches(queries):
+            parts = self._fanout({s: ("search", (batch, k), {"filter": filter}) for s in range(self.nshards)})
+            out.append(merge_topk([parts[s] for s in range(self.nshards)], k))
+        return np.concatenate([d for d, _ in out]), np.concatenate([i for _, i in out])
+
+    def range_search(self, queries: np.ndarray, radius: int, filter: Any = None):
+        """Every code within `radius` (inclusive) of each query over all shards: CSR (lims, distances,
+        ids), rows sorted by (distance, id)."""
+        lims, dist, ids = [np.zeros(1, np.int64)], [], []
+        for batch in self._batches(queries):
+            parts = self._fanout({s: ("range_search", (batch, radius), {"filter": filter})
+                                  for s in range(self.nshards)})
+            l, d, i = merge_range([parts[s] for s in range(self.nshards)])
+            lims.append(l[1:] + lims[-1][-1])
+            dist.append(d)
+            ids.append(i)
+        return np.concatenate(lims), np.concatenate(dist).astype(np.int32), np.concatenate(ids).astype(np.int64)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> None:
+        """Write every shard and the top manifest to `path`, atomically as a whole; the shards then
+        map the new files, and the journal of unsaved changes is emptied."""
+        path = Path(path).absolute()
+        with staging(path) as tmp:
+            self._fanout({s: ("save", (str(shard_dir(tmp, s)),), {}) for s in range(self.nshards)})
+            write_sharded_manifest(tmp, self.nbits, self.backend, self.params, self._counts)
+        self._base = [str(shard_dir(path, s)) for s in range(self.nshards)]
+        self._journal = [[] for _ in range(self.nshards)]
+        for s in range(self.nshards):  # every replica reopens the published files
+            for r in range(self.replicas):
+                self._recover(s, r)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, replicas: int = 1, address: str | None = None,
+             **options: Any) -> "ShardedIndex":
+        """Open a sharded index directory: one actor per shard replica memory-maps its shard.
+        `options` are the constructor's (max_restarts, retries, timeout_s, restart_timeout_s,
+        query_batch, cpus_per_shard)."""
+        path = Path(path).absolute()
+        manifest = read_sharded_manifest(path)
+        self = cls.__new__(cls)
+        self.nbits, self.backend, self.params = manifest["nbits"], manifest["backend"], manifest["params"]
+        self.nshards, self.replicas, self.address = manifest["shards"], int(replicas), address
+        self.query_batch = int(options.pop("query_batch", 4096))
+        self.max_restarts, self.retries = int(options.pop("max_restarts", 3)), int(options.pop("retries", 3))
+        self.timeout_s = options.pop("timeout_s", 600.0)
+        self.restart_timeout_s = options.pop("restart_timeout_s", 120.0)
+        self.cpus_per_shard = options.pop("cpus_per_shard", None)
+        if options:
+            raise InvalidInputError(f"unknown option(s) {', '.join(options)} for ShardedIndex.load")
+        self._start([str(shard_dir(path, s)) for s in range(self.nshards)])
+        if self._counts != manifest["counts"]:
+            self.close()
+            raise CorruptIndexError(f"{path}: shard counts {self._counts} differ from the manifest's {manifest['counts']}")
+        return self
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+# ------------------------------------------------------------------------------- directories
+
+def write_sharded_manifest(directory: Path, nbits: int, backend: str, params: dict, counts: list[int]) -> None:
+    """The top manifest of a sharded index, fsynced."""
+    write_manifest(directory, {
+        "format": SHARDED_FORMAT, "format_version": SHARDED_VERSION, "nbits": nbits, "count": int(sum(counts)),
+        "shards": len(counts), "routing": ROUTING, "backend": backend, "params": params,
+        "counts": [int(c) for c in counts],
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+
+
+def read_sharded_manifest(path: Path) -> dict[str, Any]:
+    """The checked top manifest of a sharded index directory."""
+    manifest = load_manifest(path, SHARDED_FORMAT)
+    where = path / MANIFEST
+    if manifest.get("format_version") != SHARDED_VERSION or manifest.get("routing") != ROUTING:
+        raise CorruptIndexError(f"{where}: unknown format version or routing "
+                                f"({manifest.get('format_version')!r}, {manifest.get('routing')!r})")
+    counts, shards = manifest.get("counts"), manifest.get("shards")
+    if not isinstance(shards, int) or shards < 1 or not isinstance(counts, list) or len(counts) != shards:
+        raise CorruptIndexError(f"{where}: 'shards' and 'counts' disagree or are missing")
+    return manifest
+
+
+def write_sharded(path: str | os.PathLike, codes: np.ndarray, ids: np.ndarray | None, nshards: int, *,
+                  backend: str = "numba", params: dict | None = None, metadata: pa.Table | None = None) -> list[int]:
+    """Write codes (ids default to 0..n-1) straight to a sharded index directory without starting
+    actors, atomically; returns the per-shard counts."""
+    nbits = validate_codes(codes).shape[1] * 8
+    params = HammingIndex(nbits, backend=backend, **(params or {})).params
+    n = codes.shape[0]
+    ids = np.arange(n, dtype=np.int64) if ids is None else check_ids(ids, n)
+    owner = shard_of(ids, nshards)
+    counts = []
+    with staging(Path(path).absolute()) as tmp:
+        for s in range(nshards):
+            sel = np.nonzero(owner == s)[0]
+            order = sel[np.argsort(ids[sel], kind="stable")]
+            if order.size > 1 and np.any(ids[order][1:] == ids[order][:-1]):
+                raise InvalidInputError("duplicate ids: ids must be unique in the index")
+            write_index(shard_dir(tmp, s), np.ascontiguousarray(codes[order]), ids[order], nbits, backend=backend,
+                        params=params, metadata=None if metadata is None else metadata.take(pa.array(order)))
+            counts.append(int(order.size))
+        write_sharded_manifest(tmp, nbits, backend, params, counts)
+    return counts

@@ -1,0 +1,152 @@
+"""ShardedIndex on a local Ray instance: exactly what one HammingIndex over the same codes returns,
+after adds and removes, across save/load, and through shard actors killed mid-query."""
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from hashsearch import HammingIndex, InvalidInputError, UnknownIdError
+from hashsearch.codes import hamming_bruteforce
+
+pytest.importorskip("ray")
+from hashsearch.sharded import ShardUnavailableError, ShardedIndex, is_sharded, write_sharded  # noqa: E402
+
+NBITS = 16  # few distinct distances: many ties, so the (distance, id) order is tested
+
+
+def same_answers(sharded, single, q, k, r):
+    d, i = sharded.search(q, k)
+    d0, i0 = single.search(q, k)
+    assert (d == d0).all() and (i == i0).all()
+    got, want = sharded.range_search(q, r), single.range_search(q, r)
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and (a == b).all()
+    assert len(sharded) == len(single) and (sharded.ids == single.ids).all()
+
+
+@pytest.fixture(scope="module", params=[1, 3, 5])  # 2 shards: the tests below
+def sharded(request, ray_local):
+    with ShardedIndex(NBITS, shards=request.param) as index:
+        yield index
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_matches_one_hamming_index_after_adds_and_removes(sharded, data):
+    if len(sharded):
+        sharded.remove(sharded.ids)  # a clean slate: the same state as a new index
+    single = HammingIndex(NBITS)
+    rng = np.random.default_rng(data.draw(st.integers(0, 10**6)))
+    n = data.draw(st.integers(0, 60))
+    codes = rng.integers(0, 256, (n, NBITS // 8), dtype=np.uint8)
+    ids = rng.permutation(4 * n + 5)[:n] if data.draw(st.booleans()) else None
+    meta = {"tag": [f"t{j}" for j in range(n)]}
+    for index in (sharded, single):
+        index.add(codes, ids, meta)
+    q = rng.integers(0, 256, (data.draw(st.integers(0, 6)), NBITS // 8), dtype=np.uint8)
+    k, r = data.draw(st.integers(1, 70)), data.draw(st.integers(0, NBITS))
+    same_answers(sharded, single, q, k, r)
+    if n:
+        gone = rng.choice(single.ids, data.draw(st.integers(1, n)), replace=False)
+        assert sharded.remove(gone) == single.remove(gone)
+    more = rng.integers(0, 256, (5, NBITS // 8), dtype=np.uint8)
+    for index in (sharded, single):  # default ids continue after the largest remaining id
+        index.add(more, None, {"tag": ["new"] * 5})
+    same_answers(sharded, single, q, k, r)
+    assert sharded.metadata.equals(single.metadata)
+    probe = single.ids[::3]
+    assert sharded.metadata_rows(probe).equals(single.metadata.take(np.searchsorted(single.ids, probe)))
+
+
+@pytest.fixture(scope="module")
+def two_shards(ray_local):
+    with ShardedIndex(NBITS, shards=2, restart_timeout_s=60) as index:
+        yield index
+
+
+def test_bad_calls_name_the_problem_and_change_nothing(two_shards):
+    index = two_shards
+    codes = np.arange(8, dtype=np.uint8).reshape(4, 2)
+    index.add(codes, np.array([1, 2, 3, 4]))
+    with pytest.raises(InvalidInputError, match="duplicate id 3"):
+        index.add(codes[:2], np.array([3, 10]))
+    with pytest.raises(UnknownIdError, match="id 9 is not in the index"):
+        index.remove([2, 9])
+    with pytest.raises(InvalidInputError, match="k must be a positive integer"):
+        index.search(codes, 0)
+    with pytest.raises(InvalidInputError, match="32-bit codes"):
+        index.search(np.zeros((1, 4), np.uint8), 1)
+    with pytest.raises(InvalidInputError, match="metadata must be given with every add or with none"):
+        index.add(codes, None, {"x": [1, 2, 3, 4]})
+    with pytest.raises(InvalidInputError, match="shards must be an integer >= 1"):
+        ShardedIndex(NBITS, shards=0)
+    assert len(index) == 4 and index.ids.tolist() == [1, 2, 3, 4]
+    index.remove(index.ids)
+
+
+def test_written_shards_load_save_in_place_and_replicas_cover_for_a_dead_one(ray_local, tmp_path):
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 256, (500, 4), dtype=np.uint8)
+    ids = rng.permutation(5000)[:500]
+    single = HammingIndex(32, backend="mih")
+    single.add(codes, ids)
+    assert write_sharded(tmp_path / "idx", codes, ids, 3, backend="mih") == \
+        [int(np.count_nonzero(ids % 3 == s)) for s in range(3)]
+    assert is_sharded(tmp_path / "idx")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("not ours")
+    q = rng.integers(0, 256, (20, 4), dtype=np.uint8)
+    with ShardedIndex.load(tmp_path / "idx", replicas=2) as index:
+        same_answers(index, single, q, 10, 9)
+        ray_local.kill(index.actor(0, replica=1), no_restart=True)
+        for _ in range(3):  # queries rotate over both replicas of shard 0: the live one answers
+            same_answers(index, single, q, 10, 9)
+        with pytest.raises(InvalidInputError, match="not overwriting"):
+            index.save(tmp_path / "other")
+        assert (tmp_path / "other" / "keep.txt").read_text() == "not ours"
+        with pytest.raises(ShardUnavailableError, match=r"shard 0 of 3 \(replica 1\)"):
+            index.remove(ids[ids % 3 == 0][:1])  # a write must reach every replica: the dead one is named
+    single.remove(ids[:3])
+    single.add(codes[:2] ^ np.uint8(1))
+    with ShardedIndex.load(tmp_path / "idx") as index:
+        index.remove(ids[:3])
+        index.add(codes[:2] ^ np.uint8(1))
+        index.save(tmp_path / "idx")  # in place, while its shards map the old files
+        same_answers(index, single, q, 10, 9)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx", "other"]  # no temporary left behind
+    assert len(HammingIndex.load(tmp_path / "idx" / "shard-00001")) == int(np.count_nonzero(single.ids % 3 == 1))
+
+
+def test_a_killed_shard_restarts_and_no_query_is_wrong_or_lost(ray_local, two_shards, tmp_path):
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, (3000, 2), dtype=np.uint8)
+    single = HammingIndex(16)
+    single.add(codes)
+    q = rng.integers(0, 256, (8, 2), dtype=np.uint8)
+    want = single.search(q, 20)
+    index = two_shards
+    if index.ids.size:
+        index.remove(index.ids)
+    index.add(codes[:2000])
+    index.save(tmp_path / "f")  # what a restarted shard reopens
+    index.add(codes[2000:])  # not saved: the restarted shard gets it by replay
+    before = index.actor(1).stats.remote()
+    pid = ray_local.get(before)["pid"]
+    killer = threading.Timer(0.3, lambda: ray_local.kill(index.actor(1), no_restart=False))
+    killer.start()
+    answered, deadline = 0, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        d, i = index.search(q, 20)
+        assert (d == want[0]).all() and (i == want[1]).all()
+        answered += 1
+        if answered > 5 and ray_local.get(index.actor(1).stats.remote())["pid"] != pid:
+            break
+    killer.join()
+    assert ray_local.get(index.actor(1).stats.remote())["pid"] != pid, "the shard was never restarted"
+    same_answers(index, single, q, 20, 4)  # nothing lost
+    ray_local.kill(index.actor(1), no_restart=True)  # now gone for good: named, never a partial answer
+    with pytest.raises(ShardUnavailableError, match="shard 1 of 2"):
+        index.search(q, 20)
