@@ -171,8 +171,8 @@ def test_hashers_take_image_net(method, tmp_path):
                   mlp_hidden=16, verbose=False, image_net="mobilenet_v1", image_net_options=options))
     before = model.__class__(8, verbose=False, image_net="mobilenet_v1", image_net_options=options)
     model.fit(x, labels)
-    assert model.x_mean == 0.0 and model.x_std == 1.0  # the backbone scales pixels itself
-    assert isinstance(model.encoder.features[0], backbones.ImageBackbone)
+    assert model.x_mean_ == 0.0 and model.x_std_ == 1.0  # the backbone scales pixels itself
+    assert isinstance(model.encoder_.features[0], backbones.ImageBackbone)
     codes = model.encode(x)
     assert codes.shape == (12, 1)
     model.save(tmp_path / "m")
@@ -186,6 +186,7 @@ def test_dcmh_image_side_takes_mobilenet():
     from hashsearch.models.dcmh import DCMH
 
     model = DCMH(16, image_net="mobilenet_v1", epochs=1, batch_size=8, progress=False)
+    model.params_ = model._resolve((3, 32, 32), 8)
     model._build((3, 32, 32), 5)
     assert isinstance(model.image_net_[0], backbones.ImageBackbone)
     assert model._img_norm.mode == "none"
