@@ -253,7 +253,11 @@ def info_command(index_dir, no_verify, as_json) -> None:
               help="Ray cluster for a sharded index (default: $RAY_ADDRESS, else a local instance).")
 @one_line_errors
 def serve_command(index_dir, host, port, api_key, max_batch, max_k, max_body, replicas, ray_address) -> None:
-    """Serve INDEX_DIR (single or sharded) over HTTP: /search, /range, /add, /remove, /save, /info, /docs."""
+    """Serve an index over HTTP.
+
+    Serves INDEX_DIR (single or sharded) with FastAPI + uvicorn: POST /search, /range, /add,
+    /remove, /save; GET /info, /healthz and the OpenAPI page /docs.
+    """
     from hashsearch.server import Limits, serve
 
     click.echo(f"serving {index_dir} on http://{host}:{port} (API docs at /docs)", err=True)

@@ -35,7 +35,8 @@ from pydantic import BaseModel, Field
 from hashsearch import lookup
 from hashsearch.errors import HashsearchError, InvalidInputError, UnknownIdError
 from hashsearch.index import HammingIndex
-from hashsearch.sharded import filter_kwargs, is_sharded
+from hashsearch.filters import parse_where
+from hashsearch.sharded import is_sharded
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -101,14 +102,20 @@ class Codes(BaseModel):
     encoding: Literal["hex", "base64"] = "hex"
 
 
+def as_filter(value: list[int] | str | None) -> Any:
+    """A request's filter as the index takes it: an id allow-list, or a where string parsed safely."""
+    return parse_where(value) if isinstance(value, str) else value
+
+
 class SearchRequest(Codes):
     k: int = Field(10, ge=1, description="Results per query")
-    filter: Any = Field(None, description="Passed unchanged to the index's filter= (where it has one)")
+    filter: list[int] | str | None = Field(
+        None, description="Only these ids (a list), or items whose metadata match a where string, e.g. \"label == 3\"")
 
 
 class RangeRequest(Codes):
     radius: int = Field(ge=0, description="Hamming radius, inclusive")
-    filter: Any = None
+    filter: list[int] | str | None = Field(None, description="As for /search")
 
 
 class AddRequest(Codes):
@@ -264,7 +271,7 @@ def create_app(service: Service) -> FastAPI:
         check_k(body.k)
         q = service.decode(body)
         with service.lock.read():
-            dist, ids = service.index.search(q, body.k, **filter_kwargs(service.index.search, body.filter))
+            dist, ids = service.index.search(q, body.k, filter=as_filter(body.filter))
             found = ids >= 0
             lims = np.concatenate([[0], np.cumsum(found.sum(axis=1))])
             return {"results": service.results(lims, dist[found], ids[found])}
@@ -274,7 +281,7 @@ def create_app(service: Service) -> FastAPI:
         q = service.decode(body)
         with service.lock.read():
             lims, dist, ids = service.index.range_search(
-                q, body.radius, **filter_kwargs(service.index.range_search, body.filter))
+                q, body.radius, filter=as_filter(body.filter))
             if ids.size > service.limits.max_range_hits:
                 raise ServiceError(413, f"{ids.size} range hits exceed the limit of {service.limits.max_range_hits}; "
                                         "lower the radius or send fewer queries")

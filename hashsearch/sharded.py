@@ -23,7 +23,6 @@ actor opens its own shard directory wherever Ray places it.
 from __future__ import annotations
 
 import datetime as _dt
-import inspect
 import itertools
 import os
 import time
@@ -39,7 +38,7 @@ from hashsearch.cluster import cluster_cpus, connect
 from hashsearch.codes import check_nbits, validate_codes
 from hashsearch.errors import CorruptIndexError, HashsearchError, InvalidInputError, UnknownIdError
 from hashsearch.index import HammingIndex, set_num_threads
-from hashsearch.results import merge_range, merge_topk
+from hashsearch.results import empty_topk, merge_range, merge_topk
 from hashsearch.storage import (MANIFEST, check_ids, check_metadata, load_manifest, staging, unique_ids,
                                 write_index, write_manifest)
 
@@ -122,10 +121,10 @@ class Shard:
                 "nbytes": int(self.index.nbytes)}
 
     def search(self, q: np.ndarray, k: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(q, k, **filter_kwargs(self.index.search, filter))
+        return self.index.search(q, k, filter=filter)
 
     def range_search(self, q: np.ndarray, radius: int, filter: Any = None):
-        return self.index.range_search(q, radius, **filter_kwargs(self.index.range_search, filter))
+        return self.index.range_search(q, radius, filter=filter)
 
     def add(self, codes, ids, metadata) -> None:
         self.changed = True
@@ -148,15 +147,6 @@ class Shard:
         """Write the shard; the driver's resync then reopens it where it was published."""
         self.index.save(path)
         self.path = None
-
-
-def filter_kwargs(method: Any, filter: Any) -> dict:
-    """`filter=` for an index method that takes it; an index without one refuses it clearly."""
-    if filter is None:
-        return {}
-    if "filter" not in inspect.signature(method).parameters:
-        raise InvalidInputError("this index does not support filter= (its HammingIndex has no filter parameter)")
-    return {"filter": filter}
 
 
 # ------------------------------------------------------------------------------- the driver
@@ -447,12 +437,15 @@ class ShardedIndex:
             yield self._ray.put(batch) if batch.nbytes > 1 << 16 else batch
 
     def search(self, queries: np.ndarray, k: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """Exact k nearest codes of each query over all shards: (nq, k) int32 distances and int64 ids,
-        rows sorted by (distance, id), padded with (PAD_DISTANCE, -1)."""
+        """Exact k nearest codes of each query over all shards: (nq, min(k, len)) int32 distances and
+        int64 ids, as HammingIndex.search returns them: rows sorted by (distance, id), padded with
+        (PAD_DISTANCE, -1) only where a filter leaves fewer matches."""
+        width = min(int(k), len(self)) if isinstance(k, (int, np.integer)) and not isinstance(k, bool) else k
         out = []
         for batch in self._batches(queries):
             parts = self._fanout({s: ("search", (batch, k), {"filter": filter}) for s in range(self.nshards)})
-            out.append(merge_topk([parts[s] for s in range(self.nshards)], k))
+            parts = [parts[s] for s in range(self.nshards) if parts[s][0].shape[1]]
+            out.append(merge_topk(parts, width) if parts else empty_topk(len(batch), 0))
         return np.concatenate([d for d, _ in out]), np.concatenate([i for _, i in out])
 
     def range_search(self, queries: np.ndarray, radius: int, filter: Any = None):

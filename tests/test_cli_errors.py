@@ -87,7 +87,7 @@ def test_bad_topk(files, value, message):
 def test_topk_above_the_index_size_returns_everything_and_asks_for_no_more(files, monkeypatch, k):
     asked = []
     search = HammingIndex.search
-    monkeypatch.setattr(HammingIndex, "search", lambda self, q, kk: asked.append(kk) or search(self, q, kk))
+    monkeypatch.setattr(HammingIndex, "search", lambda self, q, kk, **kw: asked.append(kk) or search(self, q, kk, **kw))
     result = run("query", files / "ix", files / "q.npy", "--topk", k)
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
@@ -117,7 +117,7 @@ def test_bad_width_is_refused_before_the_data_is_read(files, command):
 
 
 def test_usage_errors_are_one_line(files):
-    assert_one_line_error(run("query", files / "ix"), "Missing argument 'QUERIES'", "hashsearch query --help")
+    assert_one_line_error(run("query"), "Missing argument 'INDEX_DIR'", "hashsearch query --help")
     assert_one_line_error(run("build-index", files / "db.npy"), "--out")
     assert_one_line_error(run("query", files / "ix", files / "q.npy", "--format", "csv"), "--format")
     assert_one_line_error(run("no-such-command"), "No such command")

@@ -247,6 +247,6 @@ def test_query_where_and_explain(tmp_path):
     result = invoke("query", tmp_path / "ix", tmp_path / "q.npy", "--radius", 1000)  # above nbits: everything
     assert all(len(json.loads(line)["ids"]) == 200 for line in result.stdout.splitlines())
     plan = json.loads(invoke("query", tmp_path / "ix", tmp_path / "q.npy", "--topk", 3, "--explain").stdout)
-    assert plan["segments"][0]["rows"] == 200 and plan["segments"][0]["backend"] == "numba"
+    assert plan["segments"][0]["rows"] == 200 and plan["segments"][0]["backend"] == "auto"  # the default
     assert_one_line_error(invoke("query", tmp_path / "ix", tmp_path / "q.npy", "--topk", 3, "--where", "colour == 1"),
                           "unknown column")

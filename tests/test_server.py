@@ -81,7 +81,8 @@ def test_writes_need_the_key_and_save_atomically(served):
     ({"codes": ["00" * 4], "k": 0}, 422, "k: Input should be greater than or equal to 1"),
     ({"codes": ["zz" * 4], "k": 1}, 400, "codes[0] is not valid hex"),
     ({"codes": ["00" * 8], "k": 1}, 400, "codes[0] has 8 bytes; this index holds 32-bit codes (4 bytes)"),
-    ({"codes": ["00" * 4], "k": 1, "filter": {"name": "x"}}, 400, "does not support filter="),
+    ({"codes": ["00" * 4], "k": 1, "filter": {"name": "x"}}, 422, "filter"),
+    ({"codes": ["00" * 4], "k": 1, "filter": "colour == 1"}, 400, "unknown column"),
     ({"codes": ["00" * 4] * 40, "k": 1, "pad": "x" * 20_000}, 413, "exceeds the limit of 20000 bytes"),
 ])
 def test_bad_requests_get_a_json_error_naming_the_problem(served, body, status, words):

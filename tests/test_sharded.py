@@ -148,5 +148,11 @@ def test_a_killed_shard_restarts_and_no_query_is_wrong_or_lost(ray_local, two_sh
     assert ray_local.get(index.actor(1).stats.remote())["pid"] != pid, "the shard was never restarted"
     same_answers(index, single, q, 20, 4)  # nothing lost
     ray_local.kill(index.actor(1), no_restart=True)  # now gone for good: named, never a partial answer
+    for _ in range(300):  # ray.kill returns before the actor is gone: wait until it no longer answers
+        try:
+            ray_local.get(index.actor(1).stats.remote(), timeout=5)
+        except Exception:
+            break
+        time.sleep(0.1)
     with pytest.raises(ShardUnavailableError, match="shard 1 of 2"):
         index.search(q, 20)
