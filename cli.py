@@ -173,9 +173,9 @@ def query_command(index_dir, queries, image, model_dir, show, topk, radius, fmt,
 
     if fmt == "parquet" and out is None:
         raise InvalidInputError("--format parquet needs --out FILE")
-    querying.check_search_arguments(topk, radius, batch_size)  # before anything is read
     if (queries is None) == (image is None) or (image is not None) != (model_dir is not None) or (show and not image):
         raise InvalidInputError("give QUERIES (a code file), or --image FILE with --model DIR (and optionally --show PNG)")
+    querying.check_search_arguments(topk, radius, batch_size)  # before anything is read
     from hashsearch.sharded import ShardedIndex, is_sharded
 
     if is_sharded(index_dir):

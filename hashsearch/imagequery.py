@@ -34,7 +34,7 @@ def image_paths(spec: str | os.PathLike) -> list[Path]:
 
 def pixel_size(model: Any) -> tuple[int, int]:
     """(height, width) of the RGB pixel rows `model` was trained on, or a clear error if it takes features."""
-    shape = getattr(model, "input_shape", None) or getattr(model, "image_dim_", None)
+    shape = getattr(model, "input_shape_", None) or getattr(model, "image_dim_", None)
     if shape is None or len(shape) != 3 or shape[0] != 3:
         raise InvalidInputError(f"{type(model).__name__} takes rows of shape {tuple(shape) if shape else '?'}, not RGB "
                                 "images: train it on pixels, e.g. with image_net='mobilenet_v1'")

@@ -275,11 +275,6 @@ def image_query(index, model_path: str | os.PathLike, image: str | os.PathLike, 
     if int(model.nbits) != index.nbits:
         raise InvalidInputError(f"the model makes {model.nbits}-bit codes but the index holds {index.nbits}-bit codes")
     codes = encode_images(model, [Path(image)])
-    _, offsets, ids, dist = next(search_batches(index, codes, topk=topk, radius=radius))
-    meta = index.metadata
-    rows = np.searchsorted(index.ids, ids)
-    results = []
-    for item, d, row in zip(ids.tolist(), dist.tolist(), rows.tolist()):
-        extra = {} if meta is None else {k: v[0] for k, v in meta.slice(row, 1).to_pydict().items()}
-        results.append({"id": item, "distance": d, **extra})
-    return results
+    batch = next(search_batches(index, codes, topk=topk, radius=radius))
+    meta = [{}] * len(batch.ids) if batch.metadata is None else batch.metadata.to_pylist()
+    return [{"id": item, "distance": d, **extra} for item, d, extra in zip(batch.ids.tolist(), batch.distances.tolist(), meta)]

@@ -60,7 +60,7 @@ def test_pixel_size_rejects_feature_models():
 
 @pytest.mark.slow  # trains a small pixel DPSH on MobileNet (random init): minutes on a loaded 2-core machine
 def test_encode_index_query_by_image_end_to_end(tmp_path):
-    from cli import main
+    from hashsearch.cli import main
     from hashsearch.models.dpsh import DPSH
 
     made = write_images(tmp_path / "imgs")
