@@ -88,6 +88,7 @@ def show_results(query: str | os.PathLike, results: Sequence[dict[str, Any]], ou
     tiles = [first] + [(r.get(FILE_COLUMN), f"d = {r['distance']}   id {r['id']}" if "id" in r else f"d = {r['distance']}",
                         f"{result_words(r)} {Path(r[FILE_COLUMN]).name if r.get(FILE_COLUMN) else ''}".strip())
                        for r in results]
+    columns = min(columns, len(tiles))
     rows = -(-len(tiles) // columns)
     fig = Figure(figsize=(2.0 * columns, 2.3 * rows), dpi=100)
     for k, (path, title, caption) in enumerate(tiles):

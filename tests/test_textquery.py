@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,3 +183,41 @@ def test_query_by_text_errors_are_one_line(tag_index, tmp_path):
     DCMH(8, epochs=1, progress=False).fit(None, y, labels).save(tmp_path / "narrow")
     one_line_error(runner.invoke(main, ["query", index, "--text", "dog", "--model", str(tmp_path / "narrow"),
                                         "--topk", "3"]), "8-bit codes but the index holds 16-bit codes")
+
+
+@pytest.mark.slow  # a DCMH on frozen MobileNet features of 12 small images: ~20 s on a loaded 2-core machine
+def test_image_files_found_by_words_end_to_end(tmp_path):
+    from PIL import Image
+
+    from hashsearch.datasets import data_root
+    from hashsearch.models.backbones import MOBILENET_FILE
+    from hashsearch.imagequery import read_images
+    from hashsearch.models.dcmh import DCMH
+    from test_imagequery import COLOURS, write_images
+
+    if not (data_root() / MOBILENET_FILE).is_file():
+        pytest.skip("the shared MobileNet v1 weights are missing")
+    made = write_images(tmp_path / "imgs", per_colour=6, size=24)
+    paths = sorted(made)
+    words = ("red", "fire", "warm", "blue", "sea", "cold")
+    rng = np.random.default_rng(0)
+    texts = np.zeros((len(paths), len(words)), np.float32)
+    for i, path in enumerate(paths):  # "red" or "blue" and one of its two companions
+        first = 0 if made[path] == "red" else 3
+        texts[i, [first, first + 1 + rng.integers(0, 2)]] = 1
+    labels = np.array([list(COLOURS).index(made[p]) for p in paths])
+    DCMH(16, image_net="mobilenet_v1", epochs=8, batch_size=4, text_hidden=64, label_codes=1.0, optimizer="adam",
+         lr=(1e-2, 1e-3), progress=False).fit(read_images(paths, (32, 32)), texts, labels,
+                                               text_vocabulary=words).save(tmp_path / "model")
+    runner = CliRunner()
+    codes, index, grid = tmp_path / "codes.parquet", tmp_path / "index", tmp_path / "grid.png"
+    ok(runner.invoke(main, ["encode", str(tmp_path / "model"), "--images", str(tmp_path / "imgs"), "--out", str(codes)]))
+    ok(runner.invoke(main, ["build-index", str(codes), "--out", str(index)]))
+    for query, colour in (("Red fire!", "red"), ("cold blue sea", "blue")):
+        done = ok(runner.invoke(main, ["query", str(index), "--text", query, "--model", str(tmp_path / "model"),
+                                       "--topk", "3", "--show", str(grid)]))
+        hits = json.loads(done.stdout.splitlines()[0])["results"]
+        assert len(hits) == 3 and all({"id", "distance", "file"} <= set(r) for r in hits)
+        assert [made[Path(r["file"])] for r in hits] == [colour] * 3, hits
+    with Image.open(grid) as png:
+        assert png.size[0] > 300
