@@ -70,6 +70,10 @@ def test_mirflickr_dcmh_protocol_is_seeded_and_leak_free():
     assert not np.array_equal(other.query, split.query)
     custom = datasets.standard_split(ds, seed=0, n_query=500, n_train=800)
     assert (len(custom.query), len(custom.train), len(custom.database)) == (500, 800, 19515)
+    tagged = {tag: ds.texts[:, ds.text_vocabulary.index(tag)] > 0 for tag in ("dog", "sunset", "beach", "baby")}
+    lift = {tag: ds.labels[rows].mean(axis=0) / ds.labels.mean(axis=0) for tag, rows in tagged.items()}
+    assert {tag: ds.label_names[int(np.argmax(v))] for tag, v in lift.items()} == {
+        "dog": "dog", "sunset": "sunset", "beach": "sea", "baby": "baby"}  # the label names fit the tags
     vocab = ds.text_vocabulary
     assert len(vocab) == 1386 and vocab[:4] == ("explore", "sky", "nikon", "2007")  # common_tags.txt order
     tags = (ROOT / "mirflickr25k_dcmh20015_tags_labels" / "common_tags.txt").read_text().split("\n")
