@@ -95,7 +95,7 @@ def show_results(query: str | os.PathLike, results: Sequence[dict[str, Any]], ou
         ax = fig.add_subplot(rows, columns, k + 1)
         shown = path is not None and _draw_image(ax, path)
         if not shown:
-            ax.text(0.5, 0.5, textwrap.fill(caption, 22) or "no image", ha="center", va="center", fontsize=8,
+            ax.text(0.5, 0.5, textwrap.fill(textwrap.shorten(caption, 240, placeholder=" …"), 22) or "no image", ha="center", va="center", fontsize=8,
                     wrap=True, transform=ax.transAxes)
         ax.set_title(title, fontsize=9, color="tab:blue" if k == 0 else "black")
         ax.set_xlabel(caption[:28] if shown else "", fontsize=7)
