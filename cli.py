@@ -182,6 +182,9 @@ def query_command(index_dir, queries, image, text, model_dir, show, topk, radius
     if len(given) != 1 or (queries is None) != (model_dir is not None) or (show and queries is not None):
         raise InvalidInputError("give QUERIES (a code file), or one of --image FILE and --text WORDS with --model DIR "
                                 "(and optionally --show PNG)")
+    if queries is None and (out or explain or column):
+        raise InvalidInputError("--out, --format, --column and --explain apply to a QUERIES file; "
+                                "--image and --text print one JSON line")
     querying.check_search_arguments(topk, radius, batch_size)  # before anything is read
     from hashsearch.sharded import ShardedIndex, is_sharded
 
@@ -189,8 +192,11 @@ def query_command(index_dir, queries, image, text, model_dir, show, topk, radius
         index = ShardedIndex.load(index_dir, address=ray_address)
     else:
         index = HammingIndex.load(index_dir, mmap=True)
+    from hashsearch.filters import parse_where
+
+    where = None if where is None else parse_where(where)
     if queries is None:
-        _model_query(index, model_dir, image, text, topk, radius, show)
+        _model_query(index, model_dir, image, text, topk, radius, show, where)
         return
     query_file = codefiles.read_codes(queries, nbits=index.nbits, column=column)
     if query_file.note:
@@ -201,25 +207,23 @@ def query_command(index_dir, queries, image, text, model_dir, show, topk, radius
         plan = index.explain(query_file.codes.shape[0], k=topk, radius=radius)
         click.echo(json.dumps({"where": where, "segments": plan}, indent=1, default=str))
         return
-    from hashsearch.filters import parse_where
-
     batches = querying.search_batches(index, query_file.codes, topk=topk, radius=radius, batch_size=batch_size,
-                                      query_ids=query_file.ids, where=None if where is None else parse_where(where))
+                                      query_ids=query_file.ids, where=where)
     querying.write_results(batches, fmt, out, stdout=sys.stdout)
 
 
-def _model_query(index, model_dir, image, text, topk, radius, show) -> None:
-    """`query --image` / `--text`: one JSON line naming each result (id, distance, stored metadata);
-    --show draws them."""
+def _model_query(index, model_dir, image, text, topk, radius, show, where) -> None:
+    """`query --image` / `--text`: one JSON line naming each result (id, distance, stored metadata),
+    among the items `where` keeps; --show draws them."""
     import json
 
     from hashsearch import querying
     from hashsearch.imagequery import FILE_COLUMN, show_results
 
     if image is not None:
-        results = querying.image_query(index, model_dir, image, topk=topk, radius=radius)
+        results = querying.image_query(index, model_dir, image, topk=topk, radius=radius, where=where)
     else:
-        results, unknown = querying.text_query(index, model_dir, text, topk=topk, radius=radius)
+        results, unknown = querying.text_query(index, model_dir, text, topk=topk, radius=radius, where=where)
         if unknown:
             click.echo(f"note: not in the model's vocabulary, ignored: {', '.join(unknown)}", err=True)
     click.echo(json.dumps({"query": image if image is not None else text, "results": results},

@@ -152,6 +152,9 @@ def test_query_by_text_names_results_with_their_tags_and_labels(tag_index):
                                      "--radius", "0"]))
     found = json.loads(radius.stdout)["results"]
     assert found and all(r["distance"] == 0 for r in found)
+    none = ok(runner.invoke(main, ["query", str(root / "index"), "--text", "dog", "--model", str(model), "--topk", "5",
+                                   "--where", "tags is null"]))  # every item has tags: the filter admits none
+    assert json.loads(none.stdout)["results"] == []
 
 
 def test_query_by_text_errors_are_one_line(tag_index, tmp_path):
@@ -168,6 +171,8 @@ def test_query_by_text_errors_are_one_line(tag_index, tmp_path):
                                         "--model", str(model), "--topk", "3"]), "one of --image FILE and --text")
     one_line_error(runner.invoke(main, ["query", index, str(root / "codes.parquet"), "--topk", "3", "--show", "x.png"]),
                    "give QUERIES")
+    one_line_error(runner.invoke(main, ["query", index, "--text", "dog", "--model", str(model), "--topk", "3",
+                                        "--out", str(tmp_path / "r.jsonl")]), "--out, --format, --column and --explain")
     # a model without a vocabulary, and one without a text side
     from hashsearch.models.baselines import ITQ
     from hashsearch.models.dcmh import DCMH

@@ -116,7 +116,8 @@ def read_vocabulary(path: Path, beside: tuple[str, ...] = ()) -> tuple[str, ...]
     return None
 
 
-def load_paired_file(path: str | os.PathLike, name: str | None = None, vocabulary_files: tuple[str, ...] = ()) -> PairedDataset:
+def load_paired_file(path: str | os.PathLike, name: str | None = None,
+                     vocabulary_files: tuple[str, ...] = ()) -> PairedDataset:
     """A paired data set from a .mat (v5 or v7.3), .npz or .parquet file, with its text vocabulary
     where it has one (see `read_vocabulary`; `vocabulary_files` are looked for beside `path`)."""
     path = Path(path)
@@ -152,7 +153,8 @@ def load_mirflickr(path: str | os.PathLike | None = None) -> PairedDataset:
     (the shared archive's, or common_tags.txt beside a user's file). The shared copy has no image
     features (images=None); a user's full FLICKR-25K.mat (IAll/YAll/LAll) loads with images. Label
     names: MIRFLICKR_LABELS, when there are 24 label columns."""
-    dataset = load_paired_file(_resolve(path, MIRFLICKR_FILE), name="mirflickr25k", vocabulary_files=(MIRFLICKR_VOCABULARY,))
+    dataset = load_paired_file(_resolve(path, MIRFLICKR_FILE), name="mirflickr25k",
+                               vocabulary_files=(MIRFLICKR_VOCABULARY,))
     if dataset.labels.shape[1] == len(MIRFLICKR_LABELS):
         dataset.label_names = MIRFLICKR_LABELS
     return dataset

@@ -18,6 +18,11 @@ shared class centres as the quantisation target, both nets pull every item of a 
 code, so codes of related items meet in Hamming space, and the centres' balance carries over to
 the bits (the role of the η term, which we keep small).
 
+Texts alone (fit(None, texts, labels), for tag-only data such as the shared MIRFLICKR and NUS-WIDE
+copies): the same J with F = G, so θ = ½ G Gᵀ and B = sign(2G + 2μT); only the text net is trained (feature
+recipe) and its codes are searched with text codes (T→T), by free text when fit() was given the
+`text_vocabulary`.
+
 Settings ("auto" arguments, resolved in fit() and recorded in `params_` and the saved config):
 - pixels (n, c, h, w): the paper's schedule: CNN-F, SGD 500 epochs, lr 10^-1.5 → 10^-3, weight
   decay 5e-4, γ = η = 1, text layer 8192, μ = 0 (the reference).
@@ -147,8 +152,8 @@ class _Normaliser:
 class DCMH(Learner):
     """Deep cross-modal hashing: `DCMH(nbits=64).fit(images, texts, labels)`, then encode either side.
 
-    Images are (n, d) precomputed features (an MLP) or (n, c, h, w) pixels (CNN-F); texts are (n, t)
-    bag-of-words. `image_net` / `text_net` may be your own `torch.nn.Module` mapping a batch to
+    Images are (n, d) precomputed features (an MLP), (n, c, h, w) pixels (CNN-F) or None (texts
+    alone); texts are (n, t) bag-of-words. `image_net` / `text_net` may be your own `torch.nn.Module` mapping a batch to
     (batch, nbits). Defaults follow the reference: γ = η = 1, batch 128, 500 epochs, SGD with the
     learning rate log-spaced from 10^-1.5 to 10^-3, weight decay 5e-4, tags zero-meaned.
     Constructor arguments are kept as given (scikit-learn's contract); `params_` holds the settings
@@ -202,7 +207,7 @@ class DCMH(Learner):
                 raise InvalidInputError(f"{name} must be 'auto' or one of {NORMALISATIONS}, got {getattr(self, name)!r}")
         check_count(self.seed, "seed")
 
-    def _resolve(self, image_shape: tuple[int, ...], n: int) -> dict[str, Any]:
+    def _resolve(self, image_shape: tuple[int, ...] | None, n: int) -> dict[str, Any]:
         """The settings fit() uses for `n` inputs of this shape: every "auto" replaced by the pixel recipe
         (the paper's) or the feature recipe (`FEATURE_SETTINGS`), lr as a (start, end) pair."""
         pixels = image_shape is not None and len(image_shape) == 3
@@ -239,7 +244,7 @@ class DCMH(Learner):
             "text_norm": self.text_norm, "buffer_init": self.buffer_init, "amp": bool(self.amp),
         }
 
-    def _build(self, image_shape: tuple[int, ...], text_dim: int) -> None:
+    def _build(self, image_shape: tuple[int, ...] | None, text_dim: int) -> None:
         """Create networks and normalisers for inputs of these shapes, as `params_` says."""
         p = self.params_
         self.device_ = select_device(self.device)
