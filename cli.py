@@ -140,8 +140,10 @@ def _build_sharded(codes, out, backend, ids_path, nbits, column, params, metadat
 @click.argument("index_dir", type=click.Path(file_okay=False))
 @click.argument("queries", type=click.Path(dir_okay=False), required=False)
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Query by this image file (needs --model).")
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), help="Model that encodes --image.")
-@click.option("--show", type=click.Path(dir_okay=False), help="With --image: write the query and its results as a PNG grid.")
+@click.option("--text", help="Query by these words, e.g. \"sunset beach clouds\" (needs --model with a text vocabulary).")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False), help="Model that encodes --image or --text.")
+@click.option("--show", type=click.Path(dir_okay=False),
+              help="With --image or --text: write the query and its results as a PNG grid.")
 @click.option("--topk", type=int, metavar="K",
               help="The K nearest codes per query (ties by ascending id); all of them if K exceeds the index.")
 @click.option("--radius", type=int, metavar="R",
@@ -155,12 +157,15 @@ def _build_sharded(codes, out, backend, ids_path, nbits, column, params, metadat
 @click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
               help="Ray cluster for a sharded index (default: $RAY_ADDRESS, else a local instance).")
 @one_line_errors
-def query_command(index_dir, queries, image, model_dir, show, topk, radius, fmt, out, column, batch_size, where, explain,
-                  ray_address) -> None:
+def query_command(index_dir, queries, image, text, model_dir, show, topk, radius, fmt, out, column, batch_size, where,
+                  explain, ray_address) -> None:
     """Search an index with a file of query codes.
 
     Searches the index in INDEX_DIR with the codes in QUERIES (.npy or .parquet), or with one
-    --image FILE encoded by --model DIR (--show PNG draws the results as a grid). Give exactly one
+    --image FILE or --text WORDS encoded by --model DIR (a text query needs a model that saved its
+    bag-of-words vocabulary, e.g. DCMH trained on mirflickr; words outside it are ignored, with a
+    note). With a model, one JSON line names each result (id, distance, stored metadata) and
+    --show PNG draws the query and its results as a grid. Give exactly one
     of --topk K or --radius R. Each result line (or Parquet row) holds the query's row number
     (`query`), its id (`query_id`: the query file's `id` column, else the row number), the hits'
     `ids` and `distances`, best first, and, when the index stores metadata, each hit's `metadata`.
@@ -173,8 +178,13 @@ def query_command(index_dir, queries, image, model_dir, show, topk, radius, fmt,
 
     if fmt == "parquet" and out is None:
         raise InvalidInputError("--format parquet needs --out FILE")
-    if (queries is None) == (image is None) or (image is not None) != (model_dir is not None) or (show and not image):
-        raise InvalidInputError("give QUERIES (a code file), or --image FILE with --model DIR (and optionally --show PNG)")
+    given = [g for g in (queries, image, text) if g is not None]
+    if len(given) != 1 or (queries is None) != (model_dir is not None) or (show and queries is not None):
+        raise InvalidInputError("give QUERIES (a code file), or one of --image FILE and --text WORDS with --model DIR "
+                                "(and optionally --show PNG)")
+    if queries is None and (out or explain or column):
+        raise InvalidInputError("--out, --format, --column and --explain apply to a QUERIES file; "
+                                "--image and --text print one JSON line")
     querying.check_search_arguments(topk, radius, batch_size)  # before anything is read
     from hashsearch.sharded import ShardedIndex, is_sharded
 
@@ -182,8 +192,11 @@ def query_command(index_dir, queries, image, model_dir, show, topk, radius, fmt,
         index = ShardedIndex.load(index_dir, address=ray_address)
     else:
         index = HammingIndex.load(index_dir, mmap=True)
-    if image is not None:
-        _image_query(index, model_dir, image, topk, radius, show)
+    from hashsearch.filters import parse_where
+
+    where = None if where is None else parse_where(where)
+    if queries is None:
+        _model_query(index, model_dir, image, text, topk, radius, show, where)
         return
     query_file = codefiles.read_codes(queries, nbits=index.nbits, column=column)
     if query_file.note:
@@ -194,26 +207,32 @@ def query_command(index_dir, queries, image, model_dir, show, topk, radius, fmt,
         plan = index.explain(query_file.codes.shape[0], k=topk, radius=radius)
         click.echo(json.dumps({"where": where, "segments": plan}, indent=1, default=str))
         return
-    from hashsearch.filters import parse_where
-
     batches = querying.search_batches(index, query_file.codes, topk=topk, radius=radius, batch_size=batch_size,
-                                      query_ids=query_file.ids, where=None if where is None else parse_where(where))
+                                      query_ids=query_file.ids, where=where)
     querying.write_results(batches, fmt, out, stdout=sys.stdout)
 
 
-def _image_query(index, model_dir, image, topk, radius, show) -> None:
-    """`query --image`: one JSON line naming each result (id, distance, stored metadata); --show draws them."""
+def _model_query(index, model_dir, image, text, topk, radius, show, where) -> None:
+    """`query --image` / `--text`: one JSON line naming each result (id, distance, stored metadata),
+    among the items `where` keeps; --show draws them."""
     import json
 
     from hashsearch import querying
     from hashsearch.imagequery import FILE_COLUMN, show_results
 
-    results = querying.image_query(index, model_dir, image, topk=topk, radius=radius)
-    click.echo(json.dumps({"query": image, "results": results}))
+    if image is not None:
+        results = querying.image_query(index, model_dir, image, topk=topk, radius=radius, where=where)
+    else:
+        results, unknown = querying.text_query(index, model_dir, text, topk=topk, radius=radius, where=where)
+        if unknown:
+            click.echo(f"note: not in the model's vocabulary, ignored: {', '.join(unknown)}", err=True)
+    click.echo(json.dumps({"query": image if image is not None else text, "results": results},
+                          ensure_ascii=False, default=querying.json_value))
     if show:
         if results and FILE_COLUMN not in results[0]:
-            click.echo(f"note: the index has no '{FILE_COLUMN}' metadata, so --show draws placeholders", err=True)
-        show_results(image, [{**r, "file": r.get(FILE_COLUMN, "")} for r in results], show)
+            click.echo(f"note: the index has no '{FILE_COLUMN}' metadata, so --show draws each result's tags or "
+                       "labels instead of its image", err=True)
+        show_results(image if image is not None else text, results, show, query_is_text=image is None)
         click.echo(f"wrote {show}", err=True)
 
 

@@ -1,11 +1,13 @@
 """Codes from image files: find them, read them with Pillow, encode them with a model whose image side
-takes pixels (SCHN / DPSH / DCMH with image_net="mobilenet_v1", or a pixel CNN), and draw a query with
-its results as a picture grid. Used by `hashsearch encode --images` and `hashsearch query --image`.
+takes pixels (SCHN / DPSH / DCMH with image_net="mobilenet_v1", or a pixel CNN), and draw a query (an
+image, or the words of a text query) with its results as a picture grid. Used by `hashsearch encode
+--images` and `hashsearch query --image / --text`.
 """
 from __future__ import annotations
 
 import glob
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,29 +70,50 @@ def encode_images(model: Any, paths: Sequence[str | os.PathLike], batch_size: in
     return np.concatenate(parts)
 
 
+def result_words(result: dict[str, Any]) -> str:
+    """What describes a result in words: its stored tags, else its labels."""
+    words = result.get("tags") or result.get("labels") or result.get("label") or ""
+    return ", ".join(map(str, words)) if isinstance(words, (list, tuple)) else str(words)
+
+
 def show_results(query: str | os.PathLike, results: Sequence[dict[str, Any]], out: str | os.PathLike,
-                 columns: int = 6) -> None:
-    """A PNG grid: the query image first, then each result (keys `file`, `distance`, optional `label`)."""
+                 columns: int = 6, *, query_is_text: bool = False) -> None:
+    """A PNG grid: the query first (an image file, or with `query_is_text` its words), then each result
+    titled with its distance: its image (metadata `file`) captioned with its words (`result_words`)
+    and file name, or where it has no readable image, its words in the tile."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from PIL import Image
 
-    tiles = [(query, "query", Path(query).name)] + [
-        (r["file"], f"d = {r['distance']}", f"{r.get('label', '')} {Path(r['file']).name}".strip()) for r in results]
+    first = (None, "query", str(query)) if query_is_text else (query, "query", Path(query).name)
+    tiles = [first] + [(r.get(FILE_COLUMN), f"d = {r['distance']}   id {r['id']}" if "id" in r else f"d = {r['distance']}",
+                        f"{result_words(r)} {Path(r[FILE_COLUMN]).name if r.get(FILE_COLUMN) else ''}".strip())
+                       for r in results]
+    columns = min(columns, len(tiles))
     rows = -(-len(tiles) // columns)
     fig = Figure(figsize=(2.0 * columns, 2.3 * rows), dpi=100)
     for k, (path, title, caption) in enumerate(tiles):
         ax = fig.add_subplot(rows, columns, k + 1)
-        try:
-            with Image.open(path) as img:
-                ax.imshow(np.asarray(img.convert("RGB")), interpolation="nearest")
-        except (OSError, ValueError):
-            ax.text(0.5, 0.5, "missing", ha="center", va="center")
+        shown = path is not None and _draw_image(ax, path)
+        if not shown:
+            ax.text(0.5, 0.5, textwrap.fill(textwrap.shorten(caption, 240, placeholder=" …"), 22) or "no image", ha="center", va="center", fontsize=8,
+                    wrap=True, transform=ax.transAxes)
         ax.set_title(title, fontsize=9, color="tab:blue" if k == 0 else "black")
-        ax.set_xlabel(caption[:28], fontsize=7)
+        ax.set_xlabel(caption[:28] if shown else "", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
     tmp = Path(out).with_name(f".{Path(out).name}.tmp-{os.getpid()}.png")
     FigureCanvasAgg(fig).print_png(os.fspath(tmp))
     os.replace(tmp, out)
+
+
+def _draw_image(ax: Any, path: str | os.PathLike) -> bool:
+    """Draw the image file at `path` into `ax`; False when it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            ax.imshow(np.asarray(img.convert("RGB")), interpolation="nearest")
+    except (OSError, ValueError):
+        return False
+    return True

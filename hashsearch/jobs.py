@@ -4,7 +4,8 @@
 the layout `hashsearch eval` and `hashsearch bench --models OUT` read. `encode` turns a data set's rows
 into packed codes in a Parquet file (columns `id`, the row number, and `code`) that
 `hashsearch build-index` and `hashsearch query` take, with a `labels` column (class names where the
-data set has them) that an index keeps as metadata and returns with each hit.
+data set has them) and, where it has a text vocabulary, a `tags` column (each item's words), that an
+index keeps as metadata and returns with each hit.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from hashsearch.models.training import load_model
 from hashsearch.querying import atomic_output
 
 LABEL_COLUMN = "labels"
+TAG_COLUMN = "tags"  # each item's words of the text vocabulary, where the data set has one
 CHECKPOINT = "checkpoint"  # training state inside a model folder
 SPLITS = ("database", "query", "train", "all")
 
@@ -99,7 +101,9 @@ def train(data: str, methods: Sequence[str], nbits: Sequence[int], out: str | os
                                  epochs=epochs if method.deep else None, quiet=False,
                                  checkpoint_dir=dest / CHECKPOINT, resume=resume)
             model.save(dest)
-            echo(f"{method.name} {width} bits: trained in {time.perf_counter() - t0:.1f} s, saved to {dest}")
+            vocab = getattr(model, "text_vocabulary_", None)
+            words = f", with its {len(vocab.words)}-word text vocabulary" if vocab is not None else ""
+            echo(f"{method.name} {width} bits: trained in {time.perf_counter() - t0:.1f} s, saved to {dest}{words}")
             saved.append(dest)
     return saved
 
@@ -111,22 +115,28 @@ def split_rows(split: datasets.Split, which: str, n: int) -> np.ndarray:
     return np.arange(n, dtype=np.int64) if which == "all" else np.asarray(getattr(split, which), dtype=np.int64)
 
 
-def label_column(dataset: datasets.PairedDataset, rows: np.ndarray) -> pa.Array:
-    """Each row's labels as a list: class names where the data set has them, else label numbers."""
-    labels = np.asarray(dataset.labels[rows]) > 0
-    item, column = np.nonzero(labels)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(labels.sum(axis=1))]), pa.int32())
-    if dataset.label_names is not None:
-        values = pa.array(np.asarray(dataset.label_names, dtype=object)[column], pa.string())
+def names_column(present: np.ndarray, names: Sequence[str] | None) -> pa.Array:
+    """Per row of the matrix `present`, the names of its non-zero columns (their numbers without names)."""
+    present = np.asarray(present) > 0
+    item, column = np.nonzero(present)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(present.sum(axis=1))]), pa.int32())
+    if names is not None:
+        values = pa.array(np.asarray(names, dtype=object)[column], pa.string())
     else:
         values = pa.array(column, pa.int32())
     return pa.ListArray.from_arrays(offsets, values)
 
 
+def label_column(dataset: datasets.PairedDataset, rows: np.ndarray) -> pa.Array:
+    """Each row's labels as a list: class names where the data set has them, else label numbers."""
+    return names_column(dataset.labels[rows], dataset.label_names)
+
+
 def encode(model_path: str | os.PathLike, data: str, out: str | os.PathLike, *, modality: str = "image",
            split: str = "database", seed: int = 0) -> tuple[int, int]:
     """Encode one modality of `data` (the rows of `split`) with a saved model into a Parquet file of
-    (id, code, labels) rows, written atomically; returns (rows, nbits)."""
+    (id, code, labels) rows, and `tags` (the item's words) where the data set has a text vocabulary,
+    written atomically; returns (rows, nbits)."""
     if Path(out).suffix != ".parquet":
         raise InvalidInputError(f"--out must name a .parquet file, got {str(out)!r}")
     code = modality_code(modality)
@@ -136,7 +146,10 @@ def encode(model_path: str | os.PathLike, data: str, out: str | os.PathLike, *, 
     dataset = datasets.load(data)
     rows = split_rows(datasets.standard_split(dataset, seed=seed), split, len(dataset))
     codes = learners.encode(model, learners.rows_of(dataset, code)[rows], code)
-    write_codes(out, rows, codes, **{LABEL_COLUMN: label_column(dataset, rows)})
+    columns = {LABEL_COLUMN: label_column(dataset, rows)}
+    if dataset.text_vocabulary is not None:
+        columns[TAG_COLUMN] = names_column(dataset.texts[rows], dataset.text_vocabulary)
+    write_codes(out, rows, codes, **columns)
     return len(rows), int(model.nbits)
 
 

@@ -38,6 +38,7 @@ class Method:
     budget: tuple[str, ...] = ("epochs",)  # constructor arguments set to `epochs` in short runs
     budget_fixed: tuple[tuple[str, int], ...] = ()  # and these, fixed, in short runs
     modalities: tuple[str, ...] = ("I", "T")  # single-modal learners: the inputs they are made for
+    texts_alone: bool = False  # a cross-modal learner that also fits tag-only data (images=None)
 
     def make(self, nbits: int, seed: int, epochs: int | None, quiet: bool = True, **options: Any) -> Any:
         """A fresh learner; with `epochs` its training budget is cut to that; `quiet` hides its own
@@ -70,7 +71,7 @@ class Method:
 
 
 METHODS = (
-    Method("DCMH", CROSS, "hashsearch.models.dcmh:DCMH", deep=True),  # its "auto" defaults follow the input
+    Method("DCMH", CROSS, "hashsearch.models.dcmh:DCMH", deep=True, texts_alone=True),  # "auto" defaults follow the input
     Method("SCM", CROSS, "hashsearch.models.baselines:SCM", deep=False),
     Method("CCA-ITQ", CROSS, "hashsearch.models.baselines:CCAITQ", deep=False),
     Method("SCHN", SINGLE, "hashsearch.models.schn:SCHN", deep=True, budget=("max_iter",),
@@ -110,7 +111,9 @@ def fit(method: Method, ds: PairedDataset, split: Split, nbits: int, *, modality
         resume: bool = False) -> Any:
     """A learner trained on the split's training rows: on image/text pairs (cross-modal) or on the
     `modality` rows ("I" or "T") for a single-modal learner. Learners that checkpoint save their
-    training state to `checkpoint_dir`, and with `resume` continue from the one found there."""
+    training state to `checkpoint_dir`, and with `resume` continue from the one found there. A learner
+    that takes a text vocabulary (DCMH) is given the data set's, so it can encode free text later;
+    one that fits texts alone does so on a data set without images."""
     options, more = {}, {}
     if checkpoint_dir is not None and method.checkpoints():
         options["checkpoint_dir"] = checkpoint_dir
@@ -119,7 +122,10 @@ def fit(method: Method, ds: PairedDataset, split: Split, nbits: int, *, modality
     model = method.make(nbits, seed, epochs, quiet=quiet, **options)
     tr, labels = split.train, ds.labels[split.train]
     if method.kind == CROSS:
-        return model.fit(rows_of(ds, "I")[tr], rows_of(ds, "T")[tr], labels, **more)
+        if ds.text_vocabulary is not None and "text_vocabulary" in inspect.signature(model.fit).parameters:
+            more["text_vocabulary"] = ds.text_vocabulary
+        images = None if ds.images is None and method.texts_alone else rows_of(ds, "I")[tr]
+        return model.fit(images, rows_of(ds, "T")[tr], labels, **more)
     x = rows_of(ds, modality)[tr]
     return model.fit(x if method.deep else flat(x), labels, **more)
 

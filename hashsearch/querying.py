@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -158,7 +158,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     """Metadata values JSON has no type for (dates, bytes, decimals) as text."""
     if isinstance(value, bytes):
         return value.hex()
@@ -177,7 +177,7 @@ def write_jsonl(batches: Iterable[ResultBatch], stream: IO[str]) -> int:
                    "distances": b.distances[lo:hi].tolist()}
             if meta is not None:
                 row["metadata"] = meta[lo:hi]
-            stream.write(json.dumps(row, ensure_ascii=False, default=_json_value) + "\n")
+            stream.write(json.dumps(row, ensure_ascii=False, default=json_value) + "\n")
         lines += b.offsets.size - 1
     return lines
 
@@ -264,17 +264,41 @@ def format_info(info: dict[str, Any]) -> list[str]:
     return lines
 
 
-def image_query(index, model_path: str | os.PathLike, image: str | os.PathLike, *, topk: int | None = None,
-                radius: int | None = None) -> list[dict[str, Any]]:
-    """Search `index` with the code of one image file under a saved pixel model: one dict per result,
-    best first, with its id, Hamming distance and the index's metadata for it (file name, ...)."""
-    from hashsearch.imagequery import encode_images
+def model_query(index, model_path: str | os.PathLike, encode: Callable[[Any], np.ndarray], *,
+                topk: int | None = None, radius: int | None = None, where: Any = None) -> list[dict[str, Any]]:
+    """Search `index` (the items `where` keeps, see search_batches) with the one code `encode(model)`
+    makes under a saved model: one dict per result, best first, with its id, Hamming distance and the
+    index's metadata for it (file name, labels, ...)."""
     from hashsearch.models.training import load_model
 
     model = load_model(model_path)
     if int(model.nbits) != index.nbits:
         raise InvalidInputError(f"the model makes {model.nbits}-bit codes but the index holds {index.nbits}-bit codes")
-    codes = encode_images(model, [Path(image)])
-    batch = next(search_batches(index, codes, topk=topk, radius=radius))
+    batch = next(search_batches(index, encode(model), topk=topk, radius=radius, where=where))
     meta = [{}] * len(batch.ids) if batch.metadata is None else batch.metadata.to_pylist()
     return [{"id": item, "distance": d, **extra} for item, d, extra in zip(batch.ids.tolist(), batch.distances.tolist(), meta)]
+
+
+def image_query(index, model_path: str | os.PathLike, image: str | os.PathLike, *, topk: int | None = None,
+                radius: int | None = None, where: Any = None) -> list[dict[str, Any]]:
+    """`model_query` with the code of one image file under a saved pixel model."""
+    from hashsearch.imagequery import encode_images
+
+    return model_query(index, model_path, lambda model: encode_images(model, [Path(image)]), topk=topk, radius=radius,
+                       where=where)
+
+
+def text_query(index, model_path: str | os.PathLike, text: str, *, topk: int | None = None,
+               radius: int | None = None, where: Any = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """`model_query` with the code of free text under a saved model with a text vocabulary (see
+    textquery.py); also returns the query's words that the vocabulary lacks (they are ignored)."""
+    from hashsearch.textquery import text_vector
+
+    unknown: list[str] = []
+
+    def encode(model):
+        row, missing = text_vector(model, text)
+        unknown.extend(missing)
+        return model.encode_text(row)
+
+    return model_query(index, model_path, encode, topk=topk, radius=radius, where=where), unknown

@@ -70,6 +70,28 @@ def test_mirflickr_dcmh_protocol_is_seeded_and_leak_free():
     assert not np.array_equal(other.query, split.query)
     custom = datasets.standard_split(ds, seed=0, n_query=500, n_train=800)
     assert (len(custom.query), len(custom.train), len(custom.database)) == (500, 800, 19515)
+    tagged = {tag: ds.texts[:, ds.text_vocabulary.index(tag)] > 0 for tag in ("dog", "sunset", "beach", "baby")}
+    lift = {tag: ds.labels[rows].mean(axis=0) / ds.labels.mean(axis=0) for tag, rows in tagged.items()}
+    assert {tag: ds.label_names[int(np.argmax(v))] for tag, v in lift.items()} == {
+        "dog": "dog", "sunset": "sunset", "beach": "sea", "baby": "baby"}  # the label names fit the tags
+    vocab = ds.text_vocabulary
+    assert len(vocab) == 1386 and vocab[:4] == ("explore", "sky", "nikon", "2007")  # common_tags.txt order
+    tags = (ROOT / "mirflickr25k_dcmh20015_tags_labels" / "common_tags.txt").read_text().split("\n")
+    assert vocab == tuple(line.split()[0] for line in tags if line)
+
+
+def test_vocabulary_from_the_archive_or_a_file_beside_it(tmp_path):
+    texts, labels = np.eye(3, dtype=np.uint8), np.array([[1, 0], [0, 1], [1, 0]], dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", T=texts, L=labels, tag_vocab=np.array(["dog", "cat", "sea"]))
+    assert datasets.load_paired_file(tmp_path / "a.npz").text_vocabulary == ("dog", "cat", "sea")
+    (tmp_path / "b").mkdir()
+    np.savez(tmp_path / "b" / "mirflickr.npz", T=texts, L=labels)
+    assert datasets.load_paired_file(tmp_path / "b" / "mirflickr.npz").text_vocabulary is None
+    (tmp_path / "b" / "common_tags.txt").write_text("dog 30\ncat 20\nsea 10\n")
+    assert datasets.load_mirflickr(tmp_path / "b" / "mirflickr.npz").text_vocabulary == ("dog", "cat", "sea")
+    (tmp_path / "b" / "common_tags.txt").write_text("dog 30\ncat 20\n")
+    with pytest.raises(InvalidInputError, match="vocabulary has 2 words but the texts have 3 columns"):
+        datasets.load_mirflickr(tmp_path / "b" / "mirflickr.npz")
 
 
 def test_nuswide_caps_training_at_the_database_and_says_so():

@@ -165,6 +165,47 @@ def test_checkpoint_round_trip_and_load_model(tmp_path):
         load_model(tmp_path / "m")
 
 
+def test_text_vocabulary_is_saved_checked_on_load_and_texts_alone_train(tmp_path):
+    import json
+
+    from hashsearch.errors import CorruptIndexError
+
+    rng = np.random.default_rng(6)
+    y, labels = (rng.random(size=(48, 5)) < 0.4).astype(np.float32), rng.integers(0, 3, 48)
+    words = ("sunset", "beach", "clouds", "dog", "cat")
+    model = DCMH(16, **FAST).fit(None, y, labels, text_vocabulary=words)
+    assert model.text_vocabulary_.words == words and model.text_vocabulary_.binary
+    assert model.image_net_ is None and model.params_["image_net"] == "none"
+    assert all(h["image_loss"] is None and np.isfinite(h["text_loss"]) for h in model.history_)
+    with pytest.raises(InvalidInputError, match="trained on texts alone"):
+        model.encode_image(y)
+    with pytest.raises(InvalidInputError, match="needs images"):
+        DCMH(16, image_net="mlp", **FAST).fit(None, y, labels)
+    with pytest.raises(InvalidInputError, match="5 words but the texts have 4 columns"):
+        DCMH(16, **FAST).fit(None, y[:, :4], labels, text_vocabulary=words)
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    assert again.text_vocabulary_ == model.text_vocabulary_ and again.image_net_ is None
+    assert np.array_equal(again.encode_text(y), model.encode_text(y))
+    config = tmp_path / "m" / "config.json"
+    doc = json.loads(config.read_text())
+    doc["config"]["fitted"]["text_vocabulary"]["words"].pop()
+    config.write_text(json.dumps(doc))
+    with pytest.raises(CorruptIndexError, match="4 words but the text network takes 5 columns"):
+        load_model(tmp_path / "m")
+    assert DCMH(16, **FAST).fit(rng.normal(size=(48, 3)), y, labels).text_vocabulary_ is None
+
+
+def test_resume_texts_alone(tmp_path):
+    rng = np.random.default_rng(7)
+    y, labels = rng.random(size=(40, 9)), rng.integers(0, 3, 40)
+    kw = dict(FAST, lr=(0.05, 0.05), dropout=0.2)
+    straight = DCMH(16, **(kw | {"epochs": 4})).fit(None, y, labels)
+    DCMH(16, **(kw | {"epochs": 2}), checkpoint_dir=tmp_path / "ck").fit(None, y, labels)
+    resumed = DCMH(16, **(kw | {"epochs": 4})).fit(None, y, labels, resume=tmp_path / "ck")
+    assert np.array_equal(resumed.text_outputs(y), straight.text_outputs(y))
+
+
 def test_resume_continues_exactly(tmp_path):
     rng = np.random.default_rng(5)
     x, y, labels = rng.normal(size=(40, 6)), rng.random(size=(40, 9)), rng.integers(0, 3, 40)

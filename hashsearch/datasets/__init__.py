@@ -37,6 +37,7 @@ class PairedDataset:
     predefined: Split | None = None  # the split shipped with the data (e.g. wikipedia's train/test), if any
     label_names: tuple[str, ...] | None = None  # class names of the label columns, where the data set has them
     item_names: np.ndarray | None = None  # (n,) str, e.g. each image's file path, where known
+    text_vocabulary: tuple[str, ...] | None = None  # the words of bag-of-words text columns, in order, where known
 
     def __len__(self) -> int:
         return len(self.labels)

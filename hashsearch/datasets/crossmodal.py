@@ -8,6 +8,8 @@ Variable names looked up, first match wins (case-sensitive):
 or, for each role, a pair <I|T|L>_tr + <I|T|L>_te (as in wikiData.mat) or _db + _te: the rows are
 concatenated train/database first, then test, and the file's own split (test = queries, train =
 database) is kept as `PairedDataset.predefined`. Images are optional; labels and texts-or-images are not.
+The words of bag-of-words text columns (`PairedDataset.text_vocabulary`) come from a string array in an
+.npz (VOCABULARY_NAMES) or, for MIRFLICKR and NUS-WIDE, their vocabulary file beside the data file.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ ROLE_NAMES = {
 }
 ROLE_PREFIX = {"images": "I", "texts": "T", "labels": "L"}
 SPLIT_SUFFIXES = (("_tr", "_te"), ("_db", "_te"))
+VOCABULARY_NAMES = ("tag_vocab", "vocabulary", "vocab")
 
 WIKIPEDIA_FILE = Path("wikipedia") / "wikiData.mat"
 # Rasiwasia et al.'s 10 categories in the order of their numbers 1..10 (per-class counts of wikiData.mat,
@@ -35,7 +38,16 @@ WIKIPEDIA_FILE = Path("wikipedia") / "wikiData.mat"
 WIKIPEDIA_CATEGORIES = ("art & architecture", "biology", "geography & places", "history", "literature & theatre",
                         "media", "music", "royalty & nobility", "sport & recreation", "warfare")
 MIRFLICKR_FILE = Path("mirflickr25k_dcmh20015_tags_labels") / "mirflickr25k_20015_tags1386_labels24.npz"
+# The 24 label columns: the alphabetical order of MIRFLICKR's potential-label files. The DCMH copy does not
+# document it; the per-label counts fit it (PROVENANCE), and so do the tags: for each of dog, sunset, clouds,
+# beach (sea), baby, car, flower, night, bird, food, tree and portrait, the label most over-represented
+# among the items with that tag is the one named here (e.g. 94 % of items tagged dog have label dog, 3 % overall).
+MIRFLICKR_LABELS = ("animals", "baby", "bird", "car", "clouds", "dog", "female", "flower", "food", "indoor", "lake",
+                    "male", "night", "people", "plant_life", "portrait", "river", "sea", "sky", "structures",
+                    "sunset", "transport", "tree", "water")
+MIRFLICKR_VOCABULARY = "common_tags.txt"  # MIRFLICKR's doc/common_tags.txt: "<tag> <count>" lines, column order
 NUSWIDE_FILE = Path("nuswide10500_tags_labels") / "nuswide10500_tags1000_labels21.npz"
+NUSWIDE_VOCABULARY = "TagList1k.txt"  # one tag per line, column order
 
 
 def _find(arrays: dict[str, np.ndarray], role: str) -> tuple[np.ndarray, int | None] | None:
@@ -90,10 +102,33 @@ def paired_from_arrays(arrays: dict[str, np.ndarray], name: str, source: str = "
     return PairedDataset(name=name, images=images, texts=texts, labels=labels, predefined=predefined)
 
 
-def load_paired_file(path: str | os.PathLike, name: str | None = None) -> PairedDataset:
-    """A paired data set from a .mat (v5 or v7.3), .npz or .parquet file."""
+def read_vocabulary(path: Path, beside: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """The words of the text columns: a string array named in VOCABULARY_NAMES inside an .npz, else
+    the first field of each line of a file named in `beside` in the data file's folder; None if neither."""
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            name = next((n for n in VOCABULARY_NAMES if n in z.files), None)
+            if name is not None:
+                return tuple(str(w) for w in z[name])
+    for file in (path.parent / b for b in beside):
+        if file.is_file():
+            return tuple(line.split()[0] for line in file.read_text(encoding="utf-8").splitlines() if line.strip())
+    return None
+
+
+def load_paired_file(path: str | os.PathLike, name: str | None = None,
+                     vocabulary_files: tuple[str, ...] = ()) -> PairedDataset:
+    """A paired data set from a .mat (v5 or v7.3), .npz or .parquet file, with its text vocabulary
+    where it has one (see `read_vocabulary`; `vocabulary_files` are looked for beside `path`)."""
     path = Path(path)
-    return paired_from_arrays(read_arrays(path), name=name or path.stem, source=str(path))
+    dataset = paired_from_arrays(read_arrays(path), name=name or path.stem, source=str(path))
+    words = read_vocabulary(path, vocabulary_files)
+    if words is not None and dataset.texts is not None:
+        if len(words) != dataset.texts.shape[1]:
+            raise InvalidInputError(f"{path}: the text vocabulary has {len(words)} words but the texts have "
+                                    f"{dataset.texts.shape[1]} columns")
+        dataset.text_vocabulary = words
+    return dataset
 
 
 def _resolve(path: str | os.PathLike | None, default: Path) -> Path:
@@ -114,11 +149,18 @@ def load_wikipedia(root: str | os.PathLike | None = None) -> PairedDataset:
 
 
 def load_mirflickr(path: str | os.PathLike | None = None) -> PairedDataset:
-    """MIRFLICKR-25K as DCMH uses it (20,015 pairs, 1,386-d tags, 24 labels). The shared copy has no
-    image features (images=None); a user's full FLICKR-25K.mat (IAll/YAll/LAll) loads with images."""
-    return load_paired_file(_resolve(path, MIRFLICKR_FILE), name="mirflickr25k")
+    """MIRFLICKR-25K as DCMH uses it (20,015 pairs, 1,386-d tags, 24 labels), with the tag vocabulary
+    (the shared archive's, or common_tags.txt beside a user's file). The shared copy has no image
+    features (images=None); a user's full FLICKR-25K.mat (IAll/YAll/LAll) loads with images. Label
+    names: MIRFLICKR_LABELS, when there are 24 label columns."""
+    dataset = load_paired_file(_resolve(path, MIRFLICKR_FILE), name="mirflickr25k",
+                               vocabulary_files=(MIRFLICKR_VOCABULARY,))
+    if dataset.labels.shape[1] == len(MIRFLICKR_LABELS):
+        dataset.label_names = MIRFLICKR_LABELS
+    return dataset
 
 
 def load_nuswide(path: str | os.PathLike | None = None) -> PairedDataset:
-    """NUS-WIDE (tags + 21 concept labels). The shared copy: 10,500 items, 1,000-d tags, no images."""
-    return load_paired_file(_resolve(path, NUSWIDE_FILE), name="nuswide")
+    """NUS-WIDE (tags + 21 concept labels) with its tag vocabulary (TagList1k.txt beside a user's file).
+    The shared copy: 10,500 items, 1,000-d tags, no images."""
+    return load_paired_file(_resolve(path, NUSWIDE_FILE), name="nuswide", vocabulary_files=(NUSWIDE_VOCABULARY,))

@@ -18,6 +18,11 @@ shared class centres as the quantisation target, both nets pull every item of a 
 code, so codes of related items meet in Hamming space, and the centres' balance carries over to
 the bits (the role of the η term, which we keep small).
 
+Texts alone (fit(None, texts, labels), for tag-only data such as the shared MIRFLICKR and NUS-WIDE
+copies): the same J with F = G, so θ = ½ G Gᵀ and B = sign(2G + 2μT); only the text net is trained (feature
+recipe) and its codes are searched with text codes (T→T), by free text when fit() was given the
+`text_vocabulary`.
+
 Settings ("auto" arguments, resolved in fit() and recorded in `params_` and the saved config):
 - pixels (n, c, h, w): the paper's schedule: CNN-F, SGD 500 epochs, lr 10^-1.5 → 10^-3, weight
   decay 5e-4, γ = η = 1, text layer 8192, μ = 0 (the reference).
@@ -37,6 +42,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +60,10 @@ from hashsearch.models.base import (
 from hashsearch.models.backbones import backbone_head, is_image_net_name
 from hashsearch.models.nets import CNNF, FeatureMLP, TextNet, hash_layer
 from hashsearch.models.training import as_float_tensor, load_checkpoint, seed_everything, select_device
+from hashsearch.textquery import Vocabulary
 
 AUTO = "auto"
+NO_IMAGES = "none"  # params_["image_net"] of a model fitted on texts alone
 PAPER_SETTINGS: dict[str, Any] = dict(optimizer="sgd", lr=(10 ** -1.5, 1e-3), weight_decay=5e-4, gamma=1.0, eta=1.0,
                                       dropout=0.0, image_hidden=(1024,), text_hidden=8192, epochs=500, label_codes=0.0)
 FEATURE_SETTINGS: dict[str, Any] = dict(optimizer="adam", lr=(1e-3, 1e-4), weight_decay=0.0, gamma=AUTO, eta=1e-3,
@@ -144,12 +152,13 @@ class _Normaliser:
 class DCMH(Learner):
     """Deep cross-modal hashing: `DCMH(nbits=64).fit(images, texts, labels)`, then encode either side.
 
-    Images are (n, d) precomputed features (an MLP) or (n, c, h, w) pixels (CNN-F); texts are (n, t)
-    bag-of-words. `image_net` / `text_net` may be your own `torch.nn.Module` mapping a batch to
+    Images are (n, d) precomputed features (an MLP), (n, c, h, w) pixels (CNN-F) or None (texts
+    alone); texts are (n, t) bag-of-words. `image_net` / `text_net` may be your own `torch.nn.Module` mapping a batch to
     (batch, nbits). Defaults follow the reference: γ = η = 1, batch 128, 500 epochs, SGD with the
     learning rate log-spaced from 10^-1.5 to 10^-3, weight decay 5e-4, tags zero-meaned.
     Constructor arguments are kept as given (scikit-learn's contract); `params_` holds the settings
-    fit() resolved ("auto" choices, the (start, end) learning rates, the device).
+    fit() resolved ("auto" choices, the (start, end) learning rates, the device), and
+    `text_vocabulary_` the words of the text columns when fit() was given them (else None).
     """
 
     def __init__(self, nbits: int = 64, *, gamma: float | str = AUTO, eta: float | str = AUTO, batch_size: int = 128,
@@ -198,12 +207,16 @@ class DCMH(Learner):
                 raise InvalidInputError(f"{name} must be 'auto' or one of {NORMALISATIONS}, got {getattr(self, name)!r}")
         check_count(self.seed, "seed")
 
-    def _resolve(self, image_shape: tuple[int, ...], n: int) -> dict[str, Any]:
+    def _resolve(self, image_shape: tuple[int, ...] | None, n: int) -> dict[str, Any]:
         """The settings fit() uses for `n` inputs of this shape: every "auto" replaced by the pixel recipe
         (the paper's) or the feature recipe (`FEATURE_SETTINGS`), lr as a (start, end) pair."""
-        pixels = len(image_shape) == 3
+        pixels = image_shape is not None and len(image_shape) == 3
         image_kind = CUSTOM if isinstance(self.image_net, nn.Module) else self.image_net
-        if image_kind == AUTO:
+        if image_shape is None:
+            if image_kind != AUTO:
+                raise InvalidInputError(f"image_net={image_kind!r} needs images, but fit() was given texts only")
+            image_kind = NO_IMAGES
+        elif image_kind == AUTO:
             image_kind = "cnnf" if pixels else "mlp"
         if image_kind == "cnnf" and not pixels:
             raise InvalidInputError(f"the CNN-F image net needs pixel images (n, c, h, w), got rows of shape {image_shape}")
@@ -231,12 +244,15 @@ class DCMH(Learner):
             "text_norm": self.text_norm, "buffer_init": self.buffer_init, "amp": bool(self.amp),
         }
 
-    def _build(self, image_shape: tuple[int, ...], text_dim: int) -> None:
+    def _build(self, image_shape: tuple[int, ...] | None, text_dim: int) -> None:
         """Create networks and normalisers for inputs of these shapes, as `params_` says."""
         p = self.params_
         self.device_ = select_device(self.device)
-        self.image_dim_, self.text_dim_ = list(image_shape), int(text_dim)
-        if isinstance(self.image_net, nn.Module):
+        self.image_dim_ = None if image_shape is None else list(image_shape)
+        self.text_dim_ = int(text_dim)
+        if image_shape is None:
+            self.image_net_ = None
+        elif isinstance(self.image_net, nn.Module):
             self.image_net_ = self.image_net
         elif is_image_net_name(p["image_net"]):  # a pretrained backbone (backbones.py) under a hash layer
             self.image_net_ = backbone_head(p["image_net"], self.nbits, hash_layer)
@@ -246,9 +262,11 @@ class DCMH(Learner):
             self.image_net_ = FeatureMLP(image_shape[0], self.nbits, p["image_hidden"], p["dropout"])
         self.text_net_ = (self.text_net if self.text_net is not None
                           else TextNet(text_dim, self.nbits, p["text_hidden"], p["dropout"]))
-        self.image_net_.to(self.device_)
+        if self.image_net_ is not None:
+            self.image_net_.to(self.device_)
         self.text_net_.to(self.device_)
-        self._img_norm, self._txt_norm = _Normaliser(p["image_norm"]), _Normaliser(p["text_norm"])
+        self._img_norm = None if image_shape is None else _Normaliser(p["image_norm"])
+        self._txt_norm = _Normaliser(p["text_norm"])
 
     def _make_optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
         p = self.params_
@@ -264,30 +282,43 @@ class DCMH(Learner):
         return start * (end / start) ** (epoch / (epochs - 1))
 
     # ---- training -------------------------------------------------------------------------------
-    def _check_inputs(self, images, texts) -> tuple[torch.Tensor, torch.Tensor]:
-        x = as_float_tensor(images, "images", ndim=(2, 4))
+    def _check_inputs(self, images, texts) -> tuple[torch.Tensor | None, torch.Tensor]:
         y = as_float_tensor(texts, "texts", ndim=(2,))
+        if images is None:
+            return None, y
+        x = as_float_tensor(images, "images", ndim=(2, 4))
         if len(x) != len(y):
             raise InvalidInputError(f"images and texts must have the same number of rows (pairs), got {len(x)} and {len(y)}")
         return x, y
 
-    def fit(self, images: np.ndarray, texts: np.ndarray, labels: np.ndarray,
-            resume: str | os.PathLike | None = None) -> "DCMH":
-        """Train both networks on paired rows; `resume` continues from a checkpoint directory."""
+    def fit(self, images: np.ndarray | None, texts: np.ndarray, labels: np.ndarray,
+            resume: str | os.PathLike | None = None, text_vocabulary: Sequence[str] | None = None) -> "DCMH":
+        """Train both networks on paired rows; `resume` continues from a checkpoint directory.
+
+        `text_vocabulary`: the words of the bag-of-words text columns, in order; kept with the model
+        (`text_vocabulary_`) so it can encode free text (`hashsearch query --text`). `images=None`
+        trains the text network alone (the objective with F = G), for tag-only data sets whose
+        text codes are searched by text (T->T).
+        """
         self._check_params()
         x, y = self._check_inputs(images, texts)
-        n = len(x)
+        n = len(y)
+        self.text_vocabulary_ = None if text_vocabulary is None else Vocabulary.from_training(text_vocabulary, y.numpy())
         gen = seed_everything(self.seed)
-        self.params_ = self._resolve(tuple(x.shape[1:]), n)
-        self._build(tuple(x.shape[1:]), y.shape[1])
+        image_shape = None if x is None else tuple(x.shape[1:])
+        self.params_ = self._resolve(image_shape, n)
+        self._build(image_shape, y.shape[1])
         L = torch.from_numpy(multihot_labels(labels, n)).to(self.device_)
         p, self.history_ = self.params_, []
-        self._img_norm.fit(x)
+        if x is not None:
+            self._img_norm.fit(x)
+            x = self._img_norm(x)
         self._txt_norm.fit(y)
-        x, y = self._img_norm(x), self._txt_norm(y)
+        y = self._txt_norm(y)
         F, G = self._initial_buffers(x, y, gen)
         T = label_targets(L, self.nbits, self.seed) * (2 * p["label_codes"]) if p["label_codes"] > 0 else 0.0
-        opt_img, opt_txt = self._make_optimizer(self.image_net_), self._make_optimizer(self.text_net_)
+        opt_img = None if x is None else self._make_optimizer(self.image_net_)
+        opt_txt = self._make_optimizer(self.text_net_)
         start = 0
         if resume is not None:
             start, F, G = self._restore_training(resume, opt_img, opt_txt, gen, n)
@@ -297,15 +328,20 @@ class DCMH(Learner):
         for epoch in bar:
             t0 = time.perf_counter()
             lr = self.lr_at(epoch)
-            for opt in (opt_img, opt_txt):
+            for opt in (opt_img, opt_txt) if x is not None else (opt_txt,):
                 for group in opt.param_groups:
                     group["lr"] = lr
-            B = signs(F + G + T)
-            txt_loss = self._train_side(self.text_net_, opt_txt, y, L, G, F, B, gen, per_epoch)
-            img_loss = self._train_side(self.image_net_, opt_img, x, L, F, G, B, gen, per_epoch)
+            if x is None:  # texts alone: F = G
+                B = signs(2 * G + T)
+                txt_loss = self._train_side(self.text_net_, opt_txt, y, L, G, G, B, gen, per_epoch)
+                img_loss = None
+            else:
+                B = signs(F + G + T)
+                txt_loss = self._train_side(self.text_net_, opt_txt, y, L, G, F, B, gen, per_epoch)
+                img_loss = self._train_side(self.image_net_, opt_img, x, L, F, G, B, gen, per_epoch)
             self.history_.append({"epoch": epoch + 1, "lr": lr, "image_loss": img_loss, "text_loss": txt_loss,
                                   "seconds": time.perf_counter() - t0})
-            bar.set_postfix(img=f"{img_loss:.4f}", txt=f"{txt_loss:.4f}")
+            bar.set_postfix(txt=f"{txt_loss:.4f}", **({} if img_loss is None else {"img": f"{img_loss:.4f}"}))
             done = epoch + 1
             if self.checkpoint_dir is not None and (done % self.checkpoint_every == 0 or done == p["epochs"]):
                 self._save(self.checkpoint_dir, {"training": self._training_state(done, F, G, opt_img, opt_txt, gen)})
@@ -317,16 +353,19 @@ class DCMH(Learner):
         Random buffers carry no label structure, so with weak input features (e.g. SIFT bag-of-words)
         both nets first learn a constant code; the nets' own outputs keep the inputs' structure.
         """
-        if self.params_["buffer_init"] == "randn":
-            F = torch.randn(len(x), self.nbits, generator=gen)
-            G = torch.randn(len(y), self.nbits, generator=gen)
-            return F.to(self.device_), G.to(self.device_)
         ident = _Normaliser("none")
-        ident.fit(x[:1])
-        F = torch.from_numpy(self._outputs(self.image_net_, ident, x, 1024))
-        ident.fit(y[:1])
-        G = torch.from_numpy(self._outputs(self.text_net_, ident, y, 1024))
-        return F.to(self.device_), G.to(self.device_)
+        if self.params_["buffer_init"] == "randn":
+            F = None if x is None else torch.randn(len(x), self.nbits, generator=gen)
+            G = torch.randn(len(y), self.nbits, generator=gen)
+        else:
+            if x is not None:
+                ident.fit(x[:1])
+                F = torch.from_numpy(self._outputs(self.image_net_, ident, x, 1024))
+            else:
+                F = None
+            ident.fit(y[:1])
+            G = torch.from_numpy(self._outputs(self.text_net_, ident, y, 1024))
+        return None if F is None else F.to(self.device_), G.to(self.device_)
 
     def _train_side(self, net: nn.Module, opt: torch.optim.Optimizer, inputs: torch.Tensor, L: torch.Tensor,
                     own: torch.Tensor, other: torch.Tensor, B: torch.Tensor, gen: torch.Generator,
@@ -364,6 +403,8 @@ class DCMH(Learner):
     def image_outputs(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Real-valued image-net outputs (n, nbits) before the sign."""
         check_is_fitted(self)
+        if self.image_net_ is None:
+            raise InvalidInputError("this DCMH was trained on texts alone: it has no image side to encode images with")
         x = as_float_tensor(images, "images", ndim=(2, 4))
         self._check_dims(tuple(x.shape[1:]), self.image_dim_, "images")
         return self._outputs(self.image_net_, self._img_norm, x, batch_size)
@@ -390,28 +431,35 @@ class DCMH(Learner):
 
     # ---- checkpoints (base.Learner's format) ---------------------------------------------------
     def _fitted_config(self) -> dict[str, Any]:
+        vocab = getattr(self, "text_vocabulary_", None)
         return {"params": self.params_, "image_dim": self.image_dim_, "text_dim": self.text_dim_,
-                "history": self.history_}
+                "history": self.history_, "text_vocabulary": None if vocab is None else vocab.to_json()}
 
     def _fitted_state(self) -> dict[str, Any]:
+        images = self.image_net_ is not None
         return {
-            "image_net": self.image_net_.state_dict(), "text_net": self.text_net_.state_dict(),
-            "image_mean": self._img_norm.mean, "image_scale": self._img_norm.scale,
+            "image_net": self.image_net_.state_dict() if images else None, "text_net": self.text_net_.state_dict(),
+            "image_mean": self._img_norm.mean if images else None, "image_scale": self._img_norm.scale if images else None,
             "text_mean": self._txt_norm.mean, "text_scale": self._txt_norm.scale,
         }
 
     def _restore(self, fitted: dict[str, Any], state: dict[str, Any]) -> None:
         self.params_ = fitted["params"]
-        self._build(tuple(fitted["image_dim"]), fitted["text_dim"])
-        self.image_net_.load_state_dict(state["image_net"])
+        image_dim = fitted["image_dim"]
+        self._build(None if image_dim is None else tuple(image_dim), fitted["text_dim"])
+        if self.image_net_ is not None:
+            self.image_net_.load_state_dict(state["image_net"])
+            self._img_norm.mean, self._img_norm.scale = state["image_mean"], state["image_scale"]
         self.text_net_.load_state_dict(state["text_net"])
-        for side, norm in (("image", self._img_norm), ("text", self._txt_norm)):
-            norm.mean, norm.scale = state[f"{side}_mean"], state[f"{side}_scale"]
+        self._txt_norm.mean, self._txt_norm.scale = state["text_mean"], state["text_scale"]
+        vocab = fitted.get("text_vocabulary")
+        self.text_vocabulary_ = None if vocab is None else Vocabulary.from_json(vocab, self.text_dim_, "DCMH checkpoint")
         self.history_ = list(fitted.get("history", []))
 
     def _training_state(self, done, F, G, opt_img, opt_txt, gen) -> dict[str, Any]:
         """What resuming needs beyond the model: epoch, buffers, optimisers and RNG states."""
-        return {"epoch": done, "F": F.cpu(), "G": G.cpu(), "opt_img": opt_img.state_dict(),
+        return {"epoch": done, "F": None if F is None else F.cpu(), "G": G.cpu(),
+                "opt_img": None if opt_img is None else opt_img.state_dict(),
                 "opt_txt": opt_txt.state_dict(), "gen": gen.get_state(),
                 "torch_rng": torch.get_rng_state(),  # dropout masks on the CPU...
                 "cuda_rng": torch.cuda.get_rng_state(self.device_) if self.device_.type == "cuda" else None}
@@ -432,15 +480,16 @@ class DCMH(Learner):
                 raise InvalidInputError(f"cannot resume from {path}: it was trained with {key}={value}, "
                                         f"this run has {mine['params'].get(key)}")
         tr = state["training"]
-        if tr["F"].shape[0] != n:
-            raise InvalidInputError(f"cannot resume from {path}: it was trained on {tr['F'].shape[0]} pairs, got {n}")
-        self.image_net_.load_state_dict(state["image_net"])
+        if tr["G"].shape[0] != n:
+            raise InvalidInputError(f"cannot resume from {path}: it was trained on {tr['G'].shape[0]} pairs, got {n}")
+        if self.image_net_ is not None:
+            self.image_net_.load_state_dict(state["image_net"])
+            opt_img.load_state_dict(tr["opt_img"])
         self.text_net_.load_state_dict(state["text_net"])
-        opt_img.load_state_dict(tr["opt_img"])
         opt_txt.load_state_dict(tr["opt_txt"])
         gen.set_state(tr["gen"].cpu())
         torch.set_rng_state(tr["torch_rng"].cpu())
         if tr.get("cuda_rng") is not None and self.device_.type == "cuda":  # ...and on the GPU
             torch.cuda.set_rng_state(tr["cuda_rng"].cpu(), self.device_)
         self.history_ = list(saved.get("history", []))
-        return int(tr["epoch"]), tr["F"].to(self.device_), tr["G"].to(self.device_)
+        return int(tr["epoch"]), None if tr["F"] is None else tr["F"].to(self.device_), tr["G"].to(self.device_)
