@@ -111,7 +111,9 @@ def run_steady(index: HammingIndex, codes: np.ndarray, queries: np.ndarray, rng:
         index.add(batch)
     adds_s = time.perf_counter() - t0
     index.wait_for_compaction()
-    out = {"small_adds_s": adds_s, "segments_live": len(index.snapshot().segments)}
+    segments = index.snapshot().segments
+    out = {"small_adds_s": adds_s, "segments_live": len(segments), "segment_rows_live": [len(s) for s in segments],
+           "settings": index.settings}
     for t in threads:
         set_num_threads(t)
         index.range_search(queries, RADIUS)

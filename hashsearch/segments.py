@@ -74,11 +74,10 @@ class Segment:
 
     def id_at(self, pos: np.ndarray) -> np.ndarray:
         """Ids of row positions; -1 (padding) stays -1."""
-        pos = np.asarray(pos)
-        out = np.full(pos.shape, -1, np.int64)
-        valid = pos >= 0
-        out[valid] = pos[valid] + self.id_start if self._ids is None else self._ids[pos[valid]]
-        return out
+        pos = np.asarray(pos, np.int64)
+        if self._ids is None:
+            return np.where(pos >= 0, pos + self.id_start, -1)
+        return np.where(pos >= 0, self._ids[np.maximum(pos, 0)] if len(self) else -1, -1)
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Row position of each id, -1 where this segment has no such id."""
@@ -185,24 +184,31 @@ class Snapshot:
         """Exact k nearest live items of each query: (nq, min(k, len)) int32 distances and int64 ids,
         rows sorted by (distance, id); padded with (PAD_DISTANCE, -1) only where a filter leaves fewer.
 
-        The largest segment answers top-k first; each smaller one then only needs the items within the
-        k-th distance found so far (a radius search, far cheaper than its own top-k on a small segment)."""
+        The largest segment answers top-k first; each smaller one then only needs, for each query, the
+        items within that query's k-th distance found so far (a radius search per query, far cheaper
+        than its own top-k on a small segment). All parts are merged once, at the end."""
         q = check_queries(queries, self.nbits)
         k = min(check_k(k), len(self))
-        best = empty_topk(q.shape[0], k)
         if k == 0 or q.shape[0] == 0:
-            return best
+            return empty_topk(q.shape[0], k)
+        best, parts = None, []
         for seg, mask, allowed in self._masks(filter):
             if allowed == 0:
                 continue
-            kk = min(k, allowed)
-            bound = int(best[0][:, -1].max())
-            if bound == PAD_DISTANCE:
-                dist, pos = seg.searcher().search(q, kk, mask=mask)
-            else:  # everything that can still enter the top-k lies within the current k-th distance
-                dist, pos = _first_k(*seg.searcher().range_search(q, bound, mask=mask), kk)
-            best = merge_topk([best, (dist, seg.id_at(pos))], k)
-        return best
+            kk, searcher = min(k, allowed), seg.searcher()
+            bounds = None if best is None else best[0][:, -1]
+            if bounds is None or bounds.max() == PAD_DISTANCE:  # some query has fewer than k so far
+                dist, pos = searcher.search(q, kk, mask=mask)
+                best = merge_topk([(dist, seg.id_at(pos))] + ([] if best is None else [best]), k)
+                continue
+            radius = bounds if getattr(searcher, "per_query_radius", False) else int(bounds.max())
+            lims, dist, pos = searcher.range_search(q, radius, mask=mask)
+            if dist.size:  # everything that can still enter a query's top-k lies within its k-th distance
+                dist, pos = _first_k(lims, dist, pos, kk)
+                parts.append((dist, seg.id_at(pos)))
+        if best is None:  # a filter allows nothing
+            return empty_topk(q.shape[0], k)
+        return merge_topk([best] + parts, k) if parts else best
 
     def range_search(self, queries: Any, radius: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every live item within `radius` (inclusive; radius >= nbits: all items) of each query:
