@@ -119,7 +119,7 @@ def check_mask(mask: np.ndarray | None, n: int) -> np.ndarray | None:
 
 def radius_arg(radius: Any) -> int | np.ndarray:
     """A radius as an int, or per-query radii as an int64 array (backends with `per_query_radius`)."""
-    return int(radius) if np.ndim(radius) == 0 else np.asarray(radius, np.int64)
+    return int(radius) if isinstance(radius, (int, np.integer)) or np.ndim(radius) == 0 else np.asarray(radius, np.int64)
 
 
 class BaseBackend:
@@ -137,6 +137,8 @@ class BaseBackend:
         self.params = check_params(self.name, params, self.build_params)
 
     def _call(self, params: dict[str, Any], mask: np.ndarray | None) -> tuple[dict[str, Any], np.ndarray | None]:
+        if not params and mask is None:  # the common case, checked first: small segments' searches are short
+            return params, None
         return check_params(self.name, params, self.search_params, "search parameter"), check_mask(mask, self.n)
 
     @property

@@ -30,8 +30,8 @@ def _query_chunks(nq: int, n: int) -> list[tuple[int, int]]:
     if nq <= 1 or n < SMALL_TABLE_ROWS:
         return [(0, nq)]
     nchunks = max(1, min(nq, numba.get_num_threads()))
-    edges = np.linspace(0, nq, nchunks + 1).astype(np.int64)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+    edges = [nq * i // nchunks for i in range(nchunks + 1)]
+    return list(zip(edges[:-1], edges[1:]))
 
 
 class MultiIndexHash:

@@ -79,6 +79,10 @@ class Segment:
             return np.where(pos >= 0, pos + self.id_start, -1)
         return np.where(pos >= 0, self._ids[np.maximum(pos, 0)] if len(self) else -1, -1)
 
+    def ids_of(self, pos: np.ndarray) -> np.ndarray:
+        """Ids of valid row positions (no padding), e.g. of range results."""
+        return pos + self.id_start if self._ids is None else self._ids[pos]
+
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Row position of each id, -1 where this segment has no such id."""
         n = len(self)
@@ -167,14 +171,18 @@ class Snapshot:
     def __len__(self) -> int:
         return sum(len(s) for s in self.segments) - sum(self.dead)
 
+    def __post_init__(self) -> None:
+        unfiltered = sorted(zip(self.segments, self.live, (len(s) - d for s, d in zip(self.segments, self.dead))),
+                            key=lambda t: -t[2])
+        object.__setattr__(self, "_unfiltered", unfiltered)  # what _masks(None) gives, made once
+
     def _masks(self, filter: Any) -> list[tuple[Segment, np.ndarray | None, int]]:
         """Per segment, largest first: the rows a query may return (live AND the filter; None = all)
         and how many they are (counted from the tombstones when there is no filter: no O(n) pass)."""
+        if filter is None:
+            return self._unfiltered
         out = []
-        for seg, live, dead in zip(self.segments, self.live, self.dead):
-            if filter is None:
-                out.append((seg, live, len(seg) - dead))
-                continue
+        for seg, live in zip(self.segments, self.live):
             mask = np.asarray(filter_mask(filter, seg.ids, seg.metadata), bool)
             mask = mask if live is None else mask & live
             out.append((seg, mask, int(np.count_nonzero(mask))))
@@ -220,7 +228,7 @@ class Snapshot:
             if allowed == 0 or q.shape[0] == 0:
                 continue
             lims, dist, pos = seg.searcher().range_search(q, radius, mask=mask)
-            parts.append((lims, dist, seg.id_at(pos)))
+            parts.append((lims, dist, seg.ids_of(pos)))
         return merge_range(parts) if parts else empty_range(q.shape[0])
 
     def explain(self, nq: int = 1, k: int | None = None, radius: int | None = None) -> list[dict[str, Any]]:

@@ -296,7 +296,7 @@ def _pool(nthreads: int) -> ThreadPoolExecutor:
 
 def query_radii(radius: int | np.ndarray, nq: int) -> np.ndarray:
     """(nq,) int64 radii: one radius for every query, or one per query (checked)."""
-    if np.ndim(radius) == 0:
+    if isinstance(radius, (int, np.integer)) or np.ndim(radius) == 0:
         return np.full(nq, int(radius), np.int64)
     radii = np.ascontiguousarray(radius, dtype=np.int64)
     if radii.shape != (nq,) or (nq and radii.min() < 0):
