@@ -82,11 +82,10 @@ class MultiIndexHash:
                                                self.probe_cost, mask),
             q.shape[0],
         )
-        lims = np.zeros(q.shape[0] + 1, np.int64)
         if len(parts) == 1:
-            np.cumsum(parts[0][0], out=lims[1:])
-            return lims, parts[0][1], parts[0][2]
-        np.cumsum(np.concatenate([p[0] for p in parts]), out=lims[1:])
+            return parts[0]
+        lims = np.zeros(q.shape[0] + 1, np.int64)
+        np.cumsum(np.concatenate([np.diff(p[0]) for p in parts]), out=lims[1:])
         return lims, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
 
     def search(self, q: np.ndarray, k: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -161,17 +161,16 @@ def _range_one(q, qi, words, scodes, skeys, perm, lo, ln, rq, cost, mask, od, oj
 
 @njit(cache=True, nogil=True)
 def range_chunk(q, q0, q1, words, scodes, skeys, perm, lo, ln, rq, cost, mask):
-    """Radius search for queries q0..q1, query qi within rq[qi]: (counts per query, distances,
+    """Radius search for queries q0..q1, query qi within rq[qi]: CSR (lims (q1 - q0 + 1,), distances,
     positions), rows sorted."""
-    counts = np.zeros(q1 - q0, np.int64)
+    lims = np.zeros(q1 - q0 + 1, np.int64)
     od = np.empty(1024, np.int32)
     oj = np.empty(1024, np.int64)
     c = np.int64(0)  # not a literal 0: that would compile the callee a second time, for Literal[int](0)
     for qi in range(q0, q1):
-        before = c
         od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, lo, ln, rq, cost, mask, od, oj, c)
-        counts[qi - q0] = c - before
-    return counts, od[:c].copy(), oj[:c].copy()
+        lims[qi - q0 + 1] = c
+    return lims, od[:c].copy(), oj[:c].copy()
 
 
 @njit(cache=True, nogil=True)

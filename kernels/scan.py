@@ -214,8 +214,9 @@ def topk(q: np.ndarray, db: np.ndarray, k: int, maxd: int,
 @njit(cache=True, nogil=True)
 def range_task(q, g0, g1, db, j0, j1, radii, maxd, mask):
     """Rows j0..j1 (allowed by `mask`, all when None) within radii[qi] of each query qi of g0..g1 in ONE
-    pass over the database, a block at a time for the whole group: (counts (g1 - g0,), distances, positions), query by query, each query's rows
-    sorted by (distance, position) (`maxd` bounds every distance).
+    pass over the database, a block at a time for the whole group: CSR (lims (g1 - g0 + 1,), distances,
+    positions), query by query, each query's rows sorted by (distance, position) (`maxd` bounds every
+    distance).
     Hits go to one buffer (tagged with their query) that doubles when a block might not fit, so the
     inner loop stores without a branch."""
     ng = g1 - g0
@@ -256,7 +257,7 @@ def range_task(q, g0, g1, db, j0, j1, radii, maxd, mask):
         dist[s] = hd[t]
         pos[s] = hj[t]
     sort_rows(lims, dist, pos, maxd)
-    return counts, dist, pos
+    return lims, dist, pos
 
 
 @njit(cache=True, nogil=True)
@@ -294,10 +295,15 @@ def _pool(nthreads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(nthreads, thread_name_prefix="hashsearch")
 
 
+@functools.lru_cache(maxsize=256)
+def _same_radii(nq: int, radius: int) -> np.ndarray:
+    return np.full(nq, radius, np.int64)  # shared by every search of this shape: kernels only read it
+
+
 def query_radii(radius: int | np.ndarray, nq: int) -> np.ndarray:
     """(nq,) int64 radii: one radius for every query, or one per query (checked)."""
     if isinstance(radius, (int, np.integer)) or np.ndim(radius) == 0:
-        return np.full(nq, int(radius), np.int64)
+        return _same_radii(int(nq), int(radius))
     radii = np.ascontiguousarray(radius, dtype=np.int64)
     if radii.shape != (nq,) or (nq and radii.min() < 0):
         raise ValueError(f"per-query radii must be {nq} non-negative integers, got shape {radii.shape}")
@@ -313,15 +319,12 @@ def _range_parallel(q, db, r, maxd, gsize, nparts, mask=None):
     nq, n = q.shape[0], db.shape[0]
     r = query_radii(r, nq)
     if nparts == 1 and gsize >= nq:  # one task: run it here, as it comes
-        counts, dist, pos = range_task(q, 0, nq, db, 0, n, r, maxd, mask)
-        lims = np.zeros(nq + 1, np.int64)
-        np.cumsum(counts, out=lims[1:])
-        return lims, dist, pos
+        return range_task(q, 0, nq, db, 0, n, r, maxd, mask)
     tasks = [(g0, min(g0 + gsize, nq), part * n // nparts, (part + 1) * n // nparts)
              for g0 in range(0, nq, gsize) for part in range(nparts)]
     parts = map_threads(lambda t: range_task(q, t[0], t[1], db, t[2], t[3], r, maxd, mask), tasks)
     lims = np.zeros(nq + 1, np.int64)
-    np.cumsum(np.concatenate([p[0] for p in parts]).reshape(nq, nparts).sum(axis=1), out=lims[1:])
+    np.cumsum(np.concatenate([np.diff(p[0]) for p in parts]).reshape(nq, nparts).sum(axis=1), out=lims[1:])
     dist = np.concatenate([p[1] for p in parts])
     pos = np.concatenate([p[2] for p in parts])
     if nparts > 1:
