@@ -51,6 +51,7 @@ SETTINGS = {"segment_rows": 1 << 12, "merge_factor": 4, "max_segments": 8, "max_
 FLOOR_TIER = 3  # segments of lower tiers (below segment_rows x merge_factor**3 rows) are merged into one
 SMALL_SEGMENT_ROWS = 1 << 18  # MIH segments below this get substrings of SMALL_SUBSTRING_BITS (see segment_params)
 SMALL_SUBSTRING_BITS = 11
+SMALL_PROBE_COST = 256.0  # a probe of a small segment's tables (keys in cache) costs about a 256-row scan
 
 
 def set_num_threads(n: int) -> None:
@@ -96,14 +97,15 @@ def _check_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def segment_params(backend: str, params: dict[str, Any], nbits: int, rows: int) -> dict[str, Any]:
-    """Build parameters of one segment: the index's, except that a small MIH segment whose m was not
-    chosen gets short substrings (~11 bits). Small segments are searched mostly within each query's
-    running k-th distance (radius 4-9 on learned codes, see Snapshot.search), where short substrings
-    probe a few buckets instead of dozens, and verifying their larger buckets is cheap at this size."""
-    if backend != "mih" or "m" in params or rows >= SMALL_SEGMENT_ROWS:
+    """Build parameters of one segment: the index's, except that a small MIH segment gets short
+    substrings (~11 bits) and a cheaper probe (its keys stay in cache), where they were not chosen.
+    Small segments are searched mostly within each query's running k-th distance (radius 4-9 on
+    learned codes, see Snapshot.search), where short substrings probe a few buckets instead of dozens,
+    and verifying their larger buckets is cheap at this size."""
+    if backend != "mih" or rows >= SMALL_SEGMENT_ROWS:
         return params
     m = max(default_substrings(nbits, rows), -(-nbits // SMALL_SUBSTRING_BITS))
-    return {**params, "m": min(m, nbits)}
+    return {"m": min(m, nbits), "probe_cost": SMALL_PROBE_COST, **params}
 
 
 def _range_start(ids: np.ndarray) -> int | None:

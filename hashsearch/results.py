@@ -73,6 +73,67 @@ def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[
     return out_d, out_i
 
 
+@njit(cache=True, nogil=True)
+def _merge_rows_csr(bd, bi, lims, dist, ids, k):
+    """Row q of the result: the first k of top-k row q of (bd, bi) (padding ends it) merged with CSR
+    row q of (lims, dist, ids), by (distance, id), padded."""
+    nq, width = bd.shape
+    out_d = np.full((nq, k), PAD_DISTANCE, np.int32)
+    out_i = np.full((nq, k), -1, np.int64)
+    for q in range(nq):
+        a, b, end = 0, lims[q], lims[q + 1]
+        for o in range(k):
+            take_a = a < width and bi[q, a] >= 0
+            if b < end and (not take_a or dist[b] < bd[q, a] or (dist[b] == bd[q, a] and ids[b] < bi[q, a])):
+                out_d[q, o], out_i[q, o] = dist[b], ids[b]
+                b += 1
+            elif take_a:
+                out_d[q, o], out_i[q, o] = bd[q, a], bi[q, a]
+                a += 1
+            else:
+                break
+    return out_d, out_i
+
+
+@njit(cache=True, nogil=True)
+def _merge_two_csr(l1, d1, i1, l2, d2, i2):
+    """Two CSR range results over disjoint items merged row by row, by (distance, id)."""
+    nq = l1.shape[0] - 1
+    lims = np.zeros(nq + 1, np.int64)
+    for q in range(nq):
+        lims[q + 1] = lims[q] + (l1[q + 1] - l1[q]) + (l2[q + 1] - l2[q])
+    out_d = np.empty(lims[nq], np.int32)
+    out_i = np.empty(lims[nq], np.int64)
+    for q in range(nq):
+        a, b = l1[q], l2[q]
+        for o in range(lims[q], lims[q + 1]):
+            if b >= l2[q + 1] or (a < l1[q + 1] and (d1[a] < d2[b] or (d1[a] == d2[b] and i1[a] < i2[b]))):
+                out_d[o], out_i[o] = d1[a], i1[a]
+                a += 1
+            else:
+                out_d[o], out_i[o] = d2[b], i2[b]
+                b += 1
+    return lims, out_d, out_i
+
+
+def _csr(part: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A CSR part in the kernels' dtypes (no copy when it already is)."""
+    lims, dist, ids = part
+    return (lims if lims.dtype == np.int64 else lims.astype(np.int64), dist if dist.dtype == np.int32 else dist.astype(np.int32),
+            ids if ids.dtype == np.int64 else ids.astype(np.int64))
+
+
+def merge_topk_ranges(best: tuple[np.ndarray, np.ndarray], ranges: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                      k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top-k of the union of top-k rows `best` ((nq, k_b), sorted, padded) and CSR range
+    results over disjoint items (each query's rows sorted by (distance, id)): one merge kernel call
+    per range part, with no array set-up (the index's top-k over segments runs this on every query)."""
+    for part in ranges:
+        if part[1].size:
+            best = _merge_rows_csr(best[0], best[1], *_csr(part), k)
+    return best if best[0].shape[1] == k else merge_topk([best], k)
+
+
 def merge_range(parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The union of CSR range results (lims (nq+1,), distances, ids) over disjoint items, each query's
     hits sorted by (distance, id)."""
@@ -81,6 +142,8 @@ def merge_range(parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> t
     hits = [p for p in parts if p[1].size]
     if len(hits) <= 1:
         return hits[0] if hits else parts[0]
+    if len(hits) == 2:  # the common case of a live index (a large segment and a small one): no set-up
+        return _merge_two_csr(*_csr(hits[0]), *_csr(hits[1]))
     lims_all = np.stack([p[0] for p in hits]).astype(np.int64, copy=False)
     counts = (lims_all[:, 1:] - lims_all[:, :-1]).sum(axis=0)
     lims = np.zeros(lims_all.shape[1], np.int64)

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from hashsearch.codes import validate_codes
 from hashsearch.errors import InvalidInputError
-from hashsearch.results import PAD_DISTANCE, empty_range, empty_topk, merge_range, merge_topk
+from hashsearch.results import PAD_DISTANCE, empty_range, empty_topk, merge_range, merge_topk, merge_topk_ranges
 
 from hashsearch.backends import get_backend
 from hashsearch.filters import filter_mask
@@ -145,17 +145,6 @@ def check_radius(radius: Any, nbits: int) -> int:
     return int(min(radius, nbits))
 
 
-def _first_k(lims: np.ndarray, dist: np.ndarray, pos: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first k hits of each query of CSR range results (rows sorted), padded: top-k rows."""
-    j = np.arange(k)
-    take = j[None, :] < np.minimum(np.diff(lims), k)[:, None]
-    at = np.minimum(lims[:-1, None] + j[None, :], max(dist.size - 1, 0))
-    if dist.size == 0:
-        return empty_topk(lims.size - 1, k)
-    return (np.where(take, dist[at], PAD_DISTANCE).astype(np.int32),
-            np.where(take, pos[at], -1).astype(np.int64))
-
-
 # ---------------------------------------------------------------------------------------- snapshots
 
 @dataclass(frozen=True)
@@ -212,11 +201,10 @@ class Snapshot:
             radius = bounds if getattr(searcher, "per_query_radius", False) else int(bounds.max())
             lims, dist, pos = searcher.range_search(q, radius, mask=mask)
             if dist.size:  # everything that can still enter a query's top-k lies within its k-th distance
-                dist, pos = _first_k(lims, dist, pos, kk)
-                parts.append((dist, seg.id_at(pos)))
+                parts.append((lims, dist, seg.ids_of(pos)))
         if best is None:  # a filter allows nothing
             return empty_topk(q.shape[0], k)
-        return merge_topk([best] + parts, k) if parts else best
+        return merge_topk_ranges(best, parts, k) if parts else best
 
     def range_search(self, queries: Any, radius: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every live item within `radius` (inclusive; radius >= nbits: all items) of each query:
