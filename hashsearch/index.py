@@ -401,8 +401,9 @@ class HammingIndex:
                 with self._compact_lock:
                     with self._lock:
                         picked = [self._sealed[i] for i in self._pick()]
-                    if not picked:
-                        return
+                        if not picked:  # decided under the writer lock: a later add starts a new thread
+                            self._compactor = None
+                            return
                     merged = _merge([(s, live) for s, live, _ in picked], self)
                     merged.searcher()
                     with self._lock:
