@@ -4,8 +4,8 @@ The index is a list of immutable sealed segments plus one small growing segment 
 `add` appends to the growing segment, which a linear scan searches; past `segment_rows` rows (a few
 thousand: its scan stays cheap) it is sealed and gets its own backend structure (MIH tables, a FAISS
 index...), never rebuilding the others. `remove` marks tombstones (a copied bool mask per segment)
-that every search skips exactly. A background thread merges segments, as LSM stores do: below a
-floor of segment_rows x merge_factor**3 rows all sealed segments are merged into one (leveled: each
+that every search skips exactly. A background thread merges segments, as LSM stores do: below the
+floor tier (segment_rows x merge_factor**3 rows) all sealed segments are merged into one (leveled: each
 query pays one small segment, not many, and rebuilding a small one is cheap); above it, whenever
 `merge_factor` segments share a size tier (segment_rows x merge_factor**t rows) they become one of
 the next tier (size-tiered: the number of segments stays logarithmic, and a large segment is rebuilt
