@@ -6,7 +6,7 @@ On an n x 64-bit MIH index (clustered synthetic codes, queries near them), per t
   - warm query: 10 queries at radius 2 (median of repeats);
   - add 100 codes, then the same query (median over repeats, each adding 100 new codes);
   - remove 1,000 ids, then the query;
-  - steady query latency after 10,000 small adds (10 codes each) against the compacted index;
+  - steady query latency after 10,000 small adds (10 codes each) against the compacted index, interleaved;
   - optionally FAISS IndexBinaryMultiHash: add 100 + query, side by side.
 Then a reader that loads and queries an index directory `--loads` times while another process saves it
 every 50 ms (tests/saver_process.py), counting failures. Writes OUT.json and OUT.md.
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from hashsearch.index import HammingIndex, set_num_threads
+from hashsearch.segments import Snapshot
 from hashsearch.synthetic_codes import clustered_codes
 
 RADIUS = 2
@@ -102,32 +103,51 @@ def run_faiss(codes: np.ndarray, queries: np.ndarray, rng: np.random.Generator, 
             "faiss_add100_then_query_ms": median_ms(add_then_query, repeats)}
 
 
+def interleaved_ms(fns: dict, rounds: int) -> dict:
+    """Median ms of each function, run in turn round after round (order rotating), so that a shared
+    machine's changing load falls on all of them alike."""
+    names, times = list(fns), {name: [] for name in fns}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {name: 1000 * float(np.median(t)) for name, t in times.items()}
+
+
 def run_steady(index: HammingIndex, codes: np.ndarray, queries: np.ndarray, rng: np.random.Generator,
-               threads: list[int], repeats: int) -> dict:
-    """Query latency after 10,000 adds of 10 codes (background compaction settled) vs compacted."""
+               threads: list[int], repeats: int, reference: Snapshot | None = None) -> dict:
+    """Query latency after 10,000 adds of 10 codes (background merges settled) against the compacted
+    index (`reference`: a snapshot to compare with instead, e.g. the compacted index before the
+    changes, sparing a rebuild at 10^8), timed interleaved, and the same answers from both."""
     batches = near(codes, rng, 100_000).reshape(10_000, 10, -1)
     t0 = time.perf_counter()
     for batch in batches:
         index.add(batch)
     adds_s = time.perf_counter() - t0
-    index.wait_for_compaction()
-    out = {"small_adds_s": adds_s, "segments_live": len(index.snapshot().segments)}
-    for t in threads:
-        set_num_threads(t)
-        index.range_search(queries, RADIUS)
-        out[f"live_{t}t_ms"] = median_ms(lambda: index.range_search(queries, RADIUS), 5 * repeats)
-        out[f"live_topk10_{t}t_ms"] = median_ms(lambda: index.search(queries, 10), 5 * repeats)
     t0 = time.perf_counter()
-    index.compact()
-    index.snapshot().segments[0].searcher()
-    out["compact_s"] = time.perf_counter() - t0
+    index.wait_for_compaction()
+    live = index.snapshot()
+    out = {"small_adds_s": adds_s, "merges_settled_s": time.perf_counter() - t0, "segments_live": len(live.segments),
+           "segment_rows_live": [len(s) for s in live.segments], "settings": index.settings}
+    if reference is None:
+        t0 = time.perf_counter()
+        index.compact()
+        index.snapshot().segments[0].searcher()
+        out["compact_s"] = time.perf_counter() - t0
+        reference = index.snapshot()
+        for a, b in zip(live.search(queries, 10) + live.range_search(queries, RADIUS),
+                        reference.search(queries, 10) + reference.range_search(queries, RADIUS)):
+            assert np.array_equal(a, b), "the compacted index answers differently"
+    out["reference"] = "compacted after the adds" if "compact_s" in out else "compacted index before the changes"
+    out["reference_rows"] = len(reference)
     for t in threads:
         set_num_threads(t)
-        index.range_search(queries, RADIUS)
-        out[f"compacted_{t}t_ms"] = median_ms(lambda: index.range_search(queries, RADIUS), 5 * repeats)
-        out[f"compacted_topk10_{t}t_ms"] = median_ms(lambda: index.search(queries, 10), 5 * repeats)
-        out[f"ratio_{t}t"] = out[f"live_{t}t_ms"] / out[f"compacted_{t}t_ms"]
-        out[f"ratio_topk10_{t}t"] = out[f"live_topk10_{t}t_ms"] / out[f"compacted_topk10_{t}t_ms"]
+        for op, fn in (("", lambda s: s.range_search(queries, RADIUS)), ("topk10_", lambda s: s.search(queries, 10))):
+            fn(live), fn(reference)
+            ms = interleaved_ms({"live": lambda: fn(live), "compacted": lambda: fn(reference)}, 5 * repeats)
+            out[f"live_{op}{t}t_ms"], out[f"compacted_{op}{t}t_ms"] = ms["live"], ms["compacted"]
+            out[f"ratio_{op}{t}t"] = ms["live"] / ms["compacted"]
     return out
 
 
@@ -170,6 +190,7 @@ def run_index(args: argparse.Namespace, threads: list[int], rng: np.random.Gener
     index.compact()
     index.snapshot().segments[0].searcher()
     result["build_s"] = time.perf_counter() - t0
+    base = index.snapshot() if args.reference == "base" else None
     for t in threads:
         set_num_threads(t)
         result[f"changes_{t}t"] = run_changes(index, codes, queries, rng, args.repeats)
@@ -179,7 +200,7 @@ def run_index(args: argparse.Namespace, threads: list[int], rng: np.random.Gener
         result["faiss_1t"] = run_faiss(codes, queries, rng, args.repeats)
         print(json.dumps(result["faiss_1t"]), flush=True)
     set_num_threads(threads[0])
-    result["steady"] = run_steady(index, codes, queries, rng, threads, args.repeats)
+    result["steady"] = run_steady(index, codes, queries, rng, threads, args.repeats, base)
     print(json.dumps(result["steady"]), flush=True)
 
 
@@ -190,6 +211,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--loads", type=int, default=5000)
     parser.add_argument("--faiss", action="store_true", help="also time FAISS IndexBinaryMultiHash")
+    parser.add_argument("--reference", choices=["compacted", "base"], default="compacted",
+                        help="steady state against the index compacted after the adds, or (base: no second "
+                             "build, for 10^8) the compacted index before any change")
     parser.add_argument("--out", default="benchmarks/results/live")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]

@@ -117,10 +117,18 @@ def check_mask(mask: np.ndarray | None, n: int) -> np.ndarray | None:
     return np.ascontiguousarray(mask)
 
 
+def radius_arg(radius: Any) -> int | np.ndarray:
+    """A radius as an int, or per-query radii as an int64 array (backends with `per_query_radius`)."""
+    return int(radius) if isinstance(radius, (int, np.integer)) or np.ndim(radius) == 0 else np.asarray(radius, np.int64)
+
+
 class BaseBackend:
-    """Shared construction: parameter checks and the codes' shape; subclasses implement the searches."""
+    """Shared construction: parameter checks and the codes' shape; subclasses implement the searches.
+    `per_query_radius`: range_search also takes an (nq,) array of radii, one per query (the index's
+    exact top-k over segments asks each segment for the rows within each query's k-th distance)."""
 
     name: ClassVar[str] = ""
+    per_query_radius: ClassVar[bool] = False
     build_params: ClassVar[dict[str, type]] = {}
     search_params: ClassVar[dict[str, type]] = {}
 
@@ -129,6 +137,8 @@ class BaseBackend:
         self.params = check_params(self.name, params, self.build_params)
 
     def _call(self, params: dict[str, Any], mask: np.ndarray | None) -> tuple[dict[str, Any], np.ndarray | None]:
+        if not params and mask is None:  # the common case, checked first: small segments' searches are short
+            return params, None
         return check_params(self.name, params, self.search_params, "search parameter"), check_mask(mask, self.n)
 
     @property
@@ -150,6 +160,7 @@ class NumbaBackend(BaseBackend):
     queries or, for few queries, over the database."""
 
     name = "numba"
+    per_query_radius = True
 
     def __init__(self, codes: np.ndarray, nbits: int, **params: Any):
         super().__init__(codes, nbits, **params)
@@ -165,7 +176,7 @@ class NumbaBackend(BaseBackend):
 
     def range_search(self, queries, radius, mask=None, **params):
         _, mask = self._call(params, mask)
-        return scan.range_search(scan_words(queries), self.words, int(radius), self.nbits, mask)
+        return scan.range_search(scan_words(queries), self.words, radius_arg(radius), self.nbits, mask)
 
     def explain(self, nq, k=None, radius=None):
         return {"backend": self.name, "plan": "scan", "n": self.n, "nbits": self.nbits, "nq": nq,
@@ -184,6 +195,7 @@ class MihBackend(BaseBackend):
     queries that would probe more than a scan costs are scanned."""
 
     name = "mih"
+    per_query_radius = True
     build_params = {"m": int, "probe_cost": float}
 
     def __init__(self, codes: np.ndarray, nbits: int, **params: Any):
@@ -202,7 +214,7 @@ class MihBackend(BaseBackend):
 
     def range_search(self, queries, radius, mask=None, **params):
         _, mask = self._call(params, mask)
-        return self.mih.range_search(as_words(queries), int(radius), mask)
+        return self.mih.range_search(as_words(queries), radius_arg(radius), mask)
 
     def explain(self, nq, k=None, radius=None):
         return {"backend": self.name, "plan": "mih", "m": self.mih.m, "n": self.n, "nbits": self.nbits, "nq": nq,
@@ -336,6 +348,7 @@ class AutoBackend(BaseBackend):
     must grow its radius further)."""
 
     name = "auto"
+    per_query_radius = True
 
     def __init__(self, codes: np.ndarray, nbits: int, **params: Any):
         super().__init__(codes, nbits, **params)
@@ -400,10 +413,11 @@ class AutoBackend(BaseBackend):
 
     def range_search(self, queries, radius, mask=None, **params):
         _, mask = self._call(params, mask)
-        est = self.plan(queries.shape[0], radius=radius, mask=mask)
+        radius = radius_arg(radius)
+        est = self.plan(queries.shape[0], radius=int(np.max(radius, initial=0)), mask=mask)  # priced at the widest
         if est.plan == "scan":
-            return scan.range_search(scan_words(queries), self.words, int(radius), self.nbits, mask)
-        return self.tables(est.m).range_search(as_words(queries), int(radius), mask)
+            return scan.range_search(scan_words(queries), self.words, radius, self.nbits, mask)
+        return self.tables(est.m).range_search(as_words(queries), radius, mask)
 
     def explain(self, nq, k=None, radius=None):
         import numba

@@ -1,11 +1,17 @@
 """`HammingIndex`: exact Hamming-space search over packed binary codes that stays fast while it changes.
 
 The index is a list of immutable sealed segments plus one small growing segment (`hashsearch.segments`):
-`add` appends to the growing segment, which a linear scan searches; past `segment_rows` rows it is
-sealed and gets its own backend structure (MIH tables, a FAISS index...), never rebuilding the others.
-`remove` marks tombstones (a copied bool mask per segment) that every search skips exactly. `compact`
-merges segments and drops tombstoned rows, explicitly or in a background thread once tombstones or
-segments pass their thresholds. Results of all segments merge exactly (`hashsearch.results`).
+`add` appends to the growing segment, which a linear scan searches; past `segment_rows` rows (a few
+thousand: its scan stays cheap) it is sealed and gets its own backend structure (MIH tables, a FAISS
+index...), never rebuilding the others. `remove` marks tombstones (a copied bool mask per segment)
+that every search skips exactly. A background thread merges segments, as LSM stores do: below the
+floor tier (segment_rows x merge_factor**3 rows) all sealed segments are merged into one (leveled: each
+query pays one small segment, not many, and rebuilding a small one is cheap); above it, whenever
+`merge_factor` segments share a size tier (segment_rows x merge_factor**t rows) they become one of
+the next tier (size-tiered: the number of segments stays logarithmic, and a large segment is rebuilt
+only once as many rows as it holds have been added, never for small adds). It also merges a segment
+whose tombstones pass `max_dead_fraction`, and the smallest ones past `max_segments`. `compact`
+merges everything now. Results of all segments merge exactly (`hashsearch.results`).
 
 Threads: any number of threads may search while one thread adds, removes, compacts or saves (writers
 are serialised by a lock). A search runs on the snapshot current when it starts: one whole version.
@@ -19,6 +25,7 @@ default each added code gets the next id after the largest live one.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import uuid
@@ -33,13 +40,18 @@ import pyarrow as pa
 from hashsearch import storage
 from hashsearch.codes import check_nbits, validate_codes
 from hashsearch.errors import InvalidInputError, UnknownIdError
+from hashsearch.mih import default_substrings
 from hashsearch.results import PAD_DISTANCE
 from hashsearch.segments import SCAN_BACKEND, Segment, Snapshot, get_backend, last_live
 from hashsearch.storage import SegmentRows, check_ids, check_metadata
 
 DEFAULT_BACKEND = "auto"  # scan or MIH per query batch, by the planner's cost model
 
-SETTINGS = {"segment_rows": 1 << 16, "max_segments": 8, "max_dead_fraction": 0.2}
+SETTINGS = {"segment_rows": 1 << 12, "merge_factor": 4, "max_segments": 8, "max_dead_fraction": 0.2}
+FLOOR_TIER = 3  # segments of lower tiers (below segment_rows x merge_factor**3 rows) are merged into one
+SMALL_SEGMENT_ROWS = 1 << 18  # MIH segments below this get substrings of SMALL_SUBSTRING_BITS (see segment_params)
+SMALL_SUBSTRING_BITS = 11
+SMALL_PROBE_COST = 256.0  # a probe of a small segment's tables (keys in cache) costs about a 256-row scan
 
 
 def set_num_threads(n: int) -> None:
@@ -79,7 +91,21 @@ def _check_settings(settings: dict[str, Any]) -> dict[str, Any]:
         out[key] = float(value) if key == "max_dead_fraction" else int(value)
     if out["max_dead_fraction"] > 1:
         raise InvalidInputError(f"max_dead_fraction must lie in (0, 1], got {out['max_dead_fraction']}")
+    if out["merge_factor"] < 2:
+        raise InvalidInputError(f"merge_factor must be at least 2 (segments merged at once), got {out['merge_factor']}")
     return out
+
+
+def segment_params(backend: str, params: dict[str, Any], nbits: int, rows: int) -> dict[str, Any]:
+    """Build parameters of one segment: the index's, except that a small MIH segment gets short
+    substrings (~11 bits) and a cheaper probe (its keys stay in cache), where they were not chosen.
+    Small segments are searched mostly within each query's running k-th distance (radius 4-9 on
+    learned codes, see Snapshot.search), where short substrings probe a few buckets instead of dozens,
+    and verifying their larger buckets is cheap at this size."""
+    if backend != "mih" or rows >= SMALL_SEGMENT_ROWS:
+        return params
+    m = max(default_substrings(nbits, rows), -(-nbits // SMALL_SUBSTRING_BITS))
+    return {"m": min(m, nbits), "probe_cost": SMALL_PROBE_COST, **params}
 
 
 def _range_start(ids: np.ndarray) -> int | None:
@@ -94,18 +120,19 @@ class HammingIndex:
 
     backend: what each sealed segment is searched with ("auto" by default, "numba", "faiss", "mih",
     "gpu": the registry of `hashsearch.backends`); params: its build parameters. segment_rows: rows of the growing segment
-    before it is sealed; max_segments, max_dead_fraction: thresholds of background compaction;
-    auto_compact=False leaves compaction to `compact()`."""
+    before it is sealed; merge_factor: segments of one size tier merged at once; max_segments,
+    max_dead_fraction: further thresholds of background compaction; auto_compact=False leaves
+    compaction to `compact()`."""
 
     def __init__(self, nbits: int, backend: str = DEFAULT_BACKEND, *, segment_rows: int = SETTINGS["segment_rows"],
-                 max_segments: int = SETTINGS["max_segments"], max_dead_fraction: float = SETTINGS["max_dead_fraction"],
-                 auto_compact: bool = True, **params: Any):
+                 merge_factor: int = SETTINGS["merge_factor"], max_segments: int = SETTINGS["max_segments"],
+                 max_dead_fraction: float = SETTINGS["max_dead_fraction"], auto_compact: bool = True, **params: Any):
         self.nbits = check_nbits(nbits)
         # building over no codes checks the backend's name and parameters at once
         get_backend(backend)(np.zeros((0, self.nbits // 8), np.uint8), self.nbits, **params)
         self.backend, self.params = backend, dict(params)
-        self.settings = _check_settings({"segment_rows": segment_rows, "max_segments": max_segments,
-                                         "max_dead_fraction": max_dead_fraction})
+        self.settings = _check_settings({"segment_rows": segment_rows, "merge_factor": merge_factor,
+                                         "max_segments": max_segments, "max_dead_fraction": max_dead_fraction})
         self.auto_compact = bool(auto_compact)
         self.uid = uuid.uuid4().hex  # the lineage a save recognises as "this index's own directory"
         self._lock = threading.RLock()  # writers: add, remove, compaction swaps, save
@@ -274,7 +301,7 @@ class HammingIndex:
         ids = self._g_ids.array.copy()
         start = _range_start(ids)
         seg = Segment(self._g_codes.array.copy(), None if start is not None else ids, start or 0, self.nbits,
-                      self._g_meta, self.backend, self.params)
+                      self._g_meta, self.backend, segment_params(self.backend, self.params, self.nbits, ids.size))
         if build:
             seg.searcher()
         self._sealed += ((seg, None, 0),)
@@ -329,10 +356,29 @@ class HammingIndex:
                 self._sealed = ((merged, None, 0),)
             self._publish()
 
+    def _tier(self, rows: int) -> int:
+        """Size tier of a segment of `rows` live rows: t for about segment_rows x merge_factor**t."""
+        ratio = max(rows, 1) / self.settings["segment_rows"]
+        return max(0, int(math.log(ratio, self.settings["merge_factor"]) + 0.5))
+
     def _pick(self) -> list[int]:
-        """Sealed segments a background compaction should merge now (empty: none)."""
-        frac = self.settings["max_dead_fraction"]
+        """Sealed segments a background compaction should merge now (empty: none): those past the
+        tombstone threshold; every one below the floor tier when there are two; else the merge_factor
+        smallest of the lowest tier that holds that many; the smallest ones while there are more than
+        max_segments."""
+        frac, factor = self.settings["max_dead_fraction"], self.settings["merge_factor"]
         chosen = {i for i, (s, _, d) in enumerate(self._sealed) if d and d >= frac * len(s)}
+        tiers: dict[int, list[int]] = {}
+        for i, (s, _, d) in enumerate(self._sealed):
+            tiers.setdefault(self._tier(len(s) - d), []).append(i)
+        small = [i for tier, at in tiers.items() if tier < FLOOR_TIER for i in at]
+        if len(small) >= 2:
+            chosen.update(small)
+            tiers = {}
+        for tier in sorted(tiers):
+            if len(tiers[tier]) >= factor:
+                chosen.update(sorted(tiers[tier], key=lambda i: len(self._sealed[i][0]) - self._sealed[i][2])[:factor])
+                break
         extra = len(self._sealed) - self.settings["max_segments"]
         if extra > 0:
             by_size = sorted(range(len(self._sealed)), key=lambda i: len(self._sealed[i][0]) - self._sealed[i][2])
@@ -355,8 +401,9 @@ class HammingIndex:
                 with self._compact_lock:
                     with self._lock:
                         picked = [self._sealed[i] for i in self._pick()]
-                    if not picked:
-                        return
+                        if not picked:  # decided under the writer lock: a later add starts a new thread
+                            self._compactor = None
+                            return
                     merged = _merge([(s, live) for s, live, _ in picked], self)
                     merged.searcher()
                     with self._lock:
@@ -440,7 +487,8 @@ class HammingIndex:
         sealed = []
         for rows in stored.segments:
             seg = Segment(rows.codes, rows.ids, rows.id_start, stored.nbits, rows.metadata, stored.backend,
-                          stored.params, name=rows.name, files=rows.files)
+                          segment_params(stored.backend, stored.params, stored.nbits, rows.codes.shape[0]),
+                          name=rows.name, files=rows.files)
             live = None
             if rows.dead is not None and rows.dead.size:
                 live = np.ones(len(seg), bool)
@@ -485,7 +533,7 @@ def _merge(parts: list[tuple[Segment, np.ndarray | None]], index: HammingIndex) 
         meta = None if meta is None else meta.take(pa.array(order))
     start = _range_start(ids)
     return Segment(codes, None if start is not None else ids, start or 0, index.nbits, meta,
-                   index.backend, index.params)
+                   index.backend, segment_params(index.backend, index.params, index.nbits, ids.size))
 
 
 __all__ = ["DEFAULT_BACKEND", "PAD_DISTANCE", "HammingIndex", "Snapshot", "set_num_threads"]

@@ -12,9 +12,10 @@ import numpy as np
 
 from hashsearch.errors import InvalidInputError
 from hashsearch.kernels import mih as kernels
-from hashsearch.kernels.scan import map_threads
+from hashsearch.kernels.scan import map_threads, query_radii
 
 MAX_SUBSTRING_BITS = 64
+SMALL_TABLE_ROWS = 1 << 17  # tables this small answer a batch on the calling thread: waking the pool costs more
 
 
 def default_substrings(nbits: int, n: int) -> int:
@@ -23,11 +24,14 @@ def default_substrings(nbits: int, n: int) -> int:
     return max(m, -(-nbits // MAX_SUBSTRING_BITS))
 
 
-def _query_chunks(nq: int) -> list[tuple[int, int]]:
-    """Split nq queries into one contiguous chunk a thread (fewer when there are fewer queries)."""
+def _query_chunks(nq: int, n: int) -> list[tuple[int, int]]:
+    """Split nq queries into one contiguous chunk a thread (fewer when there are fewer queries; one
+    over small tables)."""
+    if nq <= 1 or n < SMALL_TABLE_ROWS:
+        return [(0, nq)]
     nchunks = max(1, min(nq, numba.get_num_threads()))
-    edges = np.linspace(0, nq, nchunks + 1).astype(np.int64)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+    edges = [nq * i // nchunks for i in range(nchunks + 1)]
+    return list(zip(edges[:-1], edges[1:]))
 
 
 class MultiIndexHash:
@@ -64,23 +68,25 @@ class MultiIndexHash:
         return self.skeys.nbytes + self.perm.nbytes + self.scodes.nbytes
 
     def _run(self, fn, nq: int):
-        return map_threads(lambda c: fn(*c), _query_chunks(nq))
+        chunks = _query_chunks(nq, self.words.shape[0])
+        return [fn(*chunks[0])] if len(chunks) == 1 else map_threads(lambda c: fn(*c), chunks)
 
-    def range_search(self, q: np.ndarray, radius: int,
+    def range_search(self, q: np.ndarray, radius: int | np.ndarray,
                      mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows within `radius` (inclusive) of each query word row, among those where `mask` is True
-        (all when None): CSR (lims, distances, positions) sorted by (distance, position) within each query."""
+        """Rows within `radius` (inclusive; one for all queries or an (nq,) array, one each) of each
+        query word row, among those where `mask` is True (all when None): CSR (lims, distances,
+        positions) sorted by (distance, position) within each query."""
+        rq = query_radii(radius, q.shape[0])
         parts = self._run(
-            lambda a, b: kernels.range_chunk(q, a, b, self.words, self.scodes, self.skeys, self.perm, self.lo, self.ln, radius,
+            lambda a, b: kernels.range_chunk(q, a, b, self.words, self.scodes, self.skeys, self.perm, self.lo, self.ln, rq,
                                                self.probe_cost, mask),
             q.shape[0],
         )
-        counts = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        if len(parts) == 1:
+            return parts[0]
         lims = np.zeros(q.shape[0] + 1, np.int64)
-        np.cumsum(counts, out=lims[1:])
-        dist = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int32)
-        pos = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
-        return lims, dist, pos
+        np.cumsum(np.concatenate([np.diff(p[0]) for p in parts]), out=lims[1:])
+        return lims, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
 
     def search(self, q: np.ndarray, k: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k among the rows where `mask` is True (all when None) by growing the radius: (nq, k)

@@ -25,7 +25,7 @@ from numba import njit, prange
 
 from hashsearch.kernels import mih as mih_kernels
 from hashsearch.kernels.popcount import as_words, popcount64
-from hashsearch.kernels.scan import MIN_PART, QGROUP
+from hashsearch.kernels.scan import MIN_PART, QGROUP, SMALL_WORK
 from hashsearch.mih import MAX_SUBSTRING_BITS, default_substrings
 
 COSTS_FILE = "costs.json"
@@ -201,6 +201,8 @@ class CostModel:
     # --- the linear scan (mirrors kernels.scan._split)
     def scan(self, nq: int, threads: int, k: int | None = None, hits: float = 0.0) -> float:
         c, n = self.c, self.n
+        if nq * n < SMALL_WORK:  # one task on the calling thread, all queries sharing each block
+            threads = 1
         if nq >= threads:
             g = max(1, min(QGROUP, nq // threads))
             per_row = c.scan_row_batch + (c.scan_row_single - c.scan_row_batch) * (1 / g - 1 / QGROUP) / (1 - 1 / QGROUP)

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from hashsearch.codes import validate_codes
 from hashsearch.errors import InvalidInputError
-from hashsearch.results import PAD_DISTANCE, empty_range, empty_topk, merge_range, merge_topk
+from hashsearch.results import PAD_DISTANCE, empty_range, empty_topk, merge_range, merge_topk, merge_topk_ranges
 
 from hashsearch.backends import get_backend
 from hashsearch.filters import filter_mask
@@ -74,11 +74,14 @@ class Segment:
 
     def id_at(self, pos: np.ndarray) -> np.ndarray:
         """Ids of row positions; -1 (padding) stays -1."""
-        pos = np.asarray(pos)
-        out = np.full(pos.shape, -1, np.int64)
-        valid = pos >= 0
-        out[valid] = pos[valid] + self.id_start if self._ids is None else self._ids[pos[valid]]
-        return out
+        pos = np.asarray(pos, np.int64)
+        if self._ids is None:
+            return np.where(pos >= 0, pos + self.id_start, -1)
+        return np.where(pos >= 0, self._ids[np.maximum(pos, 0)] if len(self) else -1, -1)
+
+    def ids_of(self, pos: np.ndarray) -> np.ndarray:
+        """Ids of valid row positions (no padding), e.g. of range results."""
+        return pos + self.id_start if self._ids is None else self._ids[pos]
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Row position of each id, -1 where this segment has no such id."""
@@ -142,17 +145,6 @@ def check_radius(radius: Any, nbits: int) -> int:
     return int(min(radius, nbits))
 
 
-def _first_k(lims: np.ndarray, dist: np.ndarray, pos: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first k hits of each query of CSR range results (rows sorted), padded: top-k rows."""
-    j = np.arange(k)
-    take = j[None, :] < np.minimum(np.diff(lims), k)[:, None]
-    at = np.minimum(lims[:-1, None] + j[None, :], max(dist.size - 1, 0))
-    if dist.size == 0:
-        return empty_topk(lims.size - 1, k)
-    return (np.where(take, dist[at], PAD_DISTANCE).astype(np.int32),
-            np.where(take, pos[at], -1).astype(np.int64))
-
-
 # ---------------------------------------------------------------------------------------- snapshots
 
 @dataclass(frozen=True)
@@ -168,14 +160,18 @@ class Snapshot:
     def __len__(self) -> int:
         return sum(len(s) for s in self.segments) - sum(self.dead)
 
+    def __post_init__(self) -> None:
+        unfiltered = sorted(zip(self.segments, self.live, (len(s) - d for s, d in zip(self.segments, self.dead))),
+                            key=lambda t: -t[2])
+        object.__setattr__(self, "_unfiltered", unfiltered)  # what _masks(None) gives, made once
+
     def _masks(self, filter: Any) -> list[tuple[Segment, np.ndarray | None, int]]:
         """Per segment, largest first: the rows a query may return (live AND the filter; None = all)
         and how many they are (counted from the tombstones when there is no filter: no O(n) pass)."""
+        if filter is None:
+            return self._unfiltered
         out = []
-        for seg, live, dead in zip(self.segments, self.live, self.dead):
-            if filter is None:
-                out.append((seg, live, len(seg) - dead))
-                continue
+        for seg, live in zip(self.segments, self.live):
             mask = np.asarray(filter_mask(filter, seg.ids, seg.metadata), bool)
             mask = mask if live is None else mask & live
             out.append((seg, mask, int(np.count_nonzero(mask))))
@@ -185,24 +181,30 @@ class Snapshot:
         """Exact k nearest live items of each query: (nq, min(k, len)) int32 distances and int64 ids,
         rows sorted by (distance, id); padded with (PAD_DISTANCE, -1) only where a filter leaves fewer.
 
-        The largest segment answers top-k first; each smaller one then only needs the items within the
-        k-th distance found so far (a radius search, far cheaper than its own top-k on a small segment)."""
+        The largest segment answers top-k first; each smaller one then only needs, for each query, the
+        items within that query's k-th distance found so far (a radius search per query, far cheaper
+        than its own top-k on a small segment). All parts are merged once, at the end."""
         q = check_queries(queries, self.nbits)
         k = min(check_k(k), len(self))
-        best = empty_topk(q.shape[0], k)
         if k == 0 or q.shape[0] == 0:
-            return best
+            return empty_topk(q.shape[0], k)
+        best, parts = None, []
         for seg, mask, allowed in self._masks(filter):
             if allowed == 0:
                 continue
-            kk = min(k, allowed)
-            bound = int(best[0][:, -1].max())
-            if bound == PAD_DISTANCE:
-                dist, pos = seg.searcher().search(q, kk, mask=mask)
-            else:  # everything that can still enter the top-k lies within the current k-th distance
-                dist, pos = _first_k(*seg.searcher().range_search(q, bound, mask=mask), kk)
-            best = merge_topk([best, (dist, seg.id_at(pos))], k)
-        return best
+            kk, searcher = min(k, allowed), seg.searcher()
+            bounds = None if best is None else best[0][:, -1]
+            if bounds is None or bounds.max() == PAD_DISTANCE:  # some query has fewer than k so far
+                dist, pos = searcher.search(q, kk, mask=mask)
+                best = merge_topk([(dist, seg.id_at(pos))] + ([] if best is None else [best]), k)
+                continue
+            radius = bounds if getattr(searcher, "per_query_radius", False) else int(bounds.max())
+            lims, dist, pos = searcher.range_search(q, radius, mask=mask)
+            if dist.size:  # everything that can still enter a query's top-k lies within its k-th distance
+                parts.append((lims, dist, seg.ids_of(pos)))
+        if best is None:  # a filter allows nothing
+            return empty_topk(q.shape[0], k)
+        return merge_topk_ranges(best, parts, k) if parts else best
 
     def range_search(self, queries: Any, radius: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every live item within `radius` (inclusive; radius >= nbits: all items) of each query:
@@ -214,7 +216,7 @@ class Snapshot:
             if allowed == 0 or q.shape[0] == 0:
                 continue
             lims, dist, pos = seg.searcher().range_search(q, radius, mask=mask)
-            parts.append((lims, dist, seg.id_at(pos)))
+            parts.append((lims, dist, seg.ids_of(pos)))
         return merge_range(parts) if parts else empty_range(q.shape[0])
 
     def explain(self, nq: int = 1, k: int | None = None, radius: int | None = None) -> list[dict[str, Any]]:

@@ -140,13 +140,14 @@ def _sort_segment(od, oj, a, b):
 
 
 @njit(cache=True, nogil=True)
-def _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, mask, od, oj, c):
-    """Rows within r of query qi appended sorted by (distance, position): by probing the tables,
+def _range_one(q, qi, words, scodes, skeys, perm, lo, ln, rq, cost, mask, od, oj, c):
+    """Rows within rq[qi] of query qi appended sorted by (distance, position): by probing the tables,
     or by a linear scan when probing would cost more."""
     n = words.shape[0]
+    r = rq[qi]
     start = c
     if probe_count(ln, radii(lo.shape[0], r)) * cost > n:
-        _, dist, pos = range_task(q, qi, qi + 1, words, np.int64(0), n, r, 64 * words.shape[1], mask)  # sorted
+        _, dist, pos = range_task(q, qi, qi + 1, words, np.int64(0), n, rq, 64 * words.shape[1], mask)  # sorted
         while c + dist.shape[0] > od.shape[0]:
             od, oj = _grow(od, c), _grow(oj, c)
         od[c:c + dist.shape[0]] = dist
@@ -159,17 +160,17 @@ def _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, mask, od, oj,
 
 
 @njit(cache=True, nogil=True)
-def range_chunk(q, q0, q1, words, scodes, skeys, perm, lo, ln, r, cost, mask):
-    """Radius search for queries q0..q1: (counts per query, distances, positions), rows sorted."""
-    counts = np.zeros(q1 - q0, np.int64)
+def range_chunk(q, q0, q1, words, scodes, skeys, perm, lo, ln, rq, cost, mask):
+    """Radius search for queries q0..q1, query qi within rq[qi]: CSR (lims (q1 - q0 + 1,), distances,
+    positions), rows sorted."""
+    lims = np.zeros(q1 - q0 + 1, np.int64)
     od = np.empty(1024, np.int32)
     oj = np.empty(1024, np.int64)
     c = np.int64(0)  # not a literal 0: that would compile the callee a second time, for Literal[int](0)
     for qi in range(q0, q1):
-        before = c
-        od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, mask, od, oj, c)
-        counts[qi - q0] = c - before
-    return counts, od[:c].copy(), oj[:c].copy()
+        od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, lo, ln, rq, cost, mask, od, oj, c)
+        lims[qi - q0 + 1] = c
+    return lims, od[:c].copy(), oj[:c].copy()
 
 
 @njit(cache=True, nogil=True)
@@ -181,13 +182,15 @@ def knn_chunk(q, q0, q1, words, scodes, skeys, perm, lo, ln, k, maxd, cost, mask
     m = lo.shape[0]
     od = np.empty(max(1024, 2 * k), np.int32)
     oj = np.empty(od.shape[0], np.int64)
+    rq = np.zeros(q.shape[0], np.int64)  # the radius of the pass, where _range_one reads it
     for qi in range(q0, q1):
         r = np.int64(0)  # (non-literal zeros: see range_chunk)
         while True:
             if probe_count(ln, radii(m, r)) * cost > n:
                 _topk_task(q, qi, qi + 1, words, np.int64(0), n, k, maxd, out_d, out_j, np.int64(0), mask)
                 break
-            od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, lo, ln, r, cost, mask, od, oj, np.int64(0))
+            rq[qi] = r
+            od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, lo, ln, rq, cost, mask, od, oj, np.int64(0))
             if c >= k or r >= maxd:
                 emit_sorted(od, oj, c, k, maxd, out_d[qi, 0], out_j[qi, 0])
                 break

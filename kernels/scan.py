@@ -28,6 +28,8 @@ PAD_DISTANCE = np.int32(np.iinfo(np.int32).max)  # what FAISS returns past the l
 BLOCK = 256  # database rows per block: 256 rows x 1024 bits = 32 KiB, one L1
 QGROUP = 8  # queries that share one database block
 MIN_PART = 1 << 15  # fewest database rows worth a thread of their own
+SMALL_WORK = 1 << 17  # rows x queries below which a search runs on the calling thread: handing tasks to
+# the pool costs more than this scan (~0.1 ms)
 
 
 @njit(inline="always", cache=True)
@@ -185,7 +187,9 @@ def _topk_parallel(q, db, k, maxd, gsize, nparts, mask):
 
 
 def _split(nq: int, n: int) -> tuple[int, int]:
-    """(queries a group, database parts) that keep every thread busy."""
+    """(queries a group, database parts) that keep every thread busy; one task for small work."""
+    if nq * n < SMALL_WORK:
+        return max(nq, 1), 1
     nthreads = numba.get_num_threads()
     if nq >= nthreads:
         return max(1, min(QGROUP, nq // nthreads)), 1
@@ -208,10 +212,11 @@ def topk(q: np.ndarray, db: np.ndarray, k: int, maxd: int,
 
 
 @njit(cache=True, nogil=True)
-def range_task(q, g0, g1, db, j0, j1, r, maxd, mask):
-    """Rows j0..j1 (allowed by `mask`, all when None) within r of queries g0..g1 in ONE pass over the database, a block at a time for
-    the whole group: (counts (g1 - g0,), distances, positions), query by query, each query's rows
-    sorted by (distance, position) (`maxd` bounds every distance).
+def range_task(q, g0, g1, db, j0, j1, radii, maxd, mask):
+    """Rows j0..j1 (allowed by `mask`, all when None) within radii[qi] of each query qi of g0..g1 in ONE
+    pass over the database, a block at a time for the whole group: CSR (lims (g1 - g0 + 1,), distances,
+    positions), query by query, each query's rows sorted by (distance, position) (`maxd` bounds every
+    distance).
     Hits go to one buffer (tagged with their query) that doubles when a block might not fit, so the
     inner loop stores without a branch."""
     ng = g1 - g0
@@ -224,6 +229,7 @@ def range_task(q, g0, g1, db, j0, j1, r, maxd, mask):
     for b0 in range(j0, j1, BLOCK):
         b1 = min(b0 + BLOCK, j1)
         for g in range(ng):
+            r = radii[g0 + g]
             if _block_min(q, g0 + g, flat, nw, b0, b1) > r:
                 continue
             _block_distances(q, g0 + g, flat, nw, b0, b1, buf)
@@ -251,7 +257,7 @@ def range_task(q, g0, g1, db, j0, j1, r, maxd, mask):
         dist[s] = hd[t]
         pos[s] = hj[t]
     sort_rows(lims, dist, pos, maxd)
-    return counts, dist, pos
+    return lims, dist, pos
 
 
 @njit(cache=True, nogil=True)
@@ -289,18 +295,36 @@ def _pool(nthreads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(nthreads, thread_name_prefix="hashsearch")
 
 
+@functools.lru_cache(maxsize=256)
+def _same_radii(nq: int, radius: int) -> np.ndarray:
+    return np.full(nq, radius, np.int64)  # shared by every search of this shape: kernels only read it
+
+
+def query_radii(radius: int | np.ndarray, nq: int) -> np.ndarray:
+    """(nq,) int64 radii: one radius for every query, or one per query (checked)."""
+    if isinstance(radius, (int, np.integer)) or np.ndim(radius) == 0:
+        return _same_radii(int(nq), int(radius))
+    radii = np.ascontiguousarray(radius, dtype=np.int64)
+    if radii.shape != (nq,) or (nq and radii.min() < 0):
+        raise ValueError(f"per-query radii must be {nq} non-negative integers, got shape {radii.shape}")
+    return radii
+
+
 def _range_parallel(q, db, r, maxd, gsize, nparts, mask=None):
-    """Radius search over tasks (a group of gsize queries x one of nparts database parts), joined
+    """Radius search (r: one radius or one per query) over tasks (a group of gsize queries x one of nparts database parts), joined
     in task order, which is (query, part) order since gsize or nparts is 1 (as `_split` gives);
     the parts of a split query, each sorted, are sorted together once joined."""
     if gsize > 1 and nparts > 1:
         raise ValueError(f"split queries or the database, not both (gsize={gsize}, nparts={nparts})")
     nq, n = q.shape[0], db.shape[0]
+    r = query_radii(r, nq)
+    if nparts == 1 and gsize >= nq:  # one task: run it here, as it comes
+        return range_task(q, 0, nq, db, 0, n, r, maxd, mask)
     tasks = [(g0, min(g0 + gsize, nq), part * n // nparts, (part + 1) * n // nparts)
              for g0 in range(0, nq, gsize) for part in range(nparts)]
     parts = map_threads(lambda t: range_task(q, t[0], t[1], db, t[2], t[3], r, maxd, mask), tasks)
     lims = np.zeros(nq + 1, np.int64)
-    np.cumsum(np.concatenate([p[0] for p in parts]).reshape(nq, nparts).sum(axis=1), out=lims[1:])
+    np.cumsum(np.concatenate([np.diff(p[0]) for p in parts]).reshape(nq, nparts).sum(axis=1), out=lims[1:])
     dist = np.concatenate([p[1] for p in parts])
     pos = np.concatenate([p[2] for p in parts])
     if nparts > 1:
@@ -308,10 +332,11 @@ def _range_parallel(q, db, r, maxd, gsize, nparts, mask=None):
     return lims, dist, pos
 
 
-def range_search(q: np.ndarray, db: np.ndarray, radius: int, maxd: int, mask: np.ndarray | None = None):
-    """All rows of `db` within `radius` (inclusive) of each query, among the rows where `mask` is True
-    (all when None), in CSR form (lims, distances, positions) like `faiss.IndexBinary.range_search`,
-    each row sorted by (distance, position)."""
+def range_search(q: np.ndarray, db: np.ndarray, radius: int | np.ndarray, maxd: int,
+                 mask: np.ndarray | None = None):
+    """All rows of `db` within `radius` (inclusive; one for all queries or an (nq,) array, one each) of
+    each query, among the rows where `mask` is True (all when None), in CSR form (lims, distances,
+    positions) like `faiss.IndexBinary.range_search`, each row sorted by (distance, position)."""
     gsize, nparts = _split(q.shape[0], db.shape[0])
     return _range_parallel(q, db, radius, maxd, gsize, nparts, mask)
 

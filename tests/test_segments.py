@@ -212,3 +212,73 @@ def test_an_index_pickles_with_its_tombstones_and_growing_rows():
         np.testing.assert_array_equal(got, want)
     copy.add(q, metadata={"label": np.zeros(4, np.int64)})  # the copy is a live index of its own
     assert len(copy) == len(index) + 4
+
+
+merge_ops = st.lists(st.one_of(
+    st.tuples(st.just("add"), st.integers(1, 60)),
+    st.tuples(st.just("remove"), st.floats(0, 0.6)),
+    st.tuples(st.just("settle"), st.just(0)),  # let the background merges finish
+), min_size=1, max_size=25)
+
+
+@settings(max_examples=20, deadline=None)
+@given(ops=merge_ops, nbits=st.sampled_from([16, 64]), backend=st.sampled_from(["mih", "numba"]),
+       segment_rows=st.integers(1, 12), merge_factor=st.integers(2, 4), max_segments=st.integers(2, 8),
+       max_dead_fraction=st.sampled_from([0.1, 0.5, 1.0]), k=st.integers(1, 12), r=st.integers(0, 8),
+       seed=st.integers(0, 999))
+def test_background_merge_policy_matches_a_brute_force_model(ops, nbits, backend, segment_rows, merge_factor,
+                                                             max_segments, max_dead_fraction, k, r, seed):
+    """Adds, removes and the background merges they trigger (size tiers, the leveled floor, tombstones,
+    max_segments), checked against brute force after every step, while merges may still be running."""
+    rng = np.random.default_rng(seed)
+    index = HammingIndex(nbits, backend, segment_rows=segment_rows, merge_factor=merge_factor,
+                         max_segments=max_segments, max_dead_fraction=max_dead_fraction)
+    model: dict[int, bytes] = {}
+    q = rng.integers(0, 256, (3, nbits // 8), dtype=np.uint8)
+    for op, size in ops:
+        if op == "add":
+            codes = rng.integers(0, 256, (size, nbits // 8), dtype=np.uint8)
+            codes[: size // 4] = q[0]  # ties broken by id, across segments
+            start = max(model, default=-1) + 1
+            index.add(codes)
+            model.update({start + i: c.tobytes() for i, c in enumerate(codes)})
+        elif op == "remove" and model:
+            live = np.array(sorted(model))
+            gone = live[rng.random(live.size) < size]
+            index.remove(gone)
+            for i in gone:
+                del model[int(i)]
+        else:
+            index.wait_for_compaction()
+        snap = index.snapshot()
+        assert len(snap) == len(model)
+        np.testing.assert_array_equal(snap.ids, np.array(sorted(model), np.int64))
+        check_snapshot(snap, q, k, r)
+    index.wait_for_compaction()
+    assert index.compaction_error is None
+    with index._lock:
+        assert index._pick() == []  # settled: nothing left that the policy would merge
+    check_snapshot(index.snapshot(), q, k, r)
+
+
+def test_small_adds_never_rebuild_the_big_segment_and_segments_stay_few():
+    """10^4 rows compacted, then 300 adds of 7 rows: the big segment keeps its tables, the small
+    ones merge into the floor segment and size tiers, so few segments are searched."""
+    rng = np.random.default_rng(3)
+    index = HammingIndex(32, "mih", segment_rows=16, merge_factor=2)
+    index.add(rng.integers(0, 256, (10_000, 4), dtype=np.uint8))
+    index.compact()
+    big = index.snapshot().segments[0]
+    tables = big.searcher()
+    most = 0
+    for _ in range(300):
+        index.add(rng.integers(0, 256, (7, 4), dtype=np.uint8))
+        index.wait_for_compaction()
+        most = max(most, len(index.snapshot().segments))
+    segs = index.snapshot().segments
+    assert segs[0] is big and big.searcher() is tables and len(big) == 10_000
+    # 2,100 added rows: the floor segment (below 16 x 2**3 rows), tiers of 128, 256, 512, 1024 rows at
+    # most one each with merge_factor 2, the growing one; never more
+    assert most <= 1 + 1 + 4 + 1 and len(segs) <= most
+    q = index.codes[::500]
+    check_snapshot(index.snapshot(), q, 5, 3)
