@@ -124,7 +124,8 @@ def class_centres(n_classes: int, nbits: int, weights: np.ndarray | None = None,
 
     Column j of the result is bit j's split of the classes. Candidates are the splits (a bit and its
     negation count once, the constant split is out) that divide the weight most evenly: the
-    `CENTRE_BALANCED_SHARE` × nbits most balanced. Of those, nbits distinct ones are chosen to minimise
+    `CENTRE_BALANCED_SHARE` × nbits most balanced, or the more balanced half of all splits if that is
+    fewer (and at least nbits). Of those, nbits distinct ones are chosen to minimise
     Σ |corr(bit i, bit j)|^`CENTRE_POWER` over pairs (correlations under the class weights; the power
     makes the sum a smooth stand-in for the largest |correlation|): greedily, then by swapping one
     bit at a time for the candidate that lowers the sum, until no swap does. Each bit's side is then
@@ -136,7 +137,9 @@ def class_centres(n_classes: int, nbits: int, weights: np.ndarray | None = None,
     cand = _candidate_bits(n_classes, rng)
     cand = cand[rng.permutation(len(cand))]
     mean = cand @ w
-    cut = np.sort(np.abs(mean))[min(len(cand), CENTRE_BALANCED_SHARE * nbits) - 1]
+    cand, mean = cand[np.abs(mean) < 1 - 1e-9], mean[np.abs(mean) < 1 - 1e-9]  # no split constant over the items
+    kept = min(len(cand), max(nbits, min(CENTRE_BALANCED_SHARE * nbits, len(cand) // 2)))
+    cut = np.sort(np.abs(mean))[kept - 1]
     keep = np.abs(mean) <= cut + 1e-12  # ties at the cut stay in
     cand, mean = cand[keep], mean[keep]
     z = (cand - mean[:, None]) / np.sqrt(1 - mean ** 2)[:, None]  # standardised: corr(a, b) = Σ w z_a z_b
@@ -144,12 +147,13 @@ def class_centres(n_classes: int, nbits: int, weights: np.ndarray | None = None,
     def cost_with(j: int) -> np.ndarray:
         return np.abs(z @ (w * z[j])) ** CENTRE_POWER
 
-    total, chosen = np.zeros(len(cand)), []
+    total, chosen, used = np.zeros(len(cand)), [], np.zeros(len(cand), bool)
     for _ in range(nbits):
-        free = np.ones(len(cand), bool)
-        free[chosen[len(chosen) - len(chosen) % len(cand):]] = False  # repeat only once every split is used
-        j = int(np.flatnonzero(free)[np.argmin(total[free])])
+        if used.all():  # every split taken: repeats are unavoidable
+            used[:] = False
+        j = int(np.argmin(np.where(used, np.inf, total)))
         chosen.append(j)
+        used[j] = True
         total += cost_with(j)
     if len(cand) > nbits:
         pair = np.stack([cost_with(j) for j in chosen], axis=1)  # (candidates, nbits)
