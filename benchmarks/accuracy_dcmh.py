@@ -10,6 +10,7 @@ count, bit balance (max |mean - 0.5|), constant bits and max |bit correlation|; 
 CPU seconds. The PR curves of hash lookup (radius 0..nbits) go to a PNG beside the Markdown.
 
 Run: python benchmarks/accuracy_dcmh.py [--out benchmarks/results/dcmh_defaults.md] [--bits 16,32,64]
+     [--before earlier.json]  (adds a before/after table of DCMH's figures)
 """
 from __future__ import annotations
 
@@ -62,14 +63,19 @@ SETS = {"wikipedia": load_wikipedia, "digits": digits_two_views}
 
 
 def run(bits: list[int], seed: int, sets: list[str], partial: Path) -> list[dict]:
-    """Train and score every (set, bits, method); rows are also written to `partial` as they come."""
-    rows = []
+    """Train and score every (set, bits, method); rows are also written to `partial` as they come.
+
+    torch's thread count is set again before each fit: the numba kernels that score the codes share
+    torch's OpenMP runtime and leave its thread count at theirs, so later fits ran on 2 spinning
+    threads on a loaded machine (wall and CPU seconds several times a one-thread fit's)."""
+    rows, threads = [], torch.get_num_threads()
     for data in (SETS[name]() for name in sets):
         split = standard_split(data, seed=seed)
         tr = split.train
         for nbits in bits:
             for method, make in (("DCMH", lambda: DCMH(nbits, seed=seed, progress=False)),
                                  ("CCA-ITQ", lambda: CCAITQ(nbits, seed=seed))):
+                torch.set_num_threads(threads)
                 wall, cpu = time.perf_counter(), time.process_time()
                 model = make().fit(data.images[tr], data.texts[tr], data.labels[tr])
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -85,7 +91,28 @@ def run(bits: list[int], seed: int, sets: list[str], partial: Path) -> list[dict
 DICT_KEYS = {"I→T", "T→I"}
 
 
-def markdown(rows: list[dict], bits: list[int], seed: int, png: str) -> str:
+COMPARED = (("map", "mAP", "{:.3f}"), ("hit_fraction", "hit r≤2", "{:.1%}"), ("precision", "P@r≤2", "{:.3f}"),
+            ("recall", "recall@r≤2", "{:.3f}"), ("distinct", "distinct", "{}"),
+            ("max_imbalance", "max imbalance", "{:.2f}"), ("max_corr", "max abs corr", "{:.2f}"))
+
+
+def comparison(before: list[dict], rows: list[dict]) -> list[str]:
+    """Markdown lines: DCMH's figures in an earlier run (`before`) and in `rows`, per data set, bits and task."""
+    old = {(r["data"], r["nbits"]): r for r in before if r["method"] == "DCMH"}
+    lines = ["| data | bits | task | " + " | ".join(f"{name} before → after" for _, name, _ in COMPARED) + " |",
+             "|---" * (3 + len(COMPARED)) + "|"]
+    for r in rows:
+        if r["method"] != "DCMH":
+            continue
+        for task, _, _ in DIRECTIONS:
+            b = old.get((r["data"], r["nbits"]), {}).get(task)
+            cells = [(fmt.format(b[key]) if b else "not run") + " → " + fmt.format(r[task][key]) for key, _, fmt in COMPARED]
+            lines.append(f"| {r['data']} | {r['nbits']} | {task} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(rows: list[dict], bits: list[int], seed: int, png: str, before: list[dict] | None = None,
+             before_name: str = "") -> str:
     head = ("| data | method | bits | task | mAP@all | queries with a hit r≤2 | P@r≤2 | recall@r≤2 | distinct db codes "
             "| max bit imbalance | constant bits | max abs bit corr | train wall s | train CPU s |")
     lines = [head, "|---" * 14 + "|"]
@@ -111,6 +138,7 @@ def markdown(rows: list[dict], bits: list[int], seed: int, png: str) -> str:
         "found within 2. Code columns describe the database codes. Train CPU s is process time (less sensitive "
         "to the shared machine's load than wall time).", "", *lines, "",
         f"![hash lookup PR curves]({png})", "",
+        *([f"## Before ({before_name}) and after, DCMH", "", *comparison(before, rows), ""] if before else []),
     ]) + "\n"
 
 
@@ -129,6 +157,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--render", default=None, help="comma-separated .json files of earlier runs: write their "
                         "rows as one report instead of running")
+    parser.add_argument("--before", default=None, help="a .json file of an earlier run: add a table of DCMH's "
+                        "figures there and here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -140,7 +170,8 @@ def main() -> None:
     out = Path(args.out)
     png = out.with_suffix(".png")
     plot(rows, png)
-    out.write_text(markdown(rows, bits, args.seed, png.name))
+    before = json.loads(Path(args.before).read_text()) if args.before else None
+    out.write_text(markdown(rows, bits, args.seed, png.name, before, Path(args.before).name if args.before else ""))
     out.with_suffix(".json").write_text(json.dumps(rows, ensure_ascii=False))
     print(f"wrote {out} and {png}")
 

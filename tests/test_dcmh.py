@@ -284,17 +284,60 @@ def test_resolved_settings_are_recorded_and_saved(tmp_path):
     assert load_model(tmp_path / "m").params_ == model.params_
 
 
-def test_class_centres_are_separated_balanced_and_distinct():
-    c = class_centres(10, 32, seed=0)
-    assert c.shape == (10, 32) and set(np.unique(c)) == {-1.0, 1.0}
-    dist = (32 - c @ c.T) / 2
-    assert dist[~np.eye(10, dtype=bool)].min() >= 10  # random pairs sit 16 ± 2.8 bits apart
-    assert np.abs(c.mean(0)).max() <= 0.6 and len({tuple(col) for col in c.T}) == 32
-    np.testing.assert_array_equal(c, class_centres(10, 32, seed=0))
+def _bit_design(c: np.ndarray, w: np.ndarray) -> tuple[int, float, float, int]:
+    """(distinct bits up to sign, max |weighted bit mean|, max |weighted bit correlation|, min centre distance)."""
+    mean = w @ c
+    z = (c - mean) / np.sqrt(1 - mean ** 2)
+    corr = (z * w[:, None]).T @ z
+    np.fill_diagonal(corr, 0)
+    dist = (c.shape[1] - c @ c.T) / 2
+    np.fill_diagonal(dist, c.shape[1])
+    return len({tuple(col * col[0]) for col in c.T}), np.abs(mean).max(), np.abs(corr).max(), dist.min()
+
+
+@pytest.mark.parametrize("nbits", [16, 32, 64, 128])
+@pytest.mark.parametrize("counts", [None, [138, 272, 244, 248, 202, 178, 186, 144, 214, 347]])  # wikipedia's
+def test_class_centres_are_balanced_distinct_decorrelated_and_separated(nbits, counts):
+    w = np.full(10, 0.1) if counts is None else np.asarray(counts, float) / sum(counts)
+    c = class_centres(10, nbits, None if counts is None else np.asarray(counts), seed=0)
+    assert c.shape == (10, nbits) and set(np.unique(c)) == {-1.0, 1.0}
+    distinct, imbalance, corr, separation = _bit_design(c, w)
+    # random centres: at 64 bits two bits are the same split (|corr| 1) and bits split the items 85/15
+    assert distinct == nbits and imbalance <= 0.25 and corr < 0.9 and separation >= 0.35 * nbits
+    np.testing.assert_array_equal(c, class_centres(10, nbits, None if counts is None else np.asarray(counts), seed=0))
+
+
+def test_class_centres_with_few_or_many_classes():
+    few = class_centres(3, 16, seed=1)  # only 3 distinct splits of 3 classes: they repeat, none is constant
+    assert len({tuple(col * col[0]) for col in few.T}) == 3 and np.abs(few.sum(0)).max() < 3
+    many = class_centres(24, 64, seed=1)  # beyond CENTRE_ENUMERATE classes: random candidate splits
+    distinct, imbalance, corr, _ = _bit_design(many, np.full(24, 1 / 24))
+    assert distinct == 64 and imbalance <= 0.1 and corr < 0.5
+
+
+def test_label_targets_are_the_signed_sums_of_class_centres():
     L = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     T = label_targets(L, 8, seed=1)
     c2 = torch.from_numpy(class_centres(2, 8, np.array([2.0, 2.0]), seed=1)).float()
     assert torch.equal(T[0], c2[0]) and torch.equal(T[1], c2[1]) and torch.equal(T[2], torch.where(c2.sum(0) >= 0, 1.0, -1.0))
+
+
+def test_trained_codes_have_no_constant_repeated_or_near_copy_bit():
+    """Two real views (top and bottom halves of scikit-learn's digits), 64 bits, the feature recipe
+    with a short schedule: over the database codes of either view no bit is constant, no two bits are
+    equal or opposite, and no two are near copies (with random class centres: |corr| 0.99 here)."""
+    from hashsearch.codes import unpack_bits
+    from hashsearch.datasets import load_digits
+
+    d = load_digits()
+    top, bottom = d.images[:, 0, :4].reshape(len(d), -1), d.images[:, 0, 4:].reshape(len(d), -1)
+    model = DCMH(64, epochs=10, progress=False).fit(top, bottom, d.labels)
+    for codes in (model.encode_image(top), model.encode_text(bottom)):
+        bits = unpack_bits(codes, 64).astype(np.int8)
+        assert bits.std(0).min() > 0, "a constant bit"
+        assert len(np.unique(bits ^ bits[:1], axis=1).T) == 64, "two bits equal or opposite on every item"
+        corr = np.corrcoef(bits, rowvar=False) - np.eye(64)
+        assert np.abs(corr).max() < 0.9, np.abs(corr).max()
 
 
 def test_label_codes_make_related_codes_meet_in_hamming_space():
