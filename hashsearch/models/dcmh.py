@@ -8,9 +8,8 @@ loss uses the whole F or G buffer, is scaled by 1 / (N · batch), and refreshes 
 buffer. Learning rate: log-spaced per epoch.
 
 Our extension, the label codes T (`label_codes` = μ): each class gets a centre code (`class_centres`:
-each bit a split of the classes that divides the items about evenly, no two bits the same split, the
-splits chosen to be as little correlated as the number of classes allows) and item i the sign of the
-sum of its classes' centres. With μ = 1, B takes T except where both nets agree
+the best separated of 256 seeded random draws, no two bits the same split of the classes) and item i
+the sign of the sum of its classes' centres. With μ = 1, B takes T except where both nets agree
 confidently (|F + G| > 2) against it. Why: the paper's B is the sign of the nets' own outputs, so
 nothing ties the codes of different items of a class together beyond the pairwise term, which is
 satisfied by inner products far from ±nbits: on wikipedia the image and text codes of related items
@@ -18,10 +17,9 @@ ended a median 12 bits apart, hash lookup at r ≤ 2 found nothing and bits stuc
 shared class centres as the quantisation target, both nets pull every item of a class towards one
 code, so codes of related items meet in Hamming space, and the centres' balance carries over to
 the bits (the role of the η term, which we keep small). With few classes the codes' bits are the
-centres' bits: centres drawn at random (our first version: the best separated of 256 random draws)
-repeat splits once nbits nears the 2^(c-1) - 1 distinct ones (c = 10 classes: 511; 64 random bits
-repeat one with probability ~0.98), and on wikipedia at 64 bits two bits of the codes were identical
-(|corr| 1.00) and bits split the items up to 85/15. Hence the balanced, decorrelated design.
+centres' bits, so a split drawn twice gave two identical bits (wikipedia, 64 bits: |corr| 1.00);
+`distinct_bits` replaces repeats. (A design choosing only balanced, least-correlated splits lowered
+wikipedia's mAP by .01-.02 at 16 and 32 bits: benchmarks/results/dcmh_defaults.md.)
 
 Texts alone (fit(None, texts, labels), for tag-only data such as the shared MIRFLICKR and NUS-WIDE
 copies): the same J with F = G, so θ = ½ G Gᵀ and B = sign(2G + 2μT); only the text net is trained (feature
@@ -76,10 +74,6 @@ FEATURE_SETTINGS: dict[str, Any] = dict(optimizer="adam", lr=(1e-3, 1e-4), weigh
                                         label_codes=1.0)
 FEATURE_ITEM_PASSES = 250_000  # feature recipe: epochs = this / n, within FEATURE_EPOCHS
 FEATURE_EPOCHS = (20, 100)
-CENTRE_ENUMERATE = 14  # class_centres: up to this many classes, every split of them is a candidate bit
-CENTRE_POOL = 8192  # ... beyond it, this many random splits
-CENTRE_BALANCED_SHARE = 2  # ... of which the 2 × nbits most balanced are kept
-CENTRE_POWER = 8  # ... and the chosen bits minimise Σ |corr|^8 over pairs
 GAMMA_PER_ITEM = 0.1  # feature recipe: γ = this × n, so the quantisation term keeps pace with the likelihood's n terms
 NORMALISATIONS = ("center", "standardize", "none")
 OPTIMIZERS = ("sgd", "adam")
@@ -112,74 +106,55 @@ def batch_loss(out: torch.Tensor, ind: torch.Tensor, own: torch.Tensor, other: t
     return (loglik + gamma * quant + eta * balance) / (n * len(ind))
 
 
-def _candidate_bits(n_classes: int, rng: np.random.Generator) -> np.ndarray:
-    """Candidate bits as (count, n_classes) ±1 rows: each a split of the classes into two sides, one of
-    each ± pair (a bit and its negation are the same bit), the constant split left out. Every split
-    for up to `CENTRE_ENUMERATE` classes, else `CENTRE_POOL` seeded random ones."""
-    if n_classes <= CENTRE_ENUMERATE:
-        ids = np.arange(1, 2 ** (n_classes - 1))
-        rest = 1.0 - 2.0 * ((ids[:, None] >> np.arange(n_classes - 1)) & 1)
-        return np.hstack([np.ones((len(ids), 1)), rest])
-    cols = rng.choice((-1.0, 1.0), size=(CENTRE_POOL, n_classes))
-    cols = np.unique(cols * cols[:, :1], axis=0)
-    return cols[np.abs(cols.sum(1)) < n_classes]
-
-
 def class_centres(n_classes: int, nbits: int, weights: np.ndarray | None = None, seed: int = 0,
-                  sweeps: int = 10) -> np.ndarray:
-    """(n_classes, nbits) ±1 centre codes whose bits are balanced, distinct and decorrelated over the
-    classes (weighted by `weights`, the class frequencies).
-
-    Column j of the result is bit j's split of the classes. Candidates are the splits (a bit and its
-    negation count once, the constant split is out) that divide the weight most evenly: the
-    `CENTRE_BALANCED_SHARE` × nbits most balanced, or the more balanced half of all splits if that is
-    fewer (and at least nbits). Of those, nbits distinct ones are chosen to minimise
-    Σ |corr(bit i, bit j)|^`CENTRE_POWER` over pairs (correlations under the class weights; the power
-    makes the sum a smooth stand-in for the largest |correlation|): greedily, then by swapping one
-    bit at a time for the candidate that lowers the sum, until no swap does. Each bit's side is then
-    drawn at random. Only with fewer than ~log2(nbits) classes are there fewer distinct splits than
-    bits; then splits repeat, since codes that carry nothing but the class cannot do better.
-    """
+                  tries: int = 256) -> np.ndarray:
+    """(n_classes, nbits) ±1 centre codes: of `tries` seeded random draws, the one whose closest two
+    centres are farthest apart, then whose bits are best balanced over the classes (weighted by
+    `weights`, the class frequencies) and least alike; then no bit repeats another (`distinct_bits`)."""
     rng = np.random.default_rng(seed)
     w = np.full(n_classes, 1 / n_classes) if weights is None else np.asarray(weights, float) / np.sum(weights)
-    cand = _candidate_bits(n_classes, rng)
-    cand = cand[rng.permutation(len(cand))]
-    mean = cand @ w
-    cand, mean = cand[np.abs(mean) < 1 - 1e-9], mean[np.abs(mean) < 1 - 1e-9]  # no split constant over the items
-    kept = min(len(cand), max(nbits, min(CENTRE_BALANCED_SHARE * nbits, len(cand) // 2)))
-    cut = np.sort(np.abs(mean))[kept - 1]
-    keep = np.abs(mean) <= cut + 1e-12  # ties at the cut stay in
-    cand, mean = cand[keep], mean[keep]
-    z = (cand - mean[:, None]) / np.sqrt(1 - mean ** 2)[:, None]  # standardised: corr(a, b) = Σ w z_a z_b
+    best, best_key = None, None
+    for _ in range(tries):
+        c = rng.choice((-1.0, 1.0), size=(n_classes, nbits))
+        dist = (nbits - c @ c.T) / 2
+        np.fill_diagonal(dist, nbits)
+        mean = w @ c
+        key = (-dist.min(), np.abs(mean).max(), _max_abs_corr(c, w))
+        if best_key is None or key < best_key:
+            best, best_key = c, key
+    return distinct_bits(best, w, rng)
 
-    def cost_with(j: int) -> np.ndarray:
-        return np.abs(z @ (w * z[j])) ** CENTRE_POWER
 
-    total, chosen, used = np.zeros(len(cand)), [], np.zeros(len(cand), bool)
-    for _ in range(nbits):
-        if used.all():  # every split taken: repeats are unavoidable
-            used[:] = False
-        j = int(np.argmin(np.where(used, np.inf, total)))
-        chosen.append(j)
-        used[j] = True
-        total += cost_with(j)
-    if len(cand) > nbits:
-        pair = np.stack([cost_with(j) for j in chosen], axis=1)  # (candidates, nbits)
-        total = pair.sum(1)
-        for _ in range(sweeps):
-            swapped = False
-            for i in range(nbits):
-                cost = total - pair[:, i]
-                current = cost[chosen[i]]
-                cost[chosen] = np.inf
-                j = int(np.argmin(cost))
-                if cost[j] < current - 1e-12:
-                    chosen[i], new = j, cost_with(j)
-                    total += new - pair[:, i]
-                    pair[:, i], swapped = new, True
-            if not swapped:
-                break
-    return cand[chosen].T * rng.choice((-1.0, 1.0), size=nbits)
+def _max_abs_corr(c: np.ndarray, w: np.ndarray) -> float:
+    """The largest |correlation| of two bit columns of `c` over the classes weighted by `w`."""
+    if len(c) < 2:
+        return 0.0
+    cols = c - w @ c
+    cov = cols.T @ (cols * w[:, None])
+    sd = np.sqrt(np.clip(np.diag(cov), 1e-12, None))
+    return float(np.abs(cov / np.outer(sd, sd) - np.eye(c.shape[1])).max())
+
+
+def distinct_bits(c: np.ndarray, w: np.ndarray, rng: np.random.Generator, draws: int = 4096) -> np.ndarray:
+    """`c` with every bit that repeats an earlier one (the same split of the classes, or its negation)
+    or is constant over the classes replaced by the most balanced of `draws` random splits that repeats
+    none: a repeated bit wastes code length. Random centres repeat splits once nbits nears the
+    2^(c-1) - 1 distinct ones (10 classes: 511; 64 random bits repeat one with probability ~0.98).
+    Leaves `c` as it is where it has no repeat; with too few classes for nbits distinct splits, the
+    rest stay repeats."""
+    c = c.copy()
+    key = lambda col: tuple(col * col[0])  # noqa: E731 - a split and its negation are one bit
+    constant = tuple(np.ones(len(c)))
+    seen = {constant}
+    pool = rng.choice((-1.0, 1.0), size=(draws, len(c)))
+    pool = pool[np.argsort(np.abs(pool @ w), kind="stable")]  # most balanced first
+    for j in range(c.shape[1]):
+        if key(c[:, j]) in seen:
+            fresh = next((col for col in pool if key(col) not in seen), None)
+            if fresh is not None:
+                c[:, j] = fresh
+        seen.add(key(c[:, j]))
+    return c
 
 
 def label_targets(labels: torch.Tensor, nbits: int, seed: int) -> torch.Tensor:
