@@ -27,9 +27,10 @@ def same_answers(sharded, single, q, k, r):
     assert len(sharded) == len(single) and (sharded.ids == single.ids).all()
 
 
-@pytest.fixture(scope="module", params=[1, 3, 5])  # 2 shards: the tests below
+@pytest.fixture(scope="module", params=[(1, None), (3, None), (5, 5)])  # 2 shards: the tests below
 def sharded(request, ray_local):
-    with ShardedIndex(NBITS, shards=request.param) as index:
+    shards, actors = request.param  # default: 2 actors (the CPUs) holding several shards each
+    with ShardedIndex(NBITS, shards=shards, actors=actors) as index:
         yield index
 
 
@@ -107,7 +108,7 @@ def test_written_shards_load_save_in_place_and_replicas_cover_for_a_dead_one(ray
         with pytest.raises(InvalidInputError, match="not overwriting"):
             index.save(tmp_path / "other")
         assert (tmp_path / "other" / "keep.txt").read_text() == "not ours"
-        with pytest.raises(ShardUnavailableError, match=r"shard 0 of 3 \(replica 1\)"):
+        with pytest.raises(ShardUnavailableError, match=r"shards 0, 2 of 3 \(replica 1\)"):
             index.remove(ids[ids % 3 == 0][:1])  # a write must reach every replica: the dead one is named
     single.remove(ids[:3])
     single.add(codes[:2] ^ np.uint8(1))
