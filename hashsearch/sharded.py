@@ -17,10 +17,15 @@ per shard, in the driver's memory until `save` empties it), then retries the que
 `ShardUnavailableError` naming it: never a silent partial answer. With `replicas` > 1, queries
 rotate over the copies of a shard (throughput) and fail over to another copy.
 
-Layout of a sharded index directory (written atomically: a temporary sibling, fsync, rename):
-    manifest.json    format "hashsearch-sharded-index", version, nbits, count, shards, routing,
-                     backend, params, per-shard counts
+Layout of a sharded index directory:
+    manifest.json    format "hashsearch-sharded-index", version, lineage uid, nbits, count, shards,
+                     routing, backend, params, per-shard counts, and a copy of each shard's manifest
     shard-00000/     one HammingIndex directory per shard (`hashsearch.storage`'s format), ...
+A first save writes a temporary sibling and renames it. Saving again over the same index (same
+lineage uid) is incremental: each changed shard saves its new segments in its own directory, and
+the top manifest, replaced atomically, is the single commit point: a load that finds a shard's own
+manifest ahead of the copy in the top manifest (a save interrupted between the two) restores the
+copy, whose files the shard's save kept.
 On a cluster the directory must be on storage every node sees (NFS or similar), since each shard
 actor opens its own shard directory wherever Ray places it.
 """
@@ -43,8 +48,9 @@ from hashsearch.codes import check_nbits, validate_codes
 from hashsearch.errors import CorruptIndexError, HashsearchError, InvalidInputError, UnknownIdError
 from hashsearch.index import HammingIndex, set_num_threads
 from hashsearch.results import empty_topk, merge_range, merge_topk
-from hashsearch.storage import (MANIFEST, check_ids, check_metadata, load_manifest, staging, unique_ids,
-                                write_index, write_manifest)
+from hashsearch.storage import (MANIFEST, check_ids, check_metadata, index_size, leftovers, load_manifest, read_index,
+                                read_manifest, replace_manifest, restore_manifest, staging, unique_ids, write_index,
+                                write_manifest)
 
 SHARDED_FORMAT = "hashsearch-sharded-index"
 SHARDED_VERSION = 1
@@ -137,10 +143,12 @@ class Shard:
     def contents(self) -> tuple[np.ndarray, pa.Table | None]:
         return np.asarray(self.index.ids), self.index.metadata
 
-    def save(self, path: str) -> None:
-        """Write the shard; the driver's resync then reopens it where it was published."""
-        self.index.save(path)
-        self.path = None
+    def save(self, path: str) -> dict:
+        """Write the shard (nothing when saved there and unchanged since); returns its manifest."""
+        if self.changed or self.path != path or not Path(path, MANIFEST).is_file():
+            self.index.save(path)
+        self.path, self.changed = path, False
+        return read_manifest(path)
 
 
 class ShardHost:
@@ -213,6 +221,7 @@ class ShardedIndex:
         self.max_restarts, self.retries = int(max_restarts), int(retries)
         self.timeout_s, self.restart_timeout_s = timeout_s, restart_timeout_s
         self.address, self.cpus_per_shard, self.nactors = address, cpus_per_shard, actors
+        self.uid = uuid.uuid4().hex  # lineage: saving over a directory of the same lineage is incremental
         self._start([None] * self.nshards)
 
     # ------------------------------------------------------------------ actors
@@ -518,17 +527,35 @@ class ShardedIndex:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
-        """Write every shard and the top manifest to `path`, atomically as a whole; the shards then
-        map the new files, and the journal of unsaved changes is emptied."""
+        """Write every shard and the top manifest to `path`: over a directory of this index's lineage,
+        only the changed shards' new segments and then the top manifest (the commit point); anywhere
+        else, a whole new directory swapped in atomically. The shards then map the saved files and the
+        journal of unsaved changes is emptied."""
         path = Path(path).absolute()
-        with staging(path) as tmp:
-            self._per_shard({s: ("save", (str(shard_dir(tmp, s)),), {}) for s in range(self.nshards)})
-            write_sharded_manifest(tmp, self.nbits, self.backend, self.params, self._counts)
+        if self._saved_at(path):
+            manifests = self._per_shard({s: ("save", (str(shard_dir(path, s)),), {}) for s in range(self.nshards)})
+            replace_manifest(path, self._manifest(manifests))
+        else:
+            with staging(path) as tmp:
+                manifests = self._per_shard({s: ("save", (str(shard_dir(tmp, s)),), {}) for s in range(self.nshards)})
+                write_manifest(tmp, self._manifest(manifests))
         self._base = [str(shard_dir(path, s)) for s in range(self.nshards)]
         self._journal = [[] for _ in range(self.nshards)]
-        for h in range(self.nactors):  # every replica reopens the published files
+        for h in range(self.nactors):  # every replica maps the published files
             for r in range(self.replicas):
                 self._recover(h, r)
+
+    def _saved_at(self, path: Path) -> bool:
+        """Whether `path` holds a saved version of this very index (same lineage and shards)."""
+        try:
+            manifest = read_sharded_manifest(path)
+        except (CorruptIndexError, OSError):
+            return False
+        return manifest.get("uid") == self.uid and manifest["shards"] == self.nshards and manifest["nbits"] == self.nbits
+
+    def _manifest(self, shard_manifests: dict[int, dict]) -> dict[str, Any]:
+        return sharded_manifest(self.nbits, self.backend, self.params, self._counts, self.uid,
+                                [shard_manifests[s] for s in range(self.nshards)])
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, replicas: int = 1, address: str | None = None,
@@ -548,6 +575,8 @@ class ShardedIndex:
         self.cpus_per_shard, self.nactors = options.pop("cpus_per_shard", None), options.pop("actors", None)
         if options:
             raise InvalidInputError(f"unknown option(s) {', '.join(options)} for ShardedIndex.load")
+        self.uid = manifest.get("uid") or uuid.uuid4().hex
+        restore_uncommitted(path, manifest)
         self._start([str(shard_dir(path, s)) for s in range(self.nshards)])
         if self._counts != manifest["counts"]:
             self.close()
@@ -561,13 +590,35 @@ def _first_line(exc: BaseException) -> str:
 
 # ------------------------------------------------------------------------------- directories
 
-def write_sharded_manifest(directory: Path, nbits: int, backend: str, params: dict, counts: list[int]) -> None:
-    """The top manifest of a sharded index, fsynced."""
-    write_manifest(directory, {
-        "format": SHARDED_FORMAT, "format_version": SHARDED_VERSION, "nbits": nbits, "count": int(sum(counts)),
-        "shards": len(counts), "routing": ROUTING, "backend": backend, "params": params,
-        "counts": [int(c) for c in counts],
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+def sharded_manifest(nbits: int, backend: str, params: dict, counts: list[int], uid: str,
+                     shard_manifests: list[dict]) -> dict[str, Any]:
+    """The top manifest of a sharded index: its shape, lineage, per-shard counts and a copy of each
+    shard's own manifest (what the top manifest commits)."""
+    return {
+        "format": SHARDED_FORMAT, "format_version": SHARDED_VERSION, "uid": uid, "nbits": nbits,
+        "count": int(sum(counts)), "shards": len(counts), "routing": ROUTING, "backend": backend, "params": params,
+        "counts": [int(c) for c in counts], "shard_manifests": shard_manifests,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def restore_uncommitted(path: Path, manifest: dict[str, Any]) -> list[int]:
+    """Shards whose own manifest differs from the copy the top manifest committed (a save interrupted
+    before its top manifest) get that copy back; returns their numbers."""
+    restored = []
+    for s, committed in enumerate(manifest.get("shard_manifests") or []):
+        where = shard_dir(path, s)
+        try:
+            current = read_manifest(where)
+        except (CorruptIndexError, OSError):
+            current = None
+        if current is None or _generation(current) != _generation(committed):
+            restore_manifest(where, committed)
+            restored.append(s)
+    return restored
+
+
+def _generation(manifest: dict[str, Any]) -> tuple:
+    return manifest.get("uid"), manifest.get("generation")
 
 
 def read_sharded_manifest(path: Path) -> dict[str, Any]:
@@ -592,7 +643,7 @@ def write_sharded(path: str | os.PathLike, codes: np.ndarray, ids: np.ndarray | 
     n = codes.shape[0]
     ids = np.arange(n, dtype=np.int64) if ids is None else check_ids(ids, n)
     owner = shard_of(ids, nshards)
-    counts = []
+    counts, manifests = [], []
     with staging(Path(path).absolute()) as tmp:
         for s in range(nshards):
             sel = np.nonzero(owner == s)[0]
@@ -602,5 +653,46 @@ def write_sharded(path: str | os.PathLike, codes: np.ndarray, ids: np.ndarray | 
             write_index(shard_dir(tmp, s), np.ascontiguousarray(codes[order]), ids[order], nbits, backend=backend,
                         params=params, metadata=None if metadata is None else metadata.take(pa.array(order)))
             counts.append(int(order.size))
-        write_sharded_manifest(tmp, nbits, backend, params, counts)
+            manifests.append(read_manifest(shard_dir(tmp, s)))
+        write_manifest(tmp, sharded_manifest(nbits, backend, params, counts, uuid.uuid4().hex, manifests))
     return counts
+
+
+def describe_sharded(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
+    """What `hashsearch info` prints for a sharded index directory: its shape, each shard's rows,
+    segments, tombstones and bytes, and what interrupted saves left (files, staging directories,
+    shards whose own manifest is ahead of the committed one: the next load restores those)."""
+    path = Path(path)
+    manifest = read_sharded_manifest(path)
+    committed = manifest.get("shard_manifests") or [None] * manifest["shards"]
+    rows, segments, tombstones, disk, stray, ahead = [], [], [], [], [], []
+    for s in range(manifest["shards"]):
+        where = shard_dir(path, s)
+        current = read_manifest(where)
+        if committed[s] is not None and _generation(current) != _generation(committed[s]):
+            ahead.append(s)
+            rows.append(committed[s]["count"])
+            segments.append(len(committed[s]["segments"]))
+            tombstones.append(None)
+        else:
+            stored = read_index(where, mmap=True, verify=verify)
+            if stored.count != manifest["counts"][s]:
+                raise CorruptIndexError(f"{where}: {stored.count} rows but {path / MANIFEST} says {manifest['counts'][s]}")
+            rows.append(stored.count)
+            segments.append(len(stored.segments))
+            tombstones.append(sum(0 if seg.dead is None else int(seg.dead.size) for seg in stored.segments))
+        disk.append(index_size(where))
+        stray += [f"{where.name}/{name}" for name in leftovers(where, current)]
+    stray += sorted(p.name for p in path.iterdir() if p.name.startswith(f"{MANIFEST}.hs-tmp-"))
+    stray += sorted(str(p) for p in path.parent.glob(f".{path.name}.*-*") if p.is_dir())
+    total = int(sum(disk))
+    return {
+        "path": str(path), "sharded": True, "format": manifest["format"],
+        "manifest_version": manifest["format_version"], "nbits": manifest["nbits"], "count": manifest["count"],
+        "backend": manifest["backend"], "params": manifest["params"], "shards": manifest["shards"],
+        "routing": manifest["routing"], "rows_per_shard": rows, "segments_per_shard": segments,
+        "tombstones_per_shard": tombstones, "bytes_per_shard": disk, "bytes_on_disk": total,
+        "bytes_per_item": total / manifest["count"] if manifest["count"] else None,
+        "created": manifest.get("created"), "checksums": "ok" if verify else "not checked",
+        "shards_ahead_of_manifest": ahead, "leftover_files": stray,
+    }
