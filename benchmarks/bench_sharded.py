@@ -82,7 +82,7 @@ def prepare(n: int, shard_counts: list[int], workdir: Path) -> None:
 
 
 def run(n: int, shard_counts: list[int], nq: int, k: int, repeats: int, small_n: int, single_k: int,
-        nsingle: int, workdir: Path) -> dict:
+        nsingle: int, workdir: Path, fanout_shards: list[int]) -> dict:
     threads = os.cpu_count()
     set_num_threads(threads)
     connect(num_cpus=threads)
@@ -110,7 +110,7 @@ def run(n: int, shard_counts: list[int], nq: int, k: int, repeats: int, small_n:
             print(f"{s} shards in {actors} actor(s): {secs:.2f} s ({secs / base_s:.2f}x in-process), exact",
                   flush=True)
     if nsingle:
-        result["fanout"] = fanout_costs(random_codes(small_n, 0), shard_counts, single_k, nsingle, threads)
+        result["fanout"] = fanout_costs(random_codes(small_n, 0), fanout_shards, single_k, nsingle, threads)
     return result
 
 
@@ -195,6 +195,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=float, default=1e8)
     p.add_argument("--shards", default="1,2,4,8")
+    p.add_argument("--fanout-shards", default="1,2,4,8", help="shard counts of the one-query part")
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--repeats", type=int, default=1)
@@ -214,7 +215,8 @@ def main() -> None:
         return
     try:
         r = run(int(a.n), shards, a.queries, a.k, a.repeats, int(a.small_n),
-                a.single_k, a.single_queries, work)
+                a.single_k, a.single_queries, work,
+                [int(s) for s in a.fanout_shards.split(",")])
     finally:
         if not a.workdir:
             shutil.rmtree(work, ignore_errors=True)
