@@ -15,8 +15,8 @@ from hashsearch.errors import HashsearchError
 
 LOCAL_OBJECT_STORE_BYTES = 1 << 30  # a local instance's shared-memory store; Ray spills to disk past it
 # Ray starts its workers at niceness 15, below everything else on the node; shard actors do the
-# search itself, and on a shared machine each call waited behind every other process (a one-query
-# fan-out measured 8-16 ms instead of 1-3 ms). A cluster's nodes take RAY_worker_niceness=0 too.
+# search itself, and on a shared machine each of their calls would wait behind every other process.
+# A cluster's nodes take the same setting from RAY_worker_niceness=0 at `ray start`.
 WORKER_NICENESS = 0
 
 
