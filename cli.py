@@ -242,9 +242,10 @@ def _model_query(index, model_dir, image, text, topk, radius, show, where) -> No
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
 @one_line_errors
 def info_command(index_dir, no_verify, as_json) -> None:
-    """Describe an index on disk.
+    """Describe an index on disk (single or sharded).
 
-    Prints its bits, count, backend, bytes on disk and per item, and checks the checksums.
+    Prints its bits, count, backend, bytes on disk and per item, and checks the checksums; for a
+    sharded index also the shards, rows per shard, manifest version and leftovers of interrupted saves.
     """
     import json
 

@@ -6,10 +6,17 @@ each with its own HTTP connection, on the same machine (so they share its cores 
 Each level stops after --requests requests or --seconds seconds, whichever comes first.
 
     python benchmarks/bench_server.py --n 1e7 --out benchmarks/results/server_run.md
+
+With --lock FILE, the index is written and the server started and warmed first (at the niceness the
+script was started with), and only the timed levels hold FILE's flock, at niceness 0:
+
+    nice -n 10 python benchmarks/bench_server.py --n 1e7 --lock /work/bench.lock
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -84,6 +91,28 @@ def level(url: str, bodies: list[dict], concurrency: int, max_requests: int, max
             "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
 
 
+@contextlib.contextmanager
+def holding(lock_path: str | None, pids: list[int]):
+    """Hold the flock of `lock_path` (if any), with these processes' threads at niceness 0 meanwhile."""
+    if lock_path is None:
+        yield
+        return
+    pids = [int(t.name) for pid in pids for t in Path(f"/proc/{pid}/task").iterdir()]  # every thread
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        old = [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids]
+        for pid in pids:
+            with contextlib.suppress(PermissionError):
+                os.setpriority(os.PRIO_PROCESS, pid, 0)
+        try:
+            yield
+        finally:
+            for pid, nice in zip(pids, old):
+                with contextlib.suppress(PermissionError, ProcessLookupError):
+                    os.setpriority(os.PRIO_PROCESS, pid, nice)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=float, default=1e7)
@@ -93,6 +122,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=2000, help="at most this many requests per level")
     p.add_argument("--seconds", type=float, default=30, help="at most this long per level")
     p.add_argument("--out", default="benchmarks/results/server_run.md")
+    p.add_argument("--lock", default=None, help="flock this file around the timed levels only")
     a = p.parse_args()
     n = int(a.n)
     rng = np.random.default_rng(0)
@@ -115,7 +145,9 @@ def main() -> None:
         wait_ready(url, proc)
         httpx.post(f"{url}/search", json=bodies[0], timeout=600)  # builds the MIH tables
         ready_s = time.perf_counter() - t0
-        levels = [level(url, bodies, int(c), a.requests, a.seconds) for c in a.concurrency.split(",")]
+        with holding(a.lock, [os.getpid(), proc.pid]):
+            print(f"ready in {ready_s:.1f} s; timing", flush=True)
+            levels = [level(url, bodies, int(c), a.requests, a.seconds) for c in a.concurrency.split(",")]
     finally:
         proc.terminate()
         proc.wait(timeout=120)

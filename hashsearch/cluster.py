@@ -14,6 +14,10 @@ from typing import Any
 from hashsearch.errors import HashsearchError
 
 LOCAL_OBJECT_STORE_BYTES = 1 << 30  # a local instance's shared-memory store; Ray spills to disk past it
+# Ray starts its workers at niceness 15, below everything else on the node; shard actors do the
+# search itself, and on a shared machine each of their calls would wait behind every other process.
+# A cluster's nodes take the same setting from RAY_worker_niceness=0 at `ray start`.
+WORKER_NICENESS = 0
 
 
 def ray_module() -> Any:
@@ -38,7 +42,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                  object_store_memory=LOCAL_OBJECT_STORE_BYTES, logging_level=logging.WARNING,
-                 log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="hashsearch-ray-"))
+                 log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="hashsearch-ray-"),
+                 _system_config={"worker_niceness": WORKER_NICENESS})
     return ray
 
 

@@ -227,7 +227,12 @@ def write_parquet(batches: Iterable[ResultBatch], out: str | os.PathLike) -> int
 
 def describe_index(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
     """What `hashsearch info` prints: shape, backend, segments and tombstones, bytes on disk against
-    raw codes, checksums, and files left by interrupted saves (the next save deletes them)."""
+    raw codes, checksums, and files left by interrupted saves (the next save deletes them); a sharded
+    index directory is described shard by shard (`sharded.describe_sharded`)."""
+    from hashsearch.sharded import describe_sharded, is_sharded
+
+    if is_sharded(path):
+        return describe_sharded(path, verify=verify)
     stored = read_index(path, mmap=True, verify=verify)
     m = stored.manifest
     disk = index_size(path)

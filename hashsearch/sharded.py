@@ -3,9 +3,13 @@ memory-map the shard's directory, so an index can outgrow one process or one mac
 
 Routing: the item with id i lives in shard `i % N` (ROUTING), so an add with ids and a remove each
 reach exactly the shards that own those ids; default ids continue after the largest id of all shards.
-Queries go to every shard at once, in batches of `query_batch`; each shard returns its exact top-k
-(or range hits) ordered by (distance, id), and `hashsearch.results` merges them exactly, so the
-answer is the one a single HammingIndex over the same codes gives.
+Placement: shard s is held by actor s % A (A actors, default one per cluster CPU and at most one per
+shard), so a query costs one Ray call per actor, not per shard: each Ray actor call costs ~1 ms of
+round trip on a busy node, and a process per shard on a 2-core machine only adds context switches.
+Queries go to every actor at once, in batches of `query_batch`; each shard returns its exact top-k
+(or range hits) ordered by (distance, id), the actor merges its shards' answers and the driver the
+actors', both with `hashsearch.results`' exact merge, so the answer is the one a single
+HammingIndex over the same codes gives.
 
 Faults: every shard actor is started with Ray's `max_restarts`; a restarted actor reloads its
 directory and the driver replays the changes made since the last save or load (kept in a journal
@@ -13,10 +17,15 @@ per shard, in the driver's memory until `save` empties it), then retries the que
 `ShardUnavailableError` naming it: never a silent partial answer. With `replicas` > 1, queries
 rotate over the copies of a shard (throughput) and fail over to another copy.
 
-Layout of a sharded index directory (written atomically: a temporary sibling, fsync, rename):
-    manifest.json    format "hashsearch-sharded-index", version, nbits, count, shards, routing,
-                     backend, params, per-shard counts
+Layout of a sharded index directory:
+    manifest.json    format "hashsearch-sharded-index", version, lineage uid, nbits, count, shards,
+                     routing, backend, params, per-shard counts, and a copy of each shard's manifest
     shard-00000/     one HammingIndex directory per shard (`hashsearch.storage`'s format), ...
+A first save writes a temporary sibling and renames it. Saving again over the same index (same
+lineage uid) is incremental: each changed shard saves its new segments in its own directory, and
+the top manifest, replaced atomically, is the single commit point: a load that finds a shard's own
+manifest ahead of the copy in the top manifest (a save interrupted between the two) restores the
+copy, whose files the shard's save kept.
 On a cluster the directory must be on storage every node sees (NFS or similar), since each shard
 actor opens its own shard directory wherever Ray places it.
 """
@@ -39,8 +48,9 @@ from hashsearch.codes import check_nbits, validate_codes
 from hashsearch.errors import CorruptIndexError, HashsearchError, InvalidInputError, UnknownIdError
 from hashsearch.index import HammingIndex, set_num_threads
 from hashsearch.results import empty_topk, merge_range, merge_topk
-from hashsearch.storage import (MANIFEST, check_ids, check_metadata, load_manifest, staging, unique_ids,
-                                write_index, write_manifest)
+from hashsearch.storage import (MANIFEST, check_ids, check_metadata, index_size, leftovers, load_manifest, read_index,
+                                read_manifest, replace_manifest, restore_manifest, staging, unique_ids, write_index,
+                                write_manifest)
 
 SHARDED_FORMAT = "hashsearch-sharded-index"
 SHARDED_VERSION = 1
@@ -73,15 +83,11 @@ def is_sharded(path: str | os.PathLike) -> bool:
 # ------------------------------------------------------------------------------- one shard (actor body)
 
 class Shard:
-    """The body of one shard actor: a HammingIndex memory-mapped from its directory (or empty), and
-    a token that is new in every incarnation, so the driver sees a restart and replays its journal."""
+    """One shard inside a shard actor: a HammingIndex memory-mapped from its directory (or empty)."""
 
-    def __init__(self, nbits: int, backend: str, params: dict, path: str | None, shard: int, nshards: int,
-                 threads: int):
-        set_num_threads(threads)
+    def __init__(self, nbits: int, backend: str, params: dict, path: str | None, shard: int, nshards: int):
         self.spec = (nbits, backend, params)
         self.shard, self.nshards = shard, nshards
-        self.token = uuid.uuid4().hex
         self.path: str | None = None
         self.changed = False  # changes applied since the directory was loaded
         try:
@@ -99,20 +105,14 @@ class Shard:
                 raise CorruptIndexError(f"{path}: holds ids that route to another shard ({ROUTING})")
         self.path, self.changed = path, False
 
-    def resync(self, path: str | None, ops: list) -> tuple[str, dict]:
-        """Reopen `path` (unless already open and unchanged) and replay `ops`; returns (token, stats)."""
+    def resync(self, path: str | None, ops: list) -> dict:
+        """Reopen `path` (unless already open and unchanged) and replay `ops`; returns the stats."""
         if self.changed or self.path != path or (path is None and len(self.index)):
             self._open(path)
         for name, args in ops:
             getattr(self.index, name)(*args)
         self.changed = bool(ops)
-        return self.token, self.stats()
-
-    def call(self, token: str, name: str, args: tuple, kwargs: dict) -> Any:
-        """Run one method for the driver that last synced with this incarnation (else STALE)."""
-        if token != self.token:
-            return STALE
-        return getattr(self, name)(*args, **kwargs)
+        return self.stats()
 
     def stats(self) -> dict:
         meta = self.index.metadata
@@ -143,10 +143,53 @@ class Shard:
     def contents(self) -> tuple[np.ndarray, pa.Table | None]:
         return np.asarray(self.index.ids), self.index.metadata
 
-    def save(self, path: str) -> None:
-        """Write the shard; the driver's resync then reopens it where it was published."""
-        self.index.save(path)
-        self.path = None
+    def save(self, path: str) -> dict:
+        """Write the shard (nothing when saved there and unchanged since); returns its manifest."""
+        if self.changed or self.path != path or not Path(path, MANIFEST).is_file():
+            self.index.save(path)
+        self.path, self.changed = path, False
+        return read_manifest(path)
+
+
+class ShardHost:
+    """The body of one shard actor: the shards it holds (each a `Shard`), searched one after the other
+    on the actor's threads with their results merged here, so a query costs one actor call per
+    process, not per shard; and a token new in every incarnation, so the driver sees a restart and
+    replays its journals."""
+
+    def __init__(self, nbits: int, backend: str, params: dict, paths: dict[int, str | None], nshards: int,
+                 threads: int):
+        set_num_threads(threads)
+        self.token = uuid.uuid4().hex
+        self.shards = {s: Shard(nbits, backend, params, path, s, nshards) for s, path in paths.items()}
+
+    def resync(self, paths: dict[int, str | None], journals: dict[int, list]) -> tuple[str, dict[int, dict]]:
+        """Resync every shard held here (Shard.resync); returns (token, {shard: stats})."""
+        return self.token, {s: shard.resync(paths[s], journals[s]) for s, shard in self.shards.items()}
+
+    def call(self, token: str, calls: dict[int, tuple[str, tuple, dict]]) -> dict[int, Any] | str:
+        """Run calls[s] = (method, args, kwargs) on shard s, for the driver that last synced with this
+        incarnation (else STALE)."""
+        if token != self.token:
+            return STALE
+        return {s: getattr(self.shards[s], name)(*args, **kwargs) for s, (name, args, kwargs) in calls.items()}
+
+    def search(self, token: str, q: np.ndarray, k: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray] | str:
+        """The exact top-k over every shard held here (or STALE)."""
+        if token != self.token:
+            return STALE
+        parts = [p for p in (shard.search(q, k, filter) for shard in self.shards.values()) if p[0].shape[1]]
+        return merge_topk(parts, min(k, sum(p[0].shape[1] for p in parts))) if parts else empty_topk(len(q), 0)
+
+    def range_search(self, token: str, q: np.ndarray, radius: int, filter: Any = None):
+        """Every hit within `radius` over every shard held here (or STALE)."""
+        if token != self.token:
+            return STALE
+        return merge_range([shard.range_search(q, radius, filter) for shard in self.shards.values()])
+
+    def stats(self) -> dict:
+        """This process and its shards' stats (for monitoring and fault drills)."""
+        return {"pid": os.getpid(), "shards": {s: shard.stats() for s, shard in self.shards.items()}}
 
 
 # ------------------------------------------------------------------------------- the driver
@@ -158,23 +201,27 @@ class ShardedIndex:
     def __init__(self, nbits: int, shards: int = 2, backend: str = "numba", *, replicas: int = 1,
                  address: str | None = None, max_restarts: int = 3, retries: int = 3,
                  timeout_s: float | None = 600.0, restart_timeout_s: float = 120.0, query_batch: int = 4096,
-                 cpus_per_shard: float | None = None, **params: Any):
+                 cpus_per_shard: float | None = None, actors: int | None = None, **params: Any):
         """An empty index on the Ray cluster at `address` ($RAY_ADDRESS; default: a local instance).
         `replicas` copies per shard; an actor is restarted up to `max_restarts` times and a call is
         retried `retries` times before ShardUnavailableError; `timeout_s` bounds one shard call.
+        `actors` processes hold the shards (shard s in actor s % actors; default: one per cluster CPU, at
+        most one per shard), each replica set alike: a query costs one Ray call per actor, not per shard.
         `cpus_per_shard` CPUs are reserved for each actor (default none, so that several indexes and
         Ray Data jobs share a cluster) and set its threads (default: the cluster's CPUs / actors)."""
         self.nbits = check_nbits(nbits)
         probe = HammingIndex(nbits, backend=backend, **params)  # checks backend and params
         for name, value, low in (("shards", shards, 1), ("replicas", replicas, 1), ("query_batch", query_batch, 1),
-                                 ("max_restarts", max_restarts, 0), ("retries", retries, 0)):
+                                 ("max_restarts", max_restarts, 0), ("retries", retries, 0),
+                                 ("actors", 1 if actors is None else actors, 1)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise InvalidInputError(f"{name} must be an integer >= {low}, got {value!r}")
         self.backend, self.params = probe.backend, probe.params
         self.nshards, self.replicas, self.query_batch = int(shards), int(replicas), int(query_batch)
         self.max_restarts, self.retries = int(max_restarts), int(retries)
         self.timeout_s, self.restart_timeout_s = timeout_s, restart_timeout_s
-        self.address, self.cpus_per_shard = address, cpus_per_shard
+        self.address, self.cpus_per_shard, self.nactors = address, cpus_per_shard, actors
+        self.uid = uuid.uuid4().hex  # lineage: saving over a directory of the same lineage is incremental
         self._start([None] * self.nshards)
 
     # ------------------------------------------------------------------ actors
@@ -183,19 +230,22 @@ class ShardedIndex:
         self._ray = ray
         self._base = list(paths)  # what a restarted shard reopens
         self._journal: list[list[tuple[str, tuple]]] = [[] for _ in paths]  # changes since _base
-        share = self.cpus_per_shard or cluster_cpus() / (self.nshards * self.replicas)
-        actor_class = ray.remote(Shard).options(num_cpus=self.cpus_per_shard or 0, max_restarts=self.max_restarts,
-                                                max_task_retries=0, scheduling_strategy="SPREAD")
-        self._actors = [[actor_class.remote(self.nbits, self.backend, self.params, paths[s], s, self.nshards,
-                                            max(1, int(share))) for _ in range(self.replicas)]
-                        for s in range(self.nshards)]
-        self._tokens: list[list[str | None]] = [[None] * self.replicas for _ in paths]
-        self._turn = [itertools.cycle(range(self.replicas)) for _ in paths]
+        cpus = cluster_cpus()
+        self.nactors = min(self.nshards, int(self.nactors or max(1, int(cpus))))
+        self._held = [list(range(h, self.nshards, self.nactors)) for h in range(self.nactors)]
+        share = self.cpus_per_shard or cpus / (self.nactors * self.replicas)
+        actor_class = ray.remote(ShardHost).options(num_cpus=self.cpus_per_shard or 0, max_restarts=self.max_restarts,
+                                                    max_task_retries=0, scheduling_strategy="SPREAD")
+        self._actors = [[actor_class.remote(self.nbits, self.backend, self.params, {s: paths[s] for s in held},
+                                            self.nshards, max(1, int(share))) for _ in range(self.replicas)]
+                        for held in self._held]
+        self._tokens: list[list[str | None]] = [[None] * self.replicas for _ in self._held]
+        self._turn = [itertools.cycle(range(self.replicas)) for _ in self._held]
         stats = {}
         try:
-            for s in range(self.nshards):
+            for h in range(self.nactors):
                 for r in range(self.replicas):
-                    stats[s] = self._recover(s, r, first=True)
+                    stats.update(self._recover(h, r, first=True))
         except BaseException:
             self.close()
             raise
@@ -208,58 +258,62 @@ class ShardedIndex:
         schemas = [st["schema"] for st in stats.values() if st["count"] and st["schema"] is not None]
         self._schema = schemas[0] if schemas else None
 
-    def _recover(self, s: int, r: int, first: bool = False) -> dict:
-        """Wait for replica r of shard s to be up, reopen its base and replay its journal; returns its
-        stats, or raises ShardUnavailableError."""
+    def _recover(self, h: int, r: int, first: bool = False) -> dict[int, dict]:
+        """Wait for replica r of actor h to be up, reopen its shards' bases and replay their journals;
+        returns {shard: stats}, or raises ShardUnavailableError."""
         ray = self._ray
         from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError, RayTaskError
 
+        held = self._held[h]
         deadline = time.monotonic() + self.restart_timeout_s
         while True:
             try:
-                ref = self._actors[s][r].resync.remote(self._base[s], self._journal[s])
+                ref = self._actors[h][r].resync.remote({s: self._base[s] for s in held},
+                                                       {s: self._journal[s] for s in held})
                 token, stats = ray.get(ref, timeout=max(1.0, deadline - time.monotonic()))
-                self._tokens[s][r] = token
+                self._tokens[h][r] = token
                 return stats
             except RayTaskError as exc:  # the shard's own error, e.g. a corrupt directory
                 cause = exc.cause if isinstance(exc.cause, HashsearchError) else exc
-                raise ShardUnavailableError(f"{self._name(s, r)} could not open {self._base[s]}: {cause}") from None
+                raise ShardUnavailableError(f"{self._name(h, r)} could not open its directory: {cause}") from None
             except (RayActorError, GetTimeoutError) as exc:
                 if isinstance(exc, ActorDiedError) or time.monotonic() > deadline:
-                    raise ShardUnavailableError(f"{self._name(s, r)} is unavailable: {_first_line(exc)}") from None
+                    raise ShardUnavailableError(f"{self._name(h, r)} is unavailable: {_first_line(exc)}") from None
                 time.sleep(0.05 if first else 0.2)
 
-    def _name(self, s: int, r: int) -> str:
-        return f"shard {s} of {self.nshards}" + (f" (replica {r})" if self.replicas > 1 else "")
+    def _name(self, h: int, r: int) -> str:
+        held = self._held[h]
+        name = (f"shard {held[0]}" if len(held) == 1 else f"shards {', '.join(map(str, held))}") + f" of {self.nshards}"
+        return name + (f" (replica {r})" if self.replicas > 1 else "")
 
-    def _submit(self, s: int, r: int, call: tuple[str, tuple, dict]) -> Any:
-        name, args, kwargs = call
-        return self._actors[s][r].call.remote(self._tokens[s][r], name, args, kwargs)
+    def _submit(self, h: int, r: int, call: tuple[str, tuple]) -> Any:
+        name, args = call
+        return getattr(self._actors[h][r], name).remote(self._tokens[h][r], *args)
 
-    def _fanout(self, calls: dict[int, tuple[str, tuple, dict]], everywhere: bool = False) -> dict[int, Any]:
-        """Run calls[s] = (method, args, kwargs) on shard s, on all shards at once: on one replica
-        (reads: retried after a restart, on the next replica), or on every replica (writes already in
-        the journal: a replica that restarts gets them by replay). Returns {shard: result}."""
+    def _fanout(self, calls: dict[int, tuple[str, tuple]], everywhere: bool = False) -> dict[int, Any]:
+        """Run calls[h] = (ShardHost method, args after the token) on actor h, on all at once: on one
+        replica (reads: retried after a restart, on the next replica), or on every replica (writes
+        already in the journal: a replica that restarts gets them by replay). Returns {actor: result}."""
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-        pending = [(s, r, self._submit(s, r, call)) for s, call in calls.items()
-                   for r in (range(self.replicas) if everywhere else [next(self._turn[s])])]
+        pending = [(h, r, self._submit(h, r, call)) for h, call in calls.items()
+                   for r in (range(self.replicas) if everywhere else [next(self._turn[h])])]
         out: dict[int, Any] = {}
-        try:  # the common case in one round trip; any trouble is sorted out shard by shard below
+        try:  # the common case in one round trip; any trouble is sorted out actor by actor below
             values = self._ray.get([ref for _, _, ref in pending], timeout=self.timeout_s)
             if not any(isinstance(v, str) and v == STALE for v in values):
-                for (s, _, _), value in zip(pending, values):
-                    out.setdefault(s, value)
+                for (h, _, _), value in zip(pending, values):
+                    out.setdefault(h, value)
                 return out
         except (RayActorError, GetTimeoutError, RayTaskError):
             pass
-        for s, r, ref in pending:
+        for h, r, ref in pending:
             failures: list[str] = []
             while True:
                 try:
                     value = self._ray.get(ref, timeout=self.timeout_s)
                     if not (isinstance(value, str) and value == STALE):
-                        out.setdefault(s, value)
+                        out.setdefault(h, value)
                         break
                     failures.append("restarted")
                 except RayTaskError as exc:
@@ -268,29 +322,40 @@ class ShardedIndex:
                     failures.append(_first_line(exc))
                 if len(failures) > self.retries:
                     raise ShardUnavailableError(
-                        f"{self._name(s, r)} is unavailable after {len(failures)} tries: {failures[-1]}")
+                        f"{self._name(h, r)} is unavailable after {len(failures)} tries: {failures[-1]}")
                 if not everywhere and self.replicas > 1:
-                    r = next(self._turn[s])
+                    r = next(self._turn[h])
                 try:
-                    self._recover(s, r)
+                    self._recover(h, r)
                 except ShardUnavailableError:
                     if everywhere or self.replicas == 1 or len(failures) > self.retries:
                         raise
                     continue
                 if everywhere:  # the replay applied this write
                     break
-                ref = self._submit(s, r, calls[s])
+                ref = self._submit(h, r, calls[h])
+        return out
+
+    def _per_shard(self, calls: dict[int, tuple[str, tuple, dict]], everywhere: bool = False) -> dict[int, Any]:
+        """Run calls[s] = (Shard method, args, kwargs) on shard s, one actor call per actor involved;
+        returns {shard: result}."""
+        grouped: dict[int, dict] = {}
+        for s, call in calls.items():
+            grouped.setdefault(s % self.nactors, {})[s] = call
+        out: dict[int, Any] = {}
+        for part in self._fanout({h: ("call", (group,)) for h, group in grouped.items()}, everywhere).values():
+            out.update(part)
         return out
 
     def _write(self, ops: dict[int, tuple[str, tuple]]) -> dict[int, Any]:
         """Apply per-shard changes to every replica, journaled first so that a restart replays them."""
         for s, op in ops.items():
             self._journal[s].append(op)
-        return self._fanout({s: (name, args, {}) for s, (name, args) in ops.items()}, everywhere=True)
+        return self._per_shard({s: (name, args, {}) for s, (name, args) in ops.items()}, everywhere=True)
 
     def actor(self, shard: int, replica: int = 0) -> Any:
-        """The Ray actor handle of one shard replica (for monitoring, or fault drills with ray.kill)."""
-        return self._actors[shard][replica]
+        """The Ray actor handle holding one shard's replica (for monitoring, or fault drills with ray.kill)."""
+        return self._actors[shard % self.nactors][replica]
 
     def close(self) -> None:
         """Stop the shard actors (what was not saved is gone)."""
@@ -333,7 +398,7 @@ class ShardedIndex:
         return list(self._counts)
 
     def _contents(self) -> tuple[np.ndarray, pa.Table | None]:
-        parts = self._fanout({s: ("contents", (), {}) for s in range(self.nshards)})
+        parts = self._per_shard({s: ("contents", (), {}) for s in range(self.nshards)})
         ids = np.concatenate([parts[s][0] for s in range(self.nshards)]).astype(np.int64)
         order = np.argsort(ids, kind="stable")
         tables = [parts[s][1] for s in range(self.nshards) if parts[s][1] is not None and len(parts[s][1])]
@@ -359,7 +424,7 @@ class ShardedIndex:
             return self._schema.empty_table()
         owner = shard_of(ids, self.nshards)
         shards = [int(s) for s in np.unique(owner)]
-        parts = self._fanout({s: ("metadata_rows", (ids[owner == s],), {}) for s in shards})
+        parts = self._per_shard({s: ("metadata_rows", (ids[owner == s],), {}) for s in shards})
         where = np.concatenate([np.nonzero(owner == s)[0] for s in shards])
         return pa.concat_tables([parts[s] for s in shards]).take(pa.array(np.argsort(where)))
 
@@ -387,7 +452,7 @@ class ShardedIndex:
             if n and counts.max() > 1:
                 raise InvalidInputError(f"duplicate id {uniq[counts > 1][0]}: ids must be unique in the index")
             owner = shard_of(ids, self.nshards)
-            absent = self._fanout({int(s): ("missing", (ids[owner == s],), {}) for s in np.unique(owner)})
+            absent = self._per_shard({int(s): ("missing", (ids[owner == s],), {}) for s in np.unique(owner)})
             held = np.setdiff1d(ids, np.concatenate(list(absent.values())) if absent else ids)
             if held.size:
                 raise InvalidInputError(f"duplicate id {held[0]}: ids must be unique in the index")
@@ -414,14 +479,14 @@ class ShardedIndex:
             return 0
         owner = shard_of(ids, self.nshards)
         shards = [int(s) for s in np.unique(owner)]
-        absent = np.concatenate(list(self._fanout({s: ("missing", (ids[owner == s],), {}) for s in shards}).values()))
+        absent = np.concatenate(list(self._per_shard({s: ("missing", (ids[owner == s],), {}) for s in shards}).values()))
         if absent.size:
             raise UnknownIdError(f"id {np.sort(absent)[0]} is not in the index ({absent.size} unknown id(s) given)")
         self._write({s: ("remove", (ids[owner == s],)) for s in shards})
         for s in shards:
             self._counts[s] -= int(np.count_nonzero(owner == s))
         if self._next_id - 1 in ids:  # the largest id went: default ids continue after the new largest
-            self._absorb(self._fanout({s: ("stats", (), {}) for s in range(self.nshards)}))
+            self._absorb(self._per_shard({s: ("stats", (), {}) for s in range(self.nshards)}))
         return int(ids.size)
 
     # ------------------------------------------------------------------ search
@@ -443,8 +508,8 @@ class ShardedIndex:
         width = min(int(k), len(self)) if isinstance(k, (int, np.integer)) and not isinstance(k, bool) else k
         out = []
         for batch in self._batches(queries):
-            parts = self._fanout({s: ("search", (batch, k), {"filter": filter}) for s in range(self.nshards)})
-            parts = [parts[s] for s in range(self.nshards) if parts[s][0].shape[1]]
+            parts = self._fanout({h: ("search", (batch, k, filter)) for h in range(self.nactors)})
+            parts = [parts[h] for h in range(self.nactors) if parts[h][0].shape[1]]
             out.append(merge_topk(parts, width) if parts else empty_topk(len(batch), 0))
         return np.concatenate([d for d, _ in out]), np.concatenate([i for _, i in out])
 
@@ -453,9 +518,8 @@ class ShardedIndex:
         ids), rows sorted by (distance, id)."""
         lims, dist, ids = [np.zeros(1, np.int64)], [], []
         for batch in self._batches(queries):
-            parts = self._fanout({s: ("range_search", (batch, radius), {"filter": filter})
-                                  for s in range(self.nshards)})
-            l, d, i = merge_range([parts[s] for s in range(self.nshards)])
+            parts = self._fanout({h: ("range_search", (batch, radius, filter)) for h in range(self.nactors)})
+            l, d, i = merge_range([parts[h] for h in range(self.nactors)])
             lims.append(l[1:] + lims[-1][-1])
             dist.append(d)
             ids.append(i)
@@ -463,24 +527,42 @@ class ShardedIndex:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
-        """Write every shard and the top manifest to `path`, atomically as a whole; the shards then
-        map the new files, and the journal of unsaved changes is emptied."""
+        """Write every shard and the top manifest to `path`: over a directory of this index's lineage,
+        only the changed shards' new segments and then the top manifest (the commit point); anywhere
+        else, a whole new directory swapped in atomically. The shards then map the saved files and the
+        journal of unsaved changes is emptied."""
         path = Path(path).absolute()
-        with staging(path) as tmp:
-            self._fanout({s: ("save", (str(shard_dir(tmp, s)),), {}) for s in range(self.nshards)})
-            write_sharded_manifest(tmp, self.nbits, self.backend, self.params, self._counts)
+        if self._saved_at(path):
+            manifests = self._per_shard({s: ("save", (str(shard_dir(path, s)),), {}) for s in range(self.nshards)})
+            replace_manifest(path, self._manifest(manifests))
+        else:
+            with staging(path) as tmp:
+                manifests = self._per_shard({s: ("save", (str(shard_dir(tmp, s)),), {}) for s in range(self.nshards)})
+                write_manifest(tmp, self._manifest(manifests))
         self._base = [str(shard_dir(path, s)) for s in range(self.nshards)]
         self._journal = [[] for _ in range(self.nshards)]
-        for s in range(self.nshards):  # every replica reopens the published files
+        for h in range(self.nactors):  # every replica maps the published files
             for r in range(self.replicas):
-                self._recover(s, r)
+                self._recover(h, r)
+
+    def _saved_at(self, path: Path) -> bool:
+        """Whether `path` holds a saved version of this very index (same lineage and shards)."""
+        try:
+            manifest = read_sharded_manifest(path)
+        except (CorruptIndexError, OSError):
+            return False
+        return manifest.get("uid") == self.uid and manifest["shards"] == self.nshards and manifest["nbits"] == self.nbits
+
+    def _manifest(self, shard_manifests: dict[int, dict]) -> dict[str, Any]:
+        return sharded_manifest(self.nbits, self.backend, self.params, self._counts, self.uid,
+                                [shard_manifests[s] for s in range(self.nshards)])
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, replicas: int = 1, address: str | None = None,
              **options: Any) -> "ShardedIndex":
         """Open a sharded index directory: one actor per shard replica memory-maps its shard.
         `options` are the constructor's (max_restarts, retries, timeout_s, restart_timeout_s,
-        query_batch, cpus_per_shard)."""
+        query_batch, cpus_per_shard, actors)."""
         path = Path(path).absolute()
         manifest = read_sharded_manifest(path)
         self = cls.__new__(cls)
@@ -490,9 +572,11 @@ class ShardedIndex:
         self.max_restarts, self.retries = int(options.pop("max_restarts", 3)), int(options.pop("retries", 3))
         self.timeout_s = options.pop("timeout_s", 600.0)
         self.restart_timeout_s = options.pop("restart_timeout_s", 120.0)
-        self.cpus_per_shard = options.pop("cpus_per_shard", None)
+        self.cpus_per_shard, self.nactors = options.pop("cpus_per_shard", None), options.pop("actors", None)
         if options:
             raise InvalidInputError(f"unknown option(s) {', '.join(options)} for ShardedIndex.load")
+        self.uid = manifest.get("uid") or uuid.uuid4().hex
+        restore_uncommitted(path, manifest)
         self._start([str(shard_dir(path, s)) for s in range(self.nshards)])
         if self._counts != manifest["counts"]:
             self.close()
@@ -506,13 +590,35 @@ def _first_line(exc: BaseException) -> str:
 
 # ------------------------------------------------------------------------------- directories
 
-def write_sharded_manifest(directory: Path, nbits: int, backend: str, params: dict, counts: list[int]) -> None:
-    """The top manifest of a sharded index, fsynced."""
-    write_manifest(directory, {
-        "format": SHARDED_FORMAT, "format_version": SHARDED_VERSION, "nbits": nbits, "count": int(sum(counts)),
-        "shards": len(counts), "routing": ROUTING, "backend": backend, "params": params,
-        "counts": [int(c) for c in counts],
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+def sharded_manifest(nbits: int, backend: str, params: dict, counts: list[int], uid: str,
+                     shard_manifests: list[dict]) -> dict[str, Any]:
+    """The top manifest of a sharded index: its shape, lineage, per-shard counts and a copy of each
+    shard's own manifest (what the top manifest commits)."""
+    return {
+        "format": SHARDED_FORMAT, "format_version": SHARDED_VERSION, "uid": uid, "nbits": nbits,
+        "count": int(sum(counts)), "shards": len(counts), "routing": ROUTING, "backend": backend, "params": params,
+        "counts": [int(c) for c in counts], "shard_manifests": shard_manifests,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def restore_uncommitted(path: Path, manifest: dict[str, Any]) -> list[int]:
+    """Shards whose own manifest differs from the copy the top manifest committed (a save interrupted
+    before its top manifest) get that copy back; returns their numbers."""
+    restored = []
+    for s, committed in enumerate(manifest.get("shard_manifests") or []):
+        where = shard_dir(path, s)
+        try:
+            current = read_manifest(where)
+        except (CorruptIndexError, OSError):
+            current = None
+        if current is None or _generation(current) != _generation(committed):
+            restore_manifest(where, committed)
+            restored.append(s)
+    return restored
+
+
+def _generation(manifest: dict[str, Any]) -> tuple:
+    return manifest.get("uid"), manifest.get("generation")
 
 
 def read_sharded_manifest(path: Path) -> dict[str, Any]:
@@ -537,7 +643,7 @@ def write_sharded(path: str | os.PathLike, codes: np.ndarray, ids: np.ndarray | 
     n = codes.shape[0]
     ids = np.arange(n, dtype=np.int64) if ids is None else check_ids(ids, n)
     owner = shard_of(ids, nshards)
-    counts = []
+    counts, manifests = [], []
     with staging(Path(path).absolute()) as tmp:
         for s in range(nshards):
             sel = np.nonzero(owner == s)[0]
@@ -547,5 +653,46 @@ def write_sharded(path: str | os.PathLike, codes: np.ndarray, ids: np.ndarray | 
             write_index(shard_dir(tmp, s), np.ascontiguousarray(codes[order]), ids[order], nbits, backend=backend,
                         params=params, metadata=None if metadata is None else metadata.take(pa.array(order)))
             counts.append(int(order.size))
-        write_sharded_manifest(tmp, nbits, backend, params, counts)
+            manifests.append(read_manifest(shard_dir(tmp, s)))
+        write_manifest(tmp, sharded_manifest(nbits, backend, params, counts, uuid.uuid4().hex, manifests))
     return counts
+
+
+def describe_sharded(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
+    """What `hashsearch info` prints for a sharded index directory: its shape, each shard's rows,
+    segments, tombstones and bytes, and what interrupted saves left (files, staging directories,
+    shards whose own manifest is ahead of the committed one: the next load restores those)."""
+    path = Path(path)
+    manifest = read_sharded_manifest(path)
+    committed = manifest.get("shard_manifests") or [None] * manifest["shards"]
+    rows, segments, tombstones, disk, stray, ahead = [], [], [], [], [], []
+    for s in range(manifest["shards"]):
+        where = shard_dir(path, s)
+        current = read_manifest(where)
+        if committed[s] is not None and _generation(current) != _generation(committed[s]):
+            ahead.append(s)
+            rows.append(committed[s]["count"])
+            segments.append(len(committed[s]["segments"]))
+            tombstones.append(None)
+        else:
+            stored = read_index(where, mmap=True, verify=verify)
+            if stored.count != manifest["counts"][s]:
+                raise CorruptIndexError(f"{where}: {stored.count} rows but {path / MANIFEST} says {manifest['counts'][s]}")
+            rows.append(stored.count)
+            segments.append(len(stored.segments))
+            tombstones.append(sum(0 if seg.dead is None else int(seg.dead.size) for seg in stored.segments))
+        disk.append(index_size(where))
+        stray += [f"{where.name}/{name}" for name in leftovers(where, current)]
+    stray += sorted(p.name for p in path.iterdir() if p.name.startswith(f"{MANIFEST}.hs-tmp-"))
+    stray += sorted(str(p) for p in path.parent.glob(f".{path.name}.*-*") if p.is_dir())
+    total = int(sum(disk))
+    return {
+        "path": str(path), "sharded": True, "format": manifest["format"],
+        "manifest_version": manifest["format_version"], "nbits": manifest["nbits"], "count": manifest["count"],
+        "backend": manifest["backend"], "params": manifest["params"], "shards": manifest["shards"],
+        "routing": manifest["routing"], "rows_per_shard": rows, "segments_per_shard": segments,
+        "tombstones_per_shard": tombstones, "bytes_per_shard": disk, "bytes_on_disk": total,
+        "bytes_per_item": total / manifest["count"] if manifest["count"] else None,
+        "created": manifest.get("created"), "checksums": "ok" if verify else "not checked",
+        "shards_ahead_of_manifest": ahead, "leftover_files": stray,
+    }

@@ -142,6 +142,25 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def replace_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Replace `directory`/manifest.json atomically (temporary name, fsync, rename): a commit point."""
+    _write_file(Path(directory), MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True)),
+                checksum=False)
+
+
+def restore_manifest(path: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Make `manifest`, an earlier generation of the index at `path` whose files are still there (a
+    save keeps the previous generation's), the index again: undoes a save that a sharded index's
+    top manifest never committed. Raises CorruptIndexError when one of its files is gone."""
+    path = Path(path)
+    with _locked(path):
+        try:
+            check_files(path, _referenced(manifest).values(), verify=False)
+        except _Vanished as exc:
+            raise CorruptIndexError(f"cannot restore generation {manifest.get('generation')} of {path}: {exc}") from None
+        replace_manifest(path, manifest)
+
+
 def _check_replaceable(path: Path) -> None:
     """Refuse to overwrite anything that is not an index (a file, or a directory of other things)."""
     if path.is_symlink() or (path.exists() and not path.is_dir()):

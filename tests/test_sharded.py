@@ -27,9 +27,10 @@ def same_answers(sharded, single, q, k, r):
     assert len(sharded) == len(single) and (sharded.ids == single.ids).all()
 
 
-@pytest.fixture(scope="module", params=[1, 3, 5])  # 2 shards: the tests below
+@pytest.fixture(scope="module", params=[(1, None), (3, None), (5, 5)])  # 2 shards: the tests below
 def sharded(request, ray_local):
-    with ShardedIndex(NBITS, shards=request.param) as index:
+    shards, actors = request.param  # default: 2 actors (the CPUs) holding several shards each
+    with ShardedIndex(NBITS, shards=shards, actors=actors) as index:
         yield index
 
 
@@ -107,7 +108,7 @@ def test_written_shards_load_save_in_place_and_replicas_cover_for_a_dead_one(ray
         with pytest.raises(InvalidInputError, match="not overwriting"):
             index.save(tmp_path / "other")
         assert (tmp_path / "other" / "keep.txt").read_text() == "not ours"
-        with pytest.raises(ShardUnavailableError, match=r"shard 0 of 3 \(replica 1\)"):
+        with pytest.raises(ShardUnavailableError, match=r"shards 0, 2 of 3 \(replica 1\)"):
             index.remove(ids[ids % 3 == 0][:1])  # a write must reach every replica: the dead one is named
     single.remove(ids[:3])
     single.add(codes[:2] ^ np.uint8(1))
@@ -156,3 +157,78 @@ def test_a_killed_shard_restarts_and_no_query_is_wrong_or_lost(ray_local, two_sh
         time.sleep(0.1)
     with pytest.raises(ShardUnavailableError, match="shard 1 of 2"):
         index.search(q, 20)
+
+
+def _files(root):
+    return {str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def test_saving_again_writes_only_the_changed_shard_and_the_top_manifest_commits(ray_local, tmp_path, monkeypatch):
+    import hashsearch.sharded as sharded_module
+
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 256, (600, 2), dtype=np.uint8)
+    single = HammingIndex(NBITS)
+    single.add(codes)
+    q = rng.integers(0, 256, (10, 2), dtype=np.uint8)
+    idx = tmp_path / "idx"
+    with ShardedIndex(NBITS, shards=3) as index:
+        index.add(codes)
+        index.save(idx)
+        before, dirs = _files(idx), {p.name: p.stat().st_ino for p in idx.iterdir() if p.is_dir()}
+        more = rng.integers(0, 256, (4, 2), dtype=np.uint8)
+        index.add(more, np.array([1000, 1003, 1006, 1009]))  # all route to shard 1
+        single.add(more, np.array([1000, 1003, 1006, 1009]))
+        index.save(idx)
+        after = _files(idx)
+        assert {p.name: p.stat().st_ino for p in idx.iterdir() if p.is_dir()} == dirs  # no directory swapped
+        for name, stamp in before.items():  # shards 0 and 2 untouched; shard 1's old segment kept as it was
+            if name.startswith(("shard-00000/", "shard-00002/")) or name.endswith(".codes.arrow"):
+                assert after.get(name) == stamp, name
+        new = sorted(set(after) - set(before))
+        assert new and all(name.startswith("shard-00001/seg-") for name in new), new
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+        same_answers(index, single, q, 15, 5)
+
+        committed = HammingIndex(NBITS)  # what the last save committed
+        committed.add(np.concatenate([codes, more]), single.ids)
+        single.remove([1, 2, 1003])
+        index.remove([1, 2, 1003])  # shards 1 and 2 change
+
+        def crash(*args, **kwargs):
+            raise OSError("disk full")
+
+        monkeypatch.setattr(sharded_module, "replace_manifest", crash)
+        with pytest.raises(OSError, match="disk full"):
+            index.save(idx)  # the shards saved, the top manifest did not: the save never happened
+    monkeypatch.undo()
+    info = sharded_module.describe_sharded(idx)
+    assert info["shards_ahead_of_manifest"] == [1, 2] and info["count"] == 604
+    with ShardedIndex.load(idx) as index:
+        same_answers(index, committed, q, 15, 5)
+        index.remove([1, 2, 1003])
+        index.save(idx)
+    with ShardedIndex.load(idx) as index:
+        same_answers(index, single, q, 15, 5)
+    assert sharded_module.describe_sharded(idx)["shards_ahead_of_manifest"] == []
+
+
+def test_info_describes_a_sharded_directory_and_its_leftovers(ray_local, tmp_path):
+    from click.testing import CliRunner
+
+    from hashsearch.cli import main
+
+    ids = np.arange(0, 700, 7)
+    write_sharded(tmp_path / "idx", np.random.default_rng(0).integers(0, 256, (100, 8), dtype=np.uint8), ids, 4)
+    (tmp_path / "idx" / "shard-00002" / ".hs-tmp-0123456789ab.seg-0123456789abcdef.codes.arrow").write_bytes(b"x")
+    (tmp_path / "idx" / "manifest.json.hs-tmp-0123456789ab").write_text("{")
+    (tmp_path / ".idx.tmp-0123456789ab").mkdir()
+    result = CliRunner().invoke(main, ["info", str(tmp_path / "idx")])
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split(": ", 1) for line in result.output.splitlines())
+    assert lines["shards"] == "4" and lines["nbits"] == "64" and lines["count"] == "100"
+    assert lines["backend"] == "numba" and lines["manifest_version"] == "1" and lines["checksums"] == "ok"
+    assert lines["rows_per_shard"] == str([int(np.count_nonzero(ids % 4 == s)) for s in range(4)])
+    stray = lines["leftover_files"]
+    assert "shard-00002/.hs-tmp-0123456789ab.seg-0123456789abcdef.codes.arrow" in stray
+    assert "manifest.json.hs-tmp-0123456789ab" in stray and ".idx.tmp-0123456789ab" in stray
