@@ -1,6 +1,8 @@
 """Shared test settings."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from hypothesis import settings
@@ -9,6 +11,7 @@ from hypothesis import settings
 # shared machine's load can stretch any example; the oracles, not the clock, decide.
 settings.register_profile("hashsearch", deadline=None)
 settings.load_profile("hashsearch")
+THOROUGH = os.environ.get("HASHSEARCH_THOROUGH") == "1"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -30,3 +33,9 @@ def ray_local():
     connect(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+def examples(n: int) -> int:
+    """A property test's example count: n where $HASHSEARCH_THOROUGH=1 (.ci/run), a third of it in the
+    quick suite (the README's `pytest`), so that runs in a few minutes on 2 cores."""
+    return n if THOROUGH else max(5, n // 3)

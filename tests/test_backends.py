@@ -11,6 +11,7 @@ from hashsearch.backends import PAD_DISTANCE, get_backend
 from hashsearch.errors import InvalidInputError
 from hashsearch.planner import Costs
 from test_kernels import code_sets
+from conftest import examples
 
 CASES = [("numba", {}), ("faiss", {}), ("faiss", {"nhash": 2}), ("mih", {}), ("mih", {"probe_cost": 0.01}),
          ("mih", {"probe_cost": 0.0}), ("auto", {}), ("auto:mih", {}), ("auto:scan", {})]
@@ -75,7 +76,7 @@ def check(backend, q, db, k, r, mask):
 
 
 @pytest.mark.parametrize("name,params", CASES)
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(data=code_sets(max_n=200), k=st.integers(1, 220), r=st.integers(0, 1024), seed=st.integers(0, 99),
        kind=st.sampled_from(["none-given", "all", "nothing", "sparse", "dense", "half"]))
 def test_backends_match_bruteforce_with_masks(name, params, data, k, r, seed, kind):

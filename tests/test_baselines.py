@@ -24,6 +24,7 @@ from hashsearch.models.baselines import (
     top_singular_pairs,
 )
 from hashsearch.models.training import load_model
+from conftest import examples
 
 SINGLE = [LSH, ITQ]
 CROSS = [CCAITQ, SCM]
@@ -217,7 +218,7 @@ def test_itq_rotation_orthonormal_and_loss_never_increases(nbits, d):
     assert losses[-1] < losses[0]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     n=st.integers(1, 60),
     r=st.integers(1, 16),

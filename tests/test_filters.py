@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from hashsearch.errors import InvalidInputError
 from hashsearch.filters import filter_mask, parse_where
+from conftest import examples
 
 META = pa.table({"label": [3, 1, 3, None, 7], "year": [2009, 2010, 2015, 2020, 2011],
                  "tag": ["cat", "dog", "cat", "bird", None], "score": [0.1, 0.9, 0.5, 0.7, 0.2],
@@ -76,7 +77,7 @@ def test_id_allow_list_and_errors():
         filter_mask(pc.field("tag") > 3, IDS, META)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.lists(st.integers(0, 9), min_size=1, max_size=50), st.integers(0, 9), st.sampled_from(["==", "!=", "<", "<=", ">", ">="]))
 def test_comparison_matches_numpy(values, x, op):
     meta = pa.table({"v": values})

@@ -12,6 +12,7 @@ from hashsearch.errors import InvalidInputError, UnknownIdError
 from hashsearch.index import PAD_DISTANCE, HammingIndex
 from hashsearch.storage import StoredIndex
 from test_kernels import code_sets
+from conftest import examples
 
 BACKENDS = [("numba", {}), ("faiss", {}), ("faiss", {"nhash": 2}), ("mih", {}), ("mih", {"probe_cost": 0.01})]
 
@@ -44,7 +45,7 @@ def check(index, q, db, ids, k, r):
 
 
 @pytest.mark.parametrize("backend,params", BACKENDS)
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(data=code_sets(max_n=200), k=st.integers(1, 210), r=st.integers(0, 1024), seed=st.integers(0, 99))
 def test_backends_match_bruteforce_with_custom_ids_and_removal(backend, params, data, k, r, seed):
     nbits, q, db = data

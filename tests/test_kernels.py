@@ -6,6 +6,7 @@ from hypothesis import given, settings, strategies as st
 from hashsearch.codes import hamming_bruteforce
 from hashsearch.kernels import scan
 from hashsearch.kernels.popcount import as_words, popcount64, scan_words
+from conftest import examples
 
 WORD_TYPES = {numba.types.uint8, numba.types.uint16, numba.types.uint32, numba.types.uint64}
 
@@ -89,7 +90,7 @@ def test_as_words_pads_without_changing_distances():
         assert (scan.hamming_distances(w, w) == hamming_bruteforce(a, a)).all()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(code_sets(), st.integers(1, 320))
 def test_topk_matches_oracle(data, k):
     nbits, q, db = data
@@ -99,7 +100,7 @@ def test_topk_matches_oracle(data, k):
     assert (d == ed).all() and (j == ej).all()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(code_sets(), st.integers(0, 1024))
 def test_range_search_matches_oracle(data, r):
     nbits, q, db = data
@@ -109,7 +110,7 @@ def test_range_search_matches_oracle(data, r):
     assert (lims == el).all() and (dist == ed).all() and (pos == ep).all()
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(code_sets(), st.integers(1, 50), st.integers(2, 4))
 def test_database_split_over_parts_merges_exactly(data, k, nparts):
     """The path a single query takes on many threads: the scan is split and the parts merged."""

@@ -11,6 +11,7 @@ from hashsearch import datasets, metrics
 from hashsearch.codes import hamming_bruteforce
 from hashsearch.errors import InvalidInputError
 from hashsearch.index import HammingIndex
+from conftest import examples
 
 # Hand-worked case, 8-bit codes. Database (ids 0..3) and three queries:
 #   db codes 0x01 0x00 0x03 0x01, labels [1,0,0] [0,1,0] [1,1,0] [0,1,0]
@@ -117,7 +118,7 @@ def retrieval_case(draw):
     return q, db, ql, dbl, nbits, k, radius
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(retrieval_case())
 def test_metrics_match_numpy_oracle(case):
     q, db, ql, dbl, nbits, k, radius = case
@@ -239,7 +240,7 @@ def test_code_statistics_hand_computed():
     assert metrics.code_statistics(np.array([[0b10000000], [0b01000000]], dtype=np.uint8), 8)["max_abs_correlation"] == pytest.approx(1.0)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(0, 16))
 def test_lookup_statistics_match_bruteforce(seed, radius):
     rng = np.random.default_rng(seed)

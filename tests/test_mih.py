@@ -8,6 +8,7 @@ from hashsearch.kernels import mih as kernels
 from hashsearch.kernels.popcount import as_words
 from hashsearch.mih import MultiIndexHash, default_substrings
 from test_kernels import code_sets, oracle_range, oracle_topk
+from conftest import examples
 
 
 def test_default_substrings_follow_nbits_over_log2_n():
@@ -43,7 +44,7 @@ def test_bad_substring_count_is_refused():
         MultiIndexHash(w, 128, m=1)  # 128-bit substrings do not fit a word
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(code_sets(max_n=200), st.integers(0, 6), st.sampled_from([None, 1, 2, 3, 5]))
 def test_probing_range_search_matches_oracle(data, r, m):
     nbits, q, db = data
@@ -56,7 +57,7 @@ def test_probing_range_search_matches_oracle(data, r, m):
     assert (lims == el).all() and (dist == ed).all() and (pos == ep).all()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(code_sets(max_n=200), st.integers(1, 220))
 def test_growing_radius_topk_matches_oracle(data, k):
     nbits, q, db = data
@@ -66,7 +67,7 @@ def test_growing_radius_topk_matches_oracle(data, k):
     assert (d == ed).all() and (j == ej).all()
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(code_sets(max_n=200), st.integers(0, 1024))
 def test_large_radius_falls_back_to_scan_exactly(data, r):
     nbits, q, db = data

@@ -3,6 +3,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from hashsearch.results import PAD_DISTANCE, empty_range, merge_range, merge_topk
+from conftest import examples
 
 
 def brute(dist_row_major, ids, k, r):
@@ -20,7 +21,7 @@ def brute(dist_row_major, ids, k, r):
     return D, I, (np.array(lims), np.concatenate(rd).astype(np.int32), np.concatenate(ri).astype(np.int64))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(nq=st.integers(1, 5), n=st.integers(0, 40), nparts=st.integers(1, 5), k=st.integers(1, 50),
        r=st.integers(0, 8), maxd=st.integers(0, 8), seed=st.integers(0, 10**6))
 def test_merges_of_disjoint_parts_equal_the_whole(nq, n, nparts, k, r, maxd, seed):

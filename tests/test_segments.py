@@ -12,6 +12,7 @@ from hashsearch.codes import hamming_bruteforce
 from hashsearch.errors import InvalidInputError, UnknownIdError
 from hashsearch.index import HammingIndex
 from hashsearch.results import PAD_DISTANCE
+from conftest import examples
 
 
 def oracle_topk(q, codes, ids, k, allowed=None):
@@ -51,7 +52,7 @@ ops = st.lists(st.one_of(
 ), min_size=1, max_size=12)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(ops=ops, nbits=st.sampled_from([8, 24, 64, 128]), backend=st.sampled_from(["numba", "mih", "faiss"]),
        segment_rows=st.integers(1, 50), k=st.integers(1, 30), r=st.integers(0, 140), seed=st.integers(0, 999))
 def test_segments_and_tombstones_match_a_brute_force_model(ops, nbits, backend, segment_rows, k, r, seed):
@@ -221,7 +222,7 @@ merge_ops = st.lists(st.one_of(
 ), min_size=1, max_size=25)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(ops=merge_ops, nbits=st.sampled_from([16, 64]), backend=st.sampled_from(["mih", "numba"]),
        segment_rows=st.integers(1, 12), merge_factor=st.integers(2, 4), max_segments=st.integers(2, 8),
        max_dead_fraction=st.sampled_from([0.1, 0.5, 1.0]), k=st.integers(1, 12), r=st.integers(0, 8),

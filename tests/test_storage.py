@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hashsearch import storage
 from hashsearch.errors import CorruptIndexError, InvalidInputError
 from hashsearch.storage import MANIFEST, index_size, read_index, write_index
+from conftest import examples
 
 
 def random_codes(n: int, nbits: int, seed: int = 0) -> np.ndarray:
@@ -54,7 +55,7 @@ def mapped_files(address: int) -> list[str]:
 
 # ------------------------------------------------------------------------------------ round trips
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(n=st.integers(0, 60), nbytes=st.integers(1, 128), seed=st.integers(0, 2**16),
        id_kind=st.sampled_from(["none", "range", "shuffled"]), mmap=st.booleans())
 def test_round_trip_property(tmp_path_factory, n, nbytes, seed, id_kind, mmap):

@@ -102,7 +102,7 @@ QUICK = BenchConfig(
     scale_sizes=(10**4, 10**5, 10**6),
     physical_buffer=256 << 20,
     accuracy_datasets=("wikipedia", "mirflickr25k", "mnist5k", "siftsmall"),
-    accuracy_epochs=2,
+    accuracy_epochs=None,  # the learners' defaults: about a minute a model on 2 cores
     deep_datasets=("wikipedia", "mnist5k"),
     deep_nbits=(64,),
 )
