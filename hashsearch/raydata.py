@@ -51,7 +51,7 @@ def build_sharded(source: str | os.PathLike, out: str | os.PathLike, shards: int
 
     ray = connect(address)
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # row numbers are ids
-    ds = ray.data.read_parquet([str(f) for f in files], columns=[column] + [ID_COLUMN] * has_ids + others)
+    ds = ray.data.read_parquet([str(f) for f in files]).select_columns([column] + [ID_COLUMN] * has_ids + others)
     table = pa.concat_tables(ds.map_batches(pack, batch_format="pyarrow").iter_batches(
         batch_format="pyarrow", batch_size=None)) if ds.count() else None
     if table is None or table.num_rows == 0:
