@@ -119,8 +119,7 @@ def _merge_two_csr(l1, d1, i1, l2, d2, i2):
 def _csr(part: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A CSR part in the kernels' dtypes (no copy when it already is)."""
     lims, dist, ids = part
-    return (lims if lims.dtype == np.int64 else lims.astype(np.int64), dist if dist.dtype == np.int32 else dist.astype(np.int32),
-            ids if ids.dtype == np.int64 else ids.astype(np.int64))
+    return lims.astype(np.int64, copy=False), dist.astype(np.int32, copy=False), ids.astype(np.int64, copy=False)
 
 
 def merge_topk_ranges(best: tuple[np.ndarray, np.ndarray], ranges: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
