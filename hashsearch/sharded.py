@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 import os
+import pickle
 import time
 import uuid
 from pathlib import Path
@@ -65,6 +66,17 @@ class ShardUnavailableError(HashsearchError):
 def shard_of(ids: np.ndarray, nshards: int) -> np.ndarray:
     """The shard of each id: id % nshards (ROUTING)."""
     return np.asarray(ids, dtype=np.int64) % nshards
+
+
+def pack(obj: Any) -> bytes:
+    """What crosses between the driver and a shard actor: one pickled bytes object each way, since Ray
+    moves one bytes object much faster than numpy arguments and results (each array costs Ray an
+    out-of-band buffer: 2.3 -> 1.4 ms per single-query round trip to 2 actors here)."""
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack(blob: bytes) -> Any:
+    return pickle.loads(blob)
 
 
 def shard_dir(path: str | os.PathLike, shard: int) -> Path:
@@ -167,24 +179,25 @@ class ShardHost:
         """Resync every shard held here (Shard.resync); returns (token, {shard: stats})."""
         return self.token, {s: shard.resync(paths[s], journals[s]) for s, shard in self.shards.items()}
 
-    def call(self, token: str, calls: dict[int, tuple[str, tuple, dict]]) -> dict[int, Any] | str:
-        """Run calls[s] = (method, args, kwargs) on shard s, for the driver that last synced with this
-        incarnation (else STALE)."""
+    def request(self, token: str, blob: bytes) -> bytes:
+        """Run the call `blob` packs ((method, args), see `pack`) for the driver that last synced with
+        this incarnation, and answer packed (STALE for an earlier incarnation's driver)."""
         if token != self.token:
-            return STALE
+            return pack(STALE)
+        name, args = unpack(blob)
+        return pack(getattr(self, name)(*args))
+
+    def call(self, calls: dict[int, tuple[str, tuple, dict]]) -> dict[int, Any]:
+        """Run calls[s] = (method, args, kwargs) on shard s."""
         return {s: getattr(self.shards[s], name)(*args, **kwargs) for s, (name, args, kwargs) in calls.items()}
 
-    def search(self, token: str, q: np.ndarray, k: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray] | str:
-        """The exact top-k over every shard held here (or STALE)."""
-        if token != self.token:
-            return STALE
+    def search(self, q: np.ndarray, k: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """The exact top-k over every shard held here."""
         parts = [p for p in (shard.search(q, k, filter) for shard in self.shards.values()) if p[0].shape[1]]
         return merge_topk(parts, min(k, sum(p[0].shape[1] for p in parts))) if parts else empty_topk(len(q), 0)
 
-    def range_search(self, token: str, q: np.ndarray, radius: int, filter: Any = None):
-        """Every hit within `radius` over every shard held here (or STALE)."""
-        if token != self.token:
-            return STALE
+    def range_search(self, q: np.ndarray, radius: int, filter: Any = None):
+        """Every hit within `radius` over every shard held here."""
         return merge_range([shard.range_search(q, radius, filter) for shard in self.shards.values()])
 
     def stats(self) -> dict:
@@ -286,21 +299,26 @@ class ShardedIndex:
         name = (f"shard {held[0]}" if len(held) == 1 else f"shards {', '.join(map(str, held))}") + f" of {self.nshards}"
         return name + (f" (replica {r})" if self.replicas > 1 else "")
 
-    def _submit(self, h: int, r: int, call: tuple[str, tuple]) -> Any:
-        name, args = call
-        return getattr(self._actors[h][r], name).remote(self._tokens[h][r], *args)
+    def _submit(self, h: int, r: int, blob: Any) -> Any:
+        return self._actors[h][r].request.remote(self._tokens[h][r], blob)
 
     def _fanout(self, calls: dict[int, tuple[str, tuple]], everywhere: bool = False) -> dict[int, Any]:
-        """Run calls[h] = (ShardHost method, args after the token) on actor h, on all at once: on one
+        """Run calls[h] = (ShardHost method, args) on actor h, packed, on all actors at once: on one
         replica (reads: retried after a restart, on the next replica), or on every replica (writes
         already in the journal: a replica that restarts gets them by replay). Returns {actor: result}."""
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-        pending = [(h, r, self._submit(h, r, call)) for h, call in calls.items()
+        packed: dict[int, Any] = {}  # one blob per distinct call, in the object store when large
+        for call in calls.values():
+            if id(call) not in packed:
+                blob = pack(call)
+                packed[id(call)] = self._ray.put(blob) if len(blob) > 1 << 16 else blob
+        blobs = {h: packed[id(call)] for h, call in calls.items()}
+        pending = [(h, r, self._submit(h, r, blobs[h])) for h in calls
                    for r in (range(self.replicas) if everywhere else [next(self._turn[h])])]
         out: dict[int, Any] = {}
         try:  # the common case in one round trip; any trouble is sorted out actor by actor below
-            values = self._ray.get([ref for _, _, ref in pending], timeout=self.timeout_s)
+            values = [unpack(v) for v in self._ray.get([ref for _, _, ref in pending], timeout=self.timeout_s)]
             if not any(isinstance(v, str) and v == STALE for v in values):
                 for (h, _, _), value in zip(pending, values):
                     out.setdefault(h, value)
@@ -311,7 +329,7 @@ class ShardedIndex:
             failures: list[str] = []
             while True:
                 try:
-                    value = self._ray.get(ref, timeout=self.timeout_s)
+                    value = unpack(self._ray.get(ref, timeout=self.timeout_s))
                     if not (isinstance(value, str) and value == STALE):
                         out.setdefault(h, value)
                         break
@@ -333,7 +351,7 @@ class ShardedIndex:
                     continue
                 if everywhere:  # the replay applied this write
                     break
-                ref = self._submit(h, r, calls[h])
+                ref = self._submit(h, r, blobs[h])
         return out
 
     def _per_shard(self, calls: dict[int, tuple[str, tuple, dict]], everywhere: bool = False) -> dict[int, Any]:
@@ -490,16 +508,15 @@ class ShardedIndex:
         return int(ids.size)
 
     # ------------------------------------------------------------------ search
-    def _batches(self, queries: np.ndarray) -> Iterator[Any]:
-        """Query batches of at most `query_batch` rows (large ones put in the object store once)."""
+    def _batches(self, queries: np.ndarray) -> Iterator[np.ndarray]:
+        """Query batches of at most `query_batch` rows."""
         if isinstance(queries, np.ndarray) and queries.ndim == 1:
             queries = queries.reshape(1, -1)
         if isinstance(queries, np.ndarray) and not queries.flags.c_contiguous:
             queries = np.ascontiguousarray(queries)
         q = validate_codes(queries, self.nbits, name="queries")
         for lo in range(0, max(q.shape[0], 1), self.query_batch):
-            batch = q[lo:lo + self.query_batch]
-            yield self._ray.put(batch) if batch.nbytes > 1 << 16 else batch
+            yield q[lo:lo + self.query_batch]
 
     def search(self, queries: np.ndarray, k: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact k nearest codes of each query over all shards: (nq, min(k, len)) int32 distances and
@@ -508,7 +525,7 @@ class ShardedIndex:
         width = min(int(k), len(self)) if isinstance(k, (int, np.integer)) and not isinstance(k, bool) else k
         out = []
         for batch in self._batches(queries):
-            parts = self._fanout({h: ("search", (batch, k, filter)) for h in range(self.nactors)})
+            parts = self._fanout(dict.fromkeys(range(self.nactors), ("search", (batch, k, filter))))
             parts = [parts[h] for h in range(self.nactors) if parts[h][0].shape[1]]
             out.append(merge_topk(parts, width) if parts else empty_topk(len(batch), 0))
         return np.concatenate([d for d, _ in out]), np.concatenate([i for _, i in out])
@@ -518,7 +535,7 @@ class ShardedIndex:
         ids), rows sorted by (distance, id)."""
         lims, dist, ids = [np.zeros(1, np.int64)], [], []
         for batch in self._batches(queries):
-            parts = self._fanout({h: ("range_search", (batch, radius, filter)) for h in range(self.nactors)})
+            parts = self._fanout(dict.fromkeys(range(self.nactors), ("range_search", (batch, radius, filter))))
             l, d, i = merge_range([parts[h] for h in range(self.nactors)])
             lims.append(l[1:] + lims[-1][-1])
             dist.append(d)
