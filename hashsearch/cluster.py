@@ -6,8 +6,10 @@ the modules that need a cluster, so `import hashsearch` stays light.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -40,11 +42,18 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
+        temp_dir = tempfile.mkdtemp(prefix="hashsearch-ray-")
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                  object_store_memory=LOCAL_OBJECT_STORE_BYTES, logging_level=logging.WARNING,
-                 log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="hashsearch-ray-"),
-                 _system_config={"worker_niceness": WORKER_NICENESS})
+                 log_to_driver=False, _temp_dir=temp_dir, _system_config={"worker_niceness": WORKER_NICENESS})
+        atexit.register(_remove_local_instance, ray, temp_dir)
     return ray
+
+
+def _remove_local_instance(ray: Any, temp_dir: str) -> None:
+    """At exit: stop the local instance this process started and delete its session folder (logs)."""
+    ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def cluster_cpus() -> float:
