@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hashsearch import bitmaps
 from hashsearch.index import HammingIndex, set_num_threads
 from hashsearch.segments import Snapshot
 from hashsearch.synthetic_codes import clustered_codes
@@ -69,7 +70,7 @@ def run_changes(index: HammingIndex, codes: np.ndarray, queries: np.ndarray, rng
 
     live = index.snapshot().live[0]
     pos = np.unique(rng.integers(0, len(big), 2000 * repeats))
-    pos = rng.permutation(pos if live is None else pos[live[pos]])[:1000 * repeats]
+    pos = rng.permutation(pos if live is None else pos[bitmaps.is_set(live, pos)])[:1000 * repeats]
     chunks = iter(big.id_at(pos).reshape(repeats, 1000))
 
     def remove_then_query():
