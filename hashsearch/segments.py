@@ -196,21 +196,22 @@ class Snapshot:
         object.__setattr__(self, "_unfiltered", unfiltered)  # what _masks(None) gives, made once
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled without the fused list (made again on first use where it lands)."""
-        return {k: v for k, v in self.__dict__.items() if k != "_fused_list"}
+        """Pickled without the fused lists (made again on first use where they land)."""
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_fused_")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    def _fused(self) -> Any:
-        """The segments with live rows as ONE typed list for `hashsearch.mih.range_segments` (made on
-        the first unfiltered radius search of this snapshot, then kept; two readers racing both make
-        an equal one), or None where some segment's backend cannot take part (then each segment is
-        searched on its own)."""
-        fused = self.__dict__.get("_fused_list", self)
+    def _fused(self, start: int = 0) -> Any:
+        """The segments with live rows, from the start-th largest on, as ONE typed list for
+        `hashsearch.mih.range_segments` (made on the first unfiltered search that needs it, then kept;
+        two readers racing both make an equal one), or None where some segment's backend cannot take
+        part (then each segment is searched on its own)."""
+        key = f"_fused_{start}"
+        fused = self.__dict__.get(key, self)
         if fused is self:
-            fused = _fuse(self._unfiltered)
-            object.__setattr__(self, "_fused_list", fused)
+            fused = _fuse(self._unfiltered[start:])
+            object.__setattr__(self, key, fused)
         return fused
 
     def _masks(self, filter: Any) -> list[tuple[Segment, np.ndarray | None, int]]:
@@ -232,13 +233,14 @@ class Snapshot:
 
         The largest segment answers top-k first; each smaller one then only needs, for each query, the
         items within that query's k-th distance found so far (a radius search per query, far cheaper
-        than its own top-k on a small segment). All parts are merged once, at the end."""
+        than its own top-k on a small segment), without a filter all in one kernel call. All parts
+        are merged once, at the end."""
         q = check_queries(queries, self.nbits)
         k = min(check_k(k), len(self))
         if k == 0 or q.shape[0] == 0:
             return empty_topk(q.shape[0], k)
         best, parts = None, []
-        for seg, mask, allowed in self._masks(filter):
+        for at, (seg, mask, allowed) in enumerate(self._masks(filter)):
             if allowed == 0:
                 continue
             kk, searcher = min(k, allowed), seg.searcher()
@@ -247,6 +249,10 @@ class Snapshot:
                 dist, pos = searcher.search(q, kk, mask=mask)
                 best = merge_topk([(dist, seg.id_at(pos))] + ([] if best is None else [best]), k)
                 continue
+            fused = self._fused(at) if filter is None else None
+            if fused is not None:  # this segment and every smaller one within the bounds, in one call
+                parts.append(range_segments(as_words(q), bounds, fused, self.nbits, allowed))
+                break
             radius = bounds if getattr(searcher, "per_query_radius", False) else int(bounds.max())
             lims, dist, pos = searcher.range_search(q, radius, mask=mask)
             if dist.size:  # everything that can still enter a query's top-k lies within its k-th distance

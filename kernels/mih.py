@@ -49,10 +49,23 @@ def substring_keys(words, lo, ln):
 @njit(cache=True)
 def radii(m, r):
     """Substring radii of the tight rule: floor((i + r + 1 - m) / m), -1 meaning 'not probed'."""
-    out = np.empty(m, np.int64)
+    return fill_radii(np.empty(m, np.int64), r)
+
+
+@njit(cache=True, nogil=True)
+def fill_radii(out, r):
+    """`radii(out.shape[0], r)` written into `out` (no allocation: it runs once per query and table set)."""
+    m = out.shape[0]
     for i in range(m):
         out[i] = (i + r + 1 - m) // m
     return out
+
+
+@njit(cache=True, nogil=True)
+def scratch(m):
+    """Work arrays of one query's probe, allocated once per kernel call instead of per query: substring
+    radii, query keys, flipped-bit positions, a block of distances."""
+    return np.empty(m, np.int64), np.empty(m, np.uint64), np.empty(64, np.int64), np.empty(BLOCK, np.int32)
 
 
 @njit(cache=True)
@@ -78,16 +91,14 @@ def _append(od, oj, c, d, j):
     return od, oj
 
 
-@njit(cache=True, nogil=True)
-def _probe_query(q, qi, scodes, skeys, perm, starts, lo, ln, r, mask, od, oj, c):
-    """Append every row within r of query qi that `mask` allows (unsorted); returns buffers and new count."""
+@njit(inline="always", cache=True, nogil=True)
+def _probe_query(q, qi, scodes, skeys, perm, starts, lo, ln, r, mask, od, oj, c, work):
+    """Append every row within r of query qi that `mask` allows (unsorted); returns buffers and new count.
+    `work`: `scratch(m)`, its radii already `fill_radii(.., r)`."""
     m = lo.shape[0]
-    rad = radii(m, r)
-    qk = np.empty(m, np.uint64)
+    rad, qk, idx, buf = work
     for i in range(m):
         qk[i] = substring(q, qi, lo[i], ln[i])
-    idx = np.empty(64, np.int64)
-    buf = np.empty(BLOCK, np.int32)
     nw = scodes.shape[2]
     for i in range(m):
         keys, rows = skeys[i], scodes[i]  # rows: the codes in this table's order, read bucket by bucket
@@ -143,14 +154,14 @@ def _sort_segment(od, oj, a, b):
         oj[a:b] = key & ((1 << POSITION_BITS) - 1)
 
 
-@njit(cache=True, nogil=True)
-def _range_one(q, qi, words, scodes, skeys, perm, starts, lo, ln, rq, cost, mask, od, oj, c):
+@njit(inline="always", cache=True, nogil=True)
+def _range_one(q, qi, words, scodes, skeys, perm, starts, lo, ln, rq, cost, mask, od, oj, c, work):
     """Rows within rq[qi] of query qi appended sorted by (distance, position): by probing the tables,
-    or by a linear scan when probing would cost more."""
+    or by a linear scan when probing would cost more. `work`: `scratch(m)`."""
     n = words.shape[0]
     r = rq[qi]
     start = c
-    if probe_count(ln, radii(lo.shape[0], r)) * cost > n:
+    if probe_count(ln, fill_radii(work[0], r)) * cost > n:
         _, dist, pos = range_task(q, qi, qi + 1, words, np.int64(0), n, rq, 64 * words.shape[1], mask)  # sorted
         while c + dist.shape[0] > od.shape[0]:
             od, oj = _grow(od, c), _grow(oj, c)
@@ -158,7 +169,7 @@ def _range_one(q, qi, words, scodes, skeys, perm, starts, lo, ln, rq, cost, mask
         oj[c:c + dist.shape[0]] = pos
         c += dist.shape[0]
     else:
-        od, oj, c = _probe_query(q, qi, scodes, skeys, perm, starts, lo, ln, r, mask, od, oj, c)
+        od, oj, c = _probe_query(q, qi, scodes, skeys, perm, starts, lo, ln, r, mask, od, oj, c, work)
         _sort_segment(od, oj, start, c)
     return od, oj, c
 
@@ -171,8 +182,9 @@ def range_chunk(q, q0, q1, words, scodes, skeys, perm, starts, lo, ln, rq, cost,
     od = np.empty(1024, np.int32)
     oj = np.empty(1024, np.int64)
     c = np.int64(0)  # not a literal 0: that would compile the callee a second time, for Literal[int](0)
+    work = scratch(lo.shape[0])
     for qi in range(q0, q1):
-        od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, starts, lo, ln, rq, cost, mask, od, oj, c)
+        od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, starts, lo, ln, rq, cost, mask, od, oj, c, work)
         lims[qi - q0 + 1] = c
     return lims, od[:c].copy(), oj[:c].copy()
 
@@ -187,15 +199,16 @@ def knn_chunk(q, q0, q1, words, scodes, skeys, perm, starts, lo, ln, k, maxd, co
     od = np.empty(max(1024, 2 * k), np.int32)
     oj = np.empty(od.shape[0], np.int64)
     rq = np.zeros(q.shape[0], np.int64)  # the radius of the pass, where _range_one reads it
+    work = scratch(m)
     for qi in range(q0, q1):
         r = np.int64(0)  # (non-literal zeros: see range_chunk)
         while True:
-            if probe_count(ln, radii(m, r)) * cost > n:
+            if probe_count(ln, fill_radii(work[0], r)) * cost > n:
                 _topk_task(q, qi, qi + 1, words, np.int64(0), n, k, maxd, out_d, out_j, np.int64(0), mask)
                 break
             rq[qi] = r
             od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, starts, lo, ln, rq, cost, mask, od, oj,
-                                   np.int64(0))
+                                   np.int64(0), work)
             if c >= k or r >= maxd:
                 emit_sorted(od, oj, c, k, maxd, out_d[qi, 0], out_j[qi, 0])
                 break
@@ -232,23 +245,25 @@ def range_segments(q, q0, q1, segments, rq, maxd):
     od = np.empty(1024, np.int32)  # hits of segment after segment, query after query
     oj = np.empty(1024, np.int64)
     bounds = np.empty((nseg, nq + 1), np.int64)  # segment s, query q0 + t: od[bounds[s, t]:bounds[s, t + 1]]
-    buf = np.empty(BLOCK, np.int32)
     c = np.int64(0)
     for s in range(nseg):
         words, scodes, skeys, perm, starts, lo, ln, cost, mask, ids, id_start = segments[s]
+        work = scratch(lo.shape[0])
         for qi in range(q0, q1):
             start = c
             bounds[s, qi - q0] = c
             if lo.shape[0] == 0:  # no tables: scan
                 if mask.shape[0] == 0:
-                    od, oj, c = _scan_one(q, qi, words, rq[qi], None, buf, od, oj, c)
+                    od, oj, c = _scan_one(q, qi, words, rq[qi], None, work[3], od, oj, c)
                 else:
-                    od, oj, c = _scan_one(q, qi, words, rq[qi], mask, buf, od, oj, c)
+                    od, oj, c = _scan_one(q, qi, words, rq[qi], mask, work[3], od, oj, c)
                 _sort_segment(od, oj, start, c)
             elif mask.shape[0] == 0:
-                od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, starts, lo, ln, rq, cost, None, od, oj, c)
+                od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, starts, lo, ln, rq, cost, None, od, oj, c,
+                                       work)
             else:
-                od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, starts, lo, ln, rq, cost, mask, od, oj, c)
+                od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, starts, lo, ln, rq, cost, mask, od, oj, c,
+                                       work)
             if ids.shape[0] == 0:
                 for t in range(start, c):
                     oj[t] += id_start
