@@ -242,19 +242,14 @@ def range_task(q, g0, g1, db, j0, j1, radii, maxd, mask):
             _block_distances(q, g0 + g, flat, nw, b0, b1, buf)
             if c + BLOCK > hd.shape[0]:
                 hd, hj, hg = _grow(hd, c), _grow(hj, c), _grow(hg, c)
-            c0 = c
             for t in range(b1 - b0):
                 hd[c] = buf[t]
                 hj[c] = b0 + t
                 hg[c] = g
-                c += buf[t] <= r
-            if mask is not None:  # then drop the block's few hits that the mask does not allow
-                kept = c0
-                for e in range(c0, c):
-                    if allowed(mask, hj[e]):
-                        hd[kept], hj[kept], hg[kept] = hd[e], hj[e], hg[e]
-                        kept += 1
-                c = kept
+                if mask is None:
+                    c += buf[t] <= r
+                else:
+                    c += (buf[t] <= r) & allowed(mask, b0 + t)
     counts = np.zeros(ng, np.int64)
     for t in range(c):
         counts[hg[t]] += 1
