@@ -3,9 +3,11 @@
 A `Segment` is a fixed set of rows sorted by id: codes, ids (stored, or a plain range from
 `id_start`), optional metadata, and the backend searcher built over its codes once, on first use.
 Nothing in a segment ever changes. Removed rows are tombstones: a packed "live" bitmap per segment
-(`hashsearch.bitmaps`), replaced (never edited) on each removal. A `Snapshot` is an immutable tuple of segments with their
-masks: searching it merges the exact per-segment answers with `hashsearch.results`, so a reader
-sees one whole version of the index while writers build the next.
+(`hashsearch.bitmaps`), replaced (never edited) on each removal. A `Snapshot` is an immutable tuple
+of segments with their bitmaps: searching it merges the exact per-segment answers with
+`hashsearch.results` (or, where every backend takes part, searches all segments in one kernel call
+that merges inside, `hashsearch.mih.range_segments`), so a reader sees one whole version of the index
+while writers build the next.
 """
 from __future__ import annotations
 
