@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hashsearch import bitmaps
 from hashsearch.index import HammingIndex, set_num_threads
 from hashsearch.segments import Snapshot
 from hashsearch.synthetic_codes import clustered_codes
@@ -69,7 +70,7 @@ def run_changes(index: HammingIndex, codes: np.ndarray, queries: np.ndarray, rng
 
     live = index.snapshot().live[0]
     pos = np.unique(rng.integers(0, len(big), 2000 * repeats))
-    pos = rng.permutation(pos if live is None else pos[live[pos]])[:1000 * repeats]
+    pos = rng.permutation(pos if live is None else pos[bitmaps.is_set(live, pos)])[:1000 * repeats]
     chunks = iter(big.id_at(pos).reshape(repeats, 1000))
 
     def remove_then_query():
@@ -199,9 +200,10 @@ def run_index(args: argparse.Namespace, threads: list[int], rng: np.random.Gener
         set_num_threads(threads[0])
         result["faiss_1t"] = run_faiss(codes, queries, rng, args.repeats)
         print(json.dumps(result["faiss_1t"]), flush=True)
-    set_num_threads(threads[0])
-    result["steady"] = run_steady(index, codes, queries, rng, threads, args.repeats, base)
-    print(json.dumps(result["steady"]), flush=True)
+    if args.steady:
+        set_num_threads(threads[0])
+        result["steady"] = run_steady(index, codes, queries, rng, threads, args.repeats, base)
+        print(json.dumps(result["steady"]), flush=True)
 
 
 def main() -> None:
@@ -214,17 +216,22 @@ def main() -> None:
     parser.add_argument("--reference", choices=["compacted", "base"], default="compacted",
                         help="steady state against the index compacted after the adds, or (base: no second "
                              "build, for 10^8) the compacted index before any change")
+    parser.add_argument("--no-steady", dest="steady", action="store_false",
+                        help="skip the steady state after 10,000 small adds (only the changes-then-query figures)")
     parser.add_argument("--out", default="benchmarks/results/live")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     rng = np.random.default_rng(0)
     result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "n": args.n, "nbits": 64, "backend": "mih", "radius": RADIUS, "nq": NQ}
+              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                       cwd=Path(__file__).parent).stdout.strip(),
+              "n": args.n, "nbits": 64, "backend": "mih", "radius": RADIUS, "nq": NQ, "load_before": os.getloadavg()}
     if args.n:
         run_index(args, threads, rng, result)
     if args.loads:
         result["loads"] = run_loads(args.loads, 0.05)
         print(json.dumps(result["loads"]), flush=True)
+    result["load_after"] = os.getloadavg()
     Path(args.out + ".json").write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}.json")
 

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from hashsearch import bitmaps
 from hashsearch.errors import UnknownIdError
 from hashsearch.index import HammingIndex
 from hashsearch.results import PAD_DISTANCE
@@ -31,7 +32,7 @@ def oracle_distances(snap: Snapshot, query: np.ndarray) -> tuple[np.ndarray, np.
     """Distances and ids of every live row of the snapshot to one query (numpy popcount)."""
     dists, ids = [], []
     for seg, live in zip(snap.segments, snap.live):
-        rows = np.arange(len(seg)) if live is None else np.flatnonzero(live)
+        rows = np.arange(len(seg)) if live is None else np.flatnonzero(bitmaps.as_bool(live, len(seg)))
         for lo in range(0, rows.size, ORACLE_ROWS):
             part = rows[lo:lo + ORACLE_ROWS]
             x = np.bitwise_xor(seg.codes[part], query[None, :])

@@ -4,8 +4,8 @@ one protocol and registered by name ("numba", "faiss", "mih", "auto", and "gpu" 
 Every backend returns what a brute-force scan returns: top-k as (nq, k) int32 distances and int64
 positions sorted by (distance, position), padded with (PAD_DISTANCE, -1); range search INCLUSIVE
 (distance <= radius) as CSR (lims, distances, positions), each query's rows sorted the same way.
-`mask` ((n,) bool, True = may be returned) is applied inside the kernels: top-k is exact among the
-allowed rows. Queries store nothing, so search and range_search may run from many threads at once;
+`mask` ((n,) bool, True = may be returned, or the same as a packed bitmap, `hashsearch.bitmaps`) is
+applied inside the kernels: top-k is exact among the allowed rows. Queries store nothing, so search and range_search may run from many threads at once;
 whatever is built lazily is built once, under a lock.
 """
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from hashsearch import bitmaps
 from hashsearch.errors import InvalidInputError
 from hashsearch.kernels import scan
 from hashsearch.kernels.popcount import as_words, scan_words
-from hashsearch.mih import MultiIndexHash
+from hashsearch.mih import MultiIndexHash, scan_tables
 from hashsearch.planner import CodeStats, CostModel, Costs, Estimate, candidate_substrings
 from hashsearch.results import PAD_DISTANCE
 
@@ -107,14 +108,20 @@ def check_params(backend: str, params: dict[str, Any], accepted: dict[str, type]
 
 
 def check_mask(mask: np.ndarray | None, n: int) -> np.ndarray | None:
-    """`mask` as a C-contiguous (n,) bool array (None stays None), or InvalidInputError."""
+    """`mask` ((n,) bool, or already a packed bitmap: (ceil(n / 8),) uint8) as the read-only C-contiguous
+    packed bitmap the kernels test (one array type: each kernel compiles once), None staying None; or
+    InvalidInputError."""
     if mask is None:
         return None
     mask = np.asarray(mask)
-    if mask.dtype != np.bool_ or mask.shape != (n,):
-        raise InvalidInputError(f"mask must be a ({n},) bool array (True = row may be returned), "
-                                f"got dtype {mask.dtype} and shape {mask.shape}")
-    return np.ascontiguousarray(mask)
+    if mask.dtype == np.bool_ and mask.shape == (n,):
+        mask = bitmaps.pack(mask)
+    elif mask.dtype != np.uint8 or mask.shape != (-(-n // 8),):
+        raise InvalidInputError(f"mask must be a ({n},) bool array (True = row may be returned) or its packed "
+                                f"bitmap, got dtype {mask.dtype} and shape {mask.shape}")
+    mask = np.ascontiguousarray(mask).view()
+    mask.flags.writeable = False
+    return mask
 
 
 def radius_arg(radius: Any) -> int | np.ndarray:
@@ -144,6 +151,11 @@ class BaseBackend:
     @property
     def nbytes(self) -> int:
         return 0
+
+    def segment_tables(self) -> tuple | None:
+        """What `hashsearch.mih.range_segments` needs to search these rows with other segments in ONE
+        kernel call (MIH tables, or none: scanned); None where this backend cannot take part."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n={self.n}, nbits={self.nbits}, params={self.params})"
@@ -177,6 +189,9 @@ class NumbaBackend(BaseBackend):
     def range_search(self, queries, radius, mask=None, **params):
         _, mask = self._call(params, mask)
         return scan.range_search(scan_words(queries), self.words, radius_arg(radius), self.nbits, mask)
+
+    def segment_tables(self):
+        return scan_tables(as_words(self.codes))
 
     def explain(self, nq, k=None, radius=None):
         return {"backend": self.name, "plan": "scan", "n": self.n, "nbits": self.nbits, "nq": nq,
@@ -215,6 +230,9 @@ class MihBackend(BaseBackend):
     def range_search(self, queries, radius, mask=None, **params):
         _, mask = self._call(params, mask)
         return self.mih.range_search(as_words(queries), radius_arg(radius), mask)
+
+    def segment_tables(self):
+        return self.mih.tables()
 
     def explain(self, nq, k=None, radius=None):
         return {"backend": self.name, "plan": "mih", "m": self.mih.m, "n": self.n, "nbits": self.nbits, "nq": nq,
@@ -266,14 +284,13 @@ class FaissBackend(BaseBackend):
         extra = 0 if self._multihash is None else self.n * (self.nbits // 8 + 8 * self.params["nhash"])
         return self.n * self.nbits // 8 + extra
 
-    @staticmethod
-    def selector(mask: np.ndarray) -> tuple[Any, tuple]:
-        """FAISS search parameters that admit exactly the rows where mask is True, and the objects
-        they point into (FAISS holds raw pointers: keep these alive until the search returns)."""
+    def selector(self, bits: np.ndarray) -> tuple[Any, tuple]:
+        """FAISS search parameters that admit exactly the rows of the packed bitmap (FAISS's own
+        layout), and the objects they point into (FAISS holds raw pointers: keep these alive until
+        the search returns)."""
         import faiss
 
-        bits = np.packbits(mask, bitorder="little")
-        sel = faiss.IDSelectorBitmap(mask.shape[0], faiss.swig_ptr(bits))
+        sel = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(bits))
         return faiss.SearchParameters(sel=sel), (bits, sel)
 
     def search(self, queries, k, mask=None, **params):
@@ -392,7 +409,7 @@ class AutoBackend(BaseBackend):
 
         if self.n < MIN_PLANNED_ROWS:
             return Estimate("scan", None, 0.0, {})
-        allowed = 1.0 if mask is None else round(float(mask[::max(1, self.n // 4096)].mean()), 2)
+        allowed = 1.0 if mask is None else round(bitmaps.allowed_share(mask, self.n), 2)
         key = (nq, k, radius, numba.get_num_threads(), allowed)
         est = self._plans.get(key)  # a dict lookup: the plan of a batch shape is priced once
         if est is None:

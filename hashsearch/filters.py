@@ -1,5 +1,5 @@
-"""Filters for search: which rows of a segment may be returned, as the bool mask the backends apply
-inside their kernels.
+"""Filters for search: which rows of a segment may be returned, as a bool mask (packed into the bitmap
+that the backends' kernels test, `hashsearch.bitmaps`).
 
 A filter is an id allow-list (array-like of int ids) or a `pyarrow.compute.Expression` over the
 metadata columns. `parse_where` turns the CLI's `--where` text (`label == 3 and year >= 2010`) into

@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from hashsearch.backends import build_params
+from hashsearch import bitmaps
+from hashsearch.backends import build_params, check_mask
 from hashsearch.codes import validate_codes
 from hashsearch.errors import HashsearchError, InvalidInputError
 from hashsearch.results import empty_range, empty_topk, merge_range, merge_topk
@@ -197,16 +198,15 @@ class GpuBackend:
                 yield start + a, self._k.Codes(self._upload(part[a:b]), b - a, tile)
             start += part.shape[0]
 
-    def _check(self, queries: np.ndarray, mask: np.ndarray | None, params: dict[str, Any]) -> torch.Tensor:
+    def _check(self, queries: np.ndarray, mask: np.ndarray | None,
+               params: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray | None]:
+        """Query words on the device, and the mask (bool or packed bitmap) as an (n,) bool array."""
         if params:
             raise InvalidInputError(f"backend 'gpu' takes no search parameter {next(iter(params))!r} (it takes: none)")
-        if mask is not None:
-            mask = np.asarray(mask)
-            if mask.dtype != np.bool_ or mask.shape != (self.n,):
-                raise InvalidInputError(f"mask must be a ({self.n},) bool array (True = row may be returned), "
-                                        f"got dtype {mask.dtype} and shape {mask.shape}")
+        bits = check_mask(mask, self.n)
         queries = validate_codes(queries, self.nbits, name="queries")
-        return self._k.query_words(as_tensor(queries).to(self.device))
+        return (self._k.query_words(as_tensor(queries).to(self.device)),
+                None if bits is None else bitmaps.as_bool(bits, self.n))
 
     def _launch(self, n: int, nq: int):
         return self._k.plan_launch(n, nq, self.words_per_row, self.nbits, self.device,
@@ -216,14 +216,14 @@ class GpuBackend:
                **params: Any) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k by (distance, position) among the allowed rows: (nq, k) int32 distances and int64
         positions, padded with (PAD_DISTANCE, -1); any k >= 1."""
-        q = self._check(queries, mask, params)
+        q, mask = self._check(queries, mask, params)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         k, nq = int(k), q.shape[0]
         if nq == 0 or self.n == 0:
             return empty_topk(nq, k)
         parts = []
-        for first, codes in self._parts(None if mask is None else np.ascontiguousarray(mask)):
+        for first, codes in self._parts(mask):
             d, p = self._k.topk(codes, q, min(k, codes.n), self.nbits, self._launch(codes.n, nq))
             p = torch.where(p >= 0, p + first, p)
             parts.append((d.cpu().numpy(), p.cpu().numpy()))
@@ -233,14 +233,14 @@ class GpuBackend:
                      **params: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every allowed row within `radius` (inclusive): CSR (lims, int32 distances, int64 positions),
         each query's rows sorted by (distance, position)."""
-        q = self._check(queries, mask, params)
+        q, mask = self._check(queries, mask, params)
         if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
             raise InvalidInputError(f"radius must be a non-negative integer, got {radius!r}")
         radius, nq = min(int(radius), self.nbits), q.shape[0]
         if nq == 0 or self.n == 0:
             return empty_range(nq)
         parts = []
-        for first, codes in self._parts(None if mask is None else np.ascontiguousarray(mask)):
+        for first, codes in self._parts(mask):
             lims, d, p = self._k.range_search(codes, q, radius, self.nbits, self._launch(codes.n, nq))
             parts.append((lims.cpu().numpy(), d.cpu().numpy(), p.cpu().numpy() + first))
         return merge_range(parts)

@@ -3,7 +3,7 @@
 The index is a list of immutable sealed segments plus one small growing segment (`hashsearch.segments`):
 `add` appends to the growing segment, which a linear scan searches; past `segment_rows` rows (a few
 thousand: its scan stays cheap) it is sealed and gets its own backend structure (MIH tables, a FAISS
-index...), never rebuilding the others. `remove` marks tombstones (a copied bool mask per segment)
+index...), never rebuilding the others. `remove` marks tombstones (a copied bitmap per segment)
 that every search skips exactly. A background thread merges segments, as LSM stores do: below the
 floor tier (segment_rows x merge_factor**3 rows) all sealed segments are merged into one (leveled: each
 query pays one small segment, not many, and rebuilding a small one is cheap); above it, whenever
@@ -37,7 +37,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from hashsearch import storage
+from hashsearch import bitmaps, storage
 from hashsearch.codes import check_nbits, validate_codes
 from hashsearch.errors import InvalidInputError, UnknownIdError
 from hashsearch.mih import default_substrings
@@ -215,7 +215,7 @@ class HammingIndex:
             pos = seg.positions(ids)
             hit = pos >= 0
             if live is not None:
-                hit[hit] = live[pos[hit]]
+                hit[hit] = bitmaps.is_set(live, pos[hit])
             where[hit], rows[hit] = s, pos[hit]
         return where, rows
 
@@ -325,8 +325,8 @@ class HammingIndex:
             for s, (seg, live, dead) in enumerate(sealed):
                 pos = rows[where == s]
                 if pos.size:
-                    live = np.ones(len(seg), bool) if live is None else live.copy()  # copy-on-write
-                    live[pos] = False
+                    live = bitmaps.ones(len(seg)) if live is None else live.copy()  # copy-on-write: n / 8 bytes
+                    bitmaps.clear(live, pos)
                     live.flags.writeable = False
                     sealed[s] = (seg, live, dead + pos.size)
             self._sealed = tuple(sealed)
@@ -421,13 +421,13 @@ class HammingIndex:
         for seg, then, d in picked:
             live_now, dead_now = now[seg.name]
             if dead_now != d:
-                was = np.ones(len(seg), bool) if then is None else then
-                late.append(seg.id_at(np.flatnonzero(was & ~live_now)))
+                was = bitmaps.ones(len(seg)) if then is None else then
+                late.append(seg.id_at(np.flatnonzero(bitmaps.as_bool(was & ~live_now, len(seg)))))
         live, dead = None, 0
         if late:
             gone = np.concatenate(late)
-            live = np.ones(len(merged), bool)
-            live[merged.positions(gone)] = False
+            live = bitmaps.ones(len(merged))
+            bitmaps.clear(live, merged.positions(gone))
             live.flags.writeable = False
             dead = gone.size
         self._sealed = tuple(x for x in self._sealed if x[0].name not in names) + ((merged, live, dead),)
@@ -468,9 +468,9 @@ class HammingIndex:
             rows = []
             for seg, live in zip(snap.segments, snap.live):
                 start = _range_start(seg.ids) if seg.ids_stored else seg.id_start  # a range needs no column
+                dead = None if live is None else np.flatnonzero(~bitmaps.as_bool(live, len(seg)))
                 rows.append(SegmentRows(name=seg.name, codes=seg.codes, ids=seg.ids if start is None else None,
-                                        id_start=start or 0, metadata=seg.metadata,
-                                        dead=None if live is None else np.flatnonzero(~live), files=seg.files))
+                                        id_start=start or 0, metadata=seg.metadata, dead=dead, files=seg.files))
             written = storage.write_segments(
                 path, rows, nbits=self.nbits, backend=self.backend, params=self.params,
                 settings=self.settings, uid=self.uid, overwrite=overwrite)
@@ -491,8 +491,8 @@ class HammingIndex:
                           name=rows.name, files=rows.files)
             live = None
             if rows.dead is not None and rows.dead.size:
-                live = np.ones(len(seg), bool)
-                live[rows.dead] = False
+                live = bitmaps.ones(len(seg))
+                bitmaps.clear(live, np.asarray(rows.dead, np.int64))
                 live.flags.writeable = False
             sealed.append((seg, live, 0 if rows.dead is None else int(rows.dead.size)))
             if rows.metadata is not None:
@@ -520,7 +520,7 @@ class HammingIndex:
 
 def _merge(parts: list[tuple[Segment, np.ndarray | None]], index: HammingIndex) -> Segment:
     """One segment of the live rows of `parts`, sorted by id (ids are unique among live rows)."""
-    sel = [slice(None) if live is None else live for _, live in parts]
+    sel = [slice(None) if live is None else bitmaps.as_bool(live, len(s)) for s, live in parts]
     codes = np.concatenate([s.codes[m] for (s, _), m in zip(parts, sel)]) if len(parts) > 1 \
         else np.ascontiguousarray(parts[0][0].codes[sel[0]])
     ids = np.concatenate([s.ids[m] for (s, _), m in zip(parts, sel)])

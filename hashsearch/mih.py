@@ -1,12 +1,16 @@
 """Multi-index hashing: a sub-linear, exact radius and k-NN search structure over binary codes.
 
 The codes are split into m disjoint substrings; table i holds the rows sorted by substring i
-(sorted keys, row positions and the codes in that order: flat arrays, no per-bucket objects). Radius search probes the
-buckets near each query substring and verifies the candidates (see `hashsearch.kernels.mih`).
+(sorted keys, row positions and the codes in that order: flat arrays, no per-bucket objects; for
+substrings of at most DIRECT_BITS bits also every bucket's start, found without a binary search).
+Radius search probes the buckets near each query substring and verifies the candidates (see
+`hashsearch.kernels.mih`).
 """
 from __future__ import annotations
 
 import math
+from typing import Any
+
 import numba
 import numpy as np
 
@@ -15,6 +19,7 @@ from hashsearch.kernels import mih as kernels
 from hashsearch.kernels.scan import map_threads, query_radii
 
 MAX_SUBSTRING_BITS = 64
+DIRECT_BITS = 16  # tables of substrings this short also keep each bucket's start (2**16 + 1 offsets at most)
 SMALL_TABLE_ROWS = 1 << 17  # tables this small answer a batch on the calling thread: waking the pool costs more
 
 
@@ -32,6 +37,39 @@ def _query_chunks(nq: int, n: int) -> list[tuple[int, int]]:
     nchunks = max(1, min(nq, numba.get_num_threads()))
     edges = [nq * i // nchunks for i in range(nchunks + 1)]
     return list(zip(edges[:-1], edges[1:]))
+
+
+def _run_chunks(fn, nq: int, n: int) -> list:
+    """fn(q0, q1) over the query chunks of `_query_chunks` (on the calling thread when one)."""
+    chunks = _query_chunks(nq, n)
+    return [fn(*chunks[0])] if len(chunks) == 1 else map_threads(lambda c: fn(*c), chunks)
+
+
+def _join(parts: list, nq: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR results of consecutive query chunks as one."""
+    if len(parts) == 1:
+        return parts[0]
+    lims = np.zeros(nq + 1, np.int64)
+    np.cumsum(np.concatenate([np.diff(p[0]) for p in parts]), out=lims[1:])
+    return lims, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+
+
+def scan_tables(words: np.ndarray) -> tuple:
+    """A segment without tables for `range_segments` (its rows are scanned): uint64 `words`, m = 0."""
+    nw = words.shape[1]
+    return (words, np.empty((0, 0, nw), np.uint64), np.empty((0, 0), np.uint64), np.empty((0, 0), np.uint32),
+            np.empty((0, 0), np.uint32), np.empty(0, np.int64), np.empty(0, np.int64), 0.0)
+
+
+def range_segments(q: np.ndarray, radius: int | np.ndarray, segments: Any, nbits: int,
+                   largest: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Radius search of uint64 query words over the segments of `segments` (a typed list made by
+    `hashsearch.segments`) in one kernel call per query chunk: CSR (lims, distances, ids), rows
+    sorted by (distance, id). `largest`: rows of the largest segment (it decides the chunks)."""
+    rq = query_radii(radius, q.shape[0])
+    maxd = 64 * q.shape[1]
+    parts = _run_chunks(lambda a, b: kernels.range_segments(q, a, b, segments, rq, maxd), q.shape[0], largest)
+    return _join(parts, q.shape[0])
 
 
 class MultiIndexHash:
@@ -61,42 +99,48 @@ class MultiIndexHash:
             keys[i] = keys[i][self.perm[i]]
             np.take(words, self.perm[i], axis=0, out=self.scodes[i])
         self.skeys = keys
+        self.starts = np.empty((0, 0), pdtype)
+        if self.ln.max() <= DIRECT_BITS:  # bucket j of table i is rows starts[i, j]:starts[i, j + 1]
+            buckets = np.arange((1 << int(self.ln.max())) + 1, dtype=np.uint64)
+            self.starts = np.stack([np.searchsorted(k, buckets) for k in keys]).astype(pdtype)
 
     @property
     def nbytes(self) -> int:
         """Memory of the tables (not counting the codes themselves)."""
-        return self.skeys.nbytes + self.perm.nbytes + self.scodes.nbytes
+        return self.skeys.nbytes + self.perm.nbytes + self.scodes.nbytes + self.starts.nbytes
 
     def _run(self, fn, nq: int):
-        chunks = _query_chunks(nq, self.words.shape[0])
-        return [fn(*chunks[0])] if len(chunks) == 1 else map_threads(lambda c: fn(*c), chunks)
+        return _run_chunks(fn, nq, self.words.shape[0])
+
+    def tables(self) -> tuple | None:
+        """(words, scodes, skeys, perm, starts, lo, ln, probe_cost): the tables as `range_segments` takes
+        them (None when positions are int64, past 2**32 rows: the segments share one array type)."""
+        if self.perm.dtype != np.uint32:
+            return None
+        return self.words, self.scodes, self.skeys, self.perm, self.starts, self.lo, self.ln, self.probe_cost
 
     def range_search(self, q: np.ndarray, radius: int | np.ndarray,
                      mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows within `radius` (inclusive; one for all queries or an (nq,) array, one each) of each
-        query word row, among those where `mask` is True (all when None): CSR (lims, distances,
-        positions) sorted by (distance, position) within each query."""
+        query word row, among those whose bit is set in the packed bitmap `mask` (all when None): CSR
+        (lims, distances, positions) sorted by (distance, position) within each query."""
         rq = query_radii(radius, q.shape[0])
         parts = self._run(
-            lambda a, b: kernels.range_chunk(q, a, b, self.words, self.scodes, self.skeys, self.perm, self.lo, self.ln, rq,
-                                               self.probe_cost, mask),
+            lambda a, b: kernels.range_chunk(q, a, b, self.words, self.scodes, self.skeys, self.perm, self.starts,
+                                             self.lo, self.ln, rq, self.probe_cost, mask),
             q.shape[0],
         )
-        if len(parts) == 1:
-            return parts[0]
-        lims = np.zeros(q.shape[0] + 1, np.int64)
-        np.cumsum(np.concatenate([np.diff(p[0]) for p in parts]), out=lims[1:])
-        return lims, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+        return _join(parts, q.shape[0])
 
     def search(self, q: np.ndarray, k: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k among the rows where `mask` is True (all when None) by growing the radius: (nq, k)
+        """Exact top-k among the rows whose `mask` bit is set (all when None) by growing the radius: (nq, k)
         int32 distances and int64 positions, padded with (PAD_DISTANCE, -1)."""
         nq = q.shape[0]
         out_d = np.empty((nq, 1, k), np.int32)
         out_j = np.empty((nq, 1, k), np.int64)
         self._run(
-            lambda a, b: kernels.knn_chunk(q, a, b, self.words, self.scodes, self.skeys, self.perm, self.lo, self.ln,
-                                           k, self.nbits, self.probe_cost, mask, out_d, out_j),
+            lambda a, b: kernels.knn_chunk(q, a, b, self.words, self.scodes, self.skeys, self.perm, self.starts,
+                                           self.lo, self.ln, k, self.nbits, self.probe_cost, mask, out_d, out_j),
             nq,
         )
         return out_d[:, 0], out_j[:, 0]

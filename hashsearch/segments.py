@@ -2,10 +2,12 @@
 
 A `Segment` is a fixed set of rows sorted by id: codes, ids (stored, or a plain range from
 `id_start`), optional metadata, and the backend searcher built over its codes once, on first use.
-Nothing in a segment ever changes. Removed rows are tombstones: a bool "live" mask per segment,
-replaced (never edited) on each removal. A `Snapshot` is an immutable tuple of segments with their
-masks: searching it merges the exact per-segment answers with `hashsearch.results`, so a reader
-sees one whole version of the index while writers build the next.
+Nothing in a segment ever changes. Removed rows are tombstones: a packed "live" bitmap per segment
+(`hashsearch.bitmaps`), replaced (never edited) on each removal. A `Snapshot` is an immutable tuple
+of segments with their bitmaps: searching it merges the exact per-segment answers with
+`hashsearch.results` (or, where every backend takes part, searches all segments in one kernel call
+that merges inside, `hashsearch.mih.range_segments`), so a reader sees one whole version of the index
+while writers build the next.
 """
 from __future__ import annotations
 
@@ -16,12 +18,16 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from numba import typed, typeof
 
 from hashsearch.codes import validate_codes
 from hashsearch.errors import InvalidInputError
 from hashsearch.results import PAD_DISTANCE, empty_range, empty_topk, merge_range, merge_topk, merge_topk_ranges
 
+from hashsearch import bitmaps
 from hashsearch.backends import get_backend
+from hashsearch.kernels.popcount import as_words
+from hashsearch.mih import range_segments
 from hashsearch.filters import filter_mask
 
 SCAN_BACKEND = "numba"  # what searches the small growing segment
@@ -110,14 +116,8 @@ class Segment:
 
 
 def last_live(live: np.ndarray | None, n: int) -> int:
-    """Largest live position (live=None: all live), -1 when none; walks back from the end in blocks."""
-    if live is None:
-        return n - 1
-    for hi in range(n, 0, -(1 << 16)):
-        block = np.flatnonzero(live[max(0, hi - (1 << 16)):hi])
-        if block.size:
-            return max(0, hi - (1 << 16)) + int(block[-1])
-    return -1
+    """Largest live position (live=None: all live), -1 when none."""
+    return n - 1 if live is None else bitmaps.last_set(live)
 
 
 # --------------------------------------------------------------------------------- argument checks
@@ -147,9 +147,41 @@ def check_radius(radius: Any, nbits: int) -> int:
 
 # ---------------------------------------------------------------------------------------- snapshots
 
+def _readonly(array: np.ndarray, dtype: type | None = None) -> np.ndarray:
+    """A read-only C-contiguous view (or copy, when not contiguous): every fused segment's bitmap and
+    ids get the one array type that the kernels are compiled for."""
+    view = np.ascontiguousarray(array, dtype).view()
+    view.flags.writeable = False
+    return view
+
+
+_ALL_ROWS = _readonly(np.zeros(0, np.uint8))  # "no bitmap" and "ids are a range" in a fused segment
+_RANGE_IDS = _readonly(np.zeros(0, np.int64))
+
+
+def _fuse(segments: list[tuple[Segment, np.ndarray | None, int]]) -> Any:
+    """Typed list of (tables..., live bitmap, ids, id_start) of the segments with live rows, or None
+    when a backend cannot take part or none has live rows."""
+    items = []
+    for seg, live, allowed in segments:
+        if allowed == 0:
+            continue
+        tables = seg.searcher().segment_tables()
+        if tables is None:
+            return None
+        items.append(tables[:-1] + (float(tables[-1]), _ALL_ROWS if live is None else _readonly(live),
+                               _RANGE_IDS if seg._ids is None else _readonly(seg._ids, np.int64), int(seg.id_start)))
+    if not items:
+        return None
+    fused = typed.List.empty_list(typeof(items[0]))
+    for item in items:
+        fused.append(item)
+    return fused
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """One version of the index: segments with their live masks (None = no tombstone), never changed.
+    """One version of the index: segments with their live bitmaps (None = no tombstone), never changed.
     Search methods answer on exactly this version; `codes`/`ids`/`metadata` give its live rows."""
 
     nbits: int
@@ -165,16 +197,36 @@ class Snapshot:
                             key=lambda t: -t[2])
         object.__setattr__(self, "_unfiltered", unfiltered)  # what _masks(None) gives, made once
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the fused lists (made again on first use where they land)."""
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_fused_")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def _fused(self, start: int = 0) -> Any:
+        """The segments with live rows, from the start-th largest on, as ONE typed list for
+        `hashsearch.mih.range_segments` (made on the first unfiltered search that needs it, then kept;
+        two readers racing both make an equal one), or None where some segment's backend cannot take
+        part (then each segment is searched on its own)."""
+        key = f"_fused_{start}"
+        fused = self.__dict__.get(key, self)
+        if fused is self:
+            fused = _fuse(self._unfiltered[start:])
+            object.__setattr__(self, key, fused)
+        return fused
+
     def _masks(self, filter: Any) -> list[tuple[Segment, np.ndarray | None, int]]:
-        """Per segment, largest first: the rows a query may return (live AND the filter; None = all)
-        and how many they are (counted from the tombstones when there is no filter: no O(n) pass)."""
+        """Per segment, largest first: the rows a query may return (a bitmap of live AND the filter;
+        None = all) and how many they are (counted from the tombstones when there is no filter: no
+        O(n) pass)."""
         if filter is None:
             return self._unfiltered
         out = []
         for seg, live in zip(self.segments, self.live):
-            mask = np.asarray(filter_mask(filter, seg.ids, seg.metadata), bool)
+            mask = bitmaps.pack(np.asarray(filter_mask(filter, seg.ids, seg.metadata), bool))
             mask = mask if live is None else mask & live
-            out.append((seg, mask, int(np.count_nonzero(mask))))
+            out.append((seg, mask, bitmaps.count(mask)))
         return sorted(out, key=lambda t: -t[2])
 
     def search(self, queries: Any, k: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -183,13 +235,14 @@ class Snapshot:
 
         The largest segment answers top-k first; each smaller one then only needs, for each query, the
         items within that query's k-th distance found so far (a radius search per query, far cheaper
-        than its own top-k on a small segment). All parts are merged once, at the end."""
+        than its own top-k on a small segment), without a filter all in one kernel call. All parts
+        are merged once, at the end."""
         q = check_queries(queries, self.nbits)
         k = min(check_k(k), len(self))
         if k == 0 or q.shape[0] == 0:
             return empty_topk(q.shape[0], k)
         best, parts = None, []
-        for seg, mask, allowed in self._masks(filter):
+        for at, (seg, mask, allowed) in enumerate(self._masks(filter)):
             if allowed == 0:
                 continue
             kk, searcher = min(k, allowed), seg.searcher()
@@ -198,6 +251,10 @@ class Snapshot:
                 dist, pos = searcher.search(q, kk, mask=mask)
                 best = merge_topk([(dist, seg.id_at(pos))] + ([] if best is None else [best]), k)
                 continue
+            fused = self._fused(at) if filter is None else None
+            if fused is not None:  # this segment and every smaller one within the bounds, in one call
+                parts.append(range_segments(as_words(q), bounds, fused, self.nbits, allowed))
+                break
             radius = bounds if getattr(searcher, "per_query_radius", False) else int(bounds.max())
             lims, dist, pos = searcher.range_search(q, radius, mask=mask)
             if dist.size:  # everything that can still enter a query's top-k lies within its k-th distance
@@ -211,6 +268,9 @@ class Snapshot:
         CSR (lims, distances, ids), each query's rows sorted by (distance, id)."""
         q = check_queries(queries, self.nbits)
         radius = check_radius(radius, self.nbits)
+        fused = self._fused() if filter is None and q.shape[0] else None
+        if fused is not None:
+            return range_segments(as_words(q), radius, fused, self.nbits, self._unfiltered[0][2])
         parts = []
         for seg, mask, allowed in self._masks(filter):
             if allowed == 0 or q.shape[0] == 0:
@@ -234,7 +294,7 @@ class Snapshot:
             if live is None:
                 yield seg, slice(None)
             else:
-                yield seg, live
+                yield seg, bitmaps.as_bool(live, len(seg))
 
     def _order(self) -> np.ndarray | None:
         """Order that sorts the concatenated live rows by id (None: they already are)."""

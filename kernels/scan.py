@@ -7,9 +7,10 @@ processed in groups that share each database block while it sits in L1; when the
 queries than threads, each query's scan is split over database parts and merged (FAISS keeps a
 single query on one thread).
 
-An optional `mask` ((n,) bool, True = the row may be returned) is tested inside the kernels, only for
-rows that would otherwise be kept, so top-k is exact among the allowed rows. `mask=None` compiles a
-separate specialisation in which numba prunes every mask test: the unmasked scan is unchanged.
+An optional `mask` (a packed bitmap of the n rows, `hashsearch.bitmaps`: bit set = the row may be
+returned) is tested inside the kernels, only for rows that would otherwise be kept, so top-k is exact
+among the allowed rows. `mask=None` compiles a separate specialisation in which numba prunes every
+mask test: the unmasked scan is unchanged.
 """
 from __future__ import annotations
 
@@ -56,6 +57,12 @@ def row_distance(q: np.ndarray, qi: int, qw: tuple, flat: np.ndarray, nw: int, j
     for w in range(nw):
         s += popcount64(q[qi, w] ^ flat[nw * j + w])
     return s
+
+
+@njit(inline="always", cache=True)
+def allowed(mask: np.ndarray, j: int) -> bool:
+    """Whether row j's bit is set in the packed bitmap `mask` (bit j & 7 of byte j >> 3)."""
+    return (mask[j >> 3] >> (j & 7)) & 1 != 0
 
 
 @njit(inline="always", cache=True)
@@ -150,7 +157,7 @@ def _topk_task(q, g0, g1, db, j0, j1, k, maxd, out_d, out_j, part, mask):
             c = cnt[g]
             for t in range(b1 - b0):
                 d = buf[t]
-                if d < t_ and (mask is None or mask[b0 + t]):
+                if d < t_ and (mask is None or allowed(mask, b0 + t)):
                     cd[g, c] = d
                     cj[g, c] = b0 + t
                     hist[g, d] += 1
@@ -199,7 +206,7 @@ def _split(nq: int, n: int) -> tuple[int, int]:
 def topk(q: np.ndarray, db: np.ndarray, k: int, maxd: int,
          mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest rows of `db` (unsigned words, as `scan_words` gives) for each query, among the
-    rows where `mask` is True (all rows when None): (nq, k) int32 distances and int64 positions sorted
+    rows whose `mask` bit is set (all rows when None): (nq, k) int32 distances and int64 positions sorted
     by (distance, position), padded with (PAD_DISTANCE, -1) when fewer than k rows are allowed.
     `maxd` bounds every distance (the code length in bits)."""
     gsize, nparts = _split(q.shape[0], db.shape[0])
@@ -242,7 +249,7 @@ def range_task(q, g0, g1, db, j0, j1, radii, maxd, mask):
                 if mask is None:
                     c += buf[t] <= r
                 else:
-                    c += (buf[t] <= r) & mask[b0 + t]
+                    c += (buf[t] <= r) & allowed(mask, b0 + t)
     counts = np.zeros(ng, np.int64)
     for t in range(c):
         counts[hg[t]] += 1
@@ -335,7 +342,7 @@ def _range_parallel(q, db, r, maxd, gsize, nparts, mask=None):
 def range_search(q: np.ndarray, db: np.ndarray, radius: int | np.ndarray, maxd: int,
                  mask: np.ndarray | None = None):
     """All rows of `db` within `radius` (inclusive; one for all queries or an (nq,) array, one each) of
-    each query, among the rows where `mask` is True (all when None), in CSR form (lims, distances,
+    each query, among the rows whose `mask` bit is set (all when None), in CSR form (lims, distances,
     positions) like `faiss.IndexBinary.range_search`, each row sorted by (distance, position)."""
     gsize, nparts = _split(q.shape[0], db.shape[0])
     return _range_parallel(q, db, radius, maxd, gsize, nparts, mask)

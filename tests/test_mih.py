@@ -92,3 +92,51 @@ def test_clustered_codes_probe_and_agree():
     d, j = mi.search(as_words(q), 10)
     ed, ej = oracle_topk(q, db, 10)
     assert (d == ed).all() and (j == ej).all()
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(code_sets(max_n=300), st.integers(0, 8), st.data())
+def test_range_segments_over_several_segments_matches_oracle(data, r, draw):
+    """One kernel call over MIH segments (probing or not, short substrings or long) and scanned ones,
+    with live bitmaps, stored or range ids and per-query radii: the brute-force answer by (distance, id)."""
+    from hashsearch import bitmaps
+    from hashsearch.mih import range_segments
+    from hashsearch.segments import Segment, _fuse
+
+    nbits, q, db = data
+    rng = np.random.default_rng(draw.draw(st.integers(0, 2**32 - 1)))
+    cuts = np.sort(rng.integers(0, len(db) + 1, draw.draw(st.integers(0, 3))))
+    ids = rng.permutation(np.arange(3 * len(db)))[:len(db)]  # disjoint ids, interleaved across segments
+    parts, want_rows = [], []
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(db)]):
+        seg_ids = np.sort(ids[a:b])
+        kind = draw.draw(st.sampled_from(["mih", "mih-probe", "scan", "range"]))
+        if kind == "range":
+            seg_ids = np.arange(10 * len(db) + a, 10 * len(db) + b)
+        backend, params = ("numba", {}) if kind in ("scan", "range") else ("mih", {"m": draw.draw(st.sampled_from([1, 2, 4, 6]))})
+        if kind == "mih-probe":
+            params["probe_cost"] = 0.0
+        if backend == "mih" and -(-nbits // params["m"]) > 64:
+            params["m"] = -(-nbits // 64)
+        seg = Segment(db[a:b], None if kind == "range" else seg_ids, int(seg_ids[0]) if kind == "range" and b > a else 0,
+                      nbits, None, backend, params)
+        live = rng.random(b - a) < draw.draw(st.sampled_from([1.0, 0.7, 0.0]))
+        allowed = int(live.sum())
+        parts.append((seg, None if live.all() else bitmaps.pack(live), allowed))
+        want_rows += [(i, j) for i, j, ok in zip(seg_ids, range(a, b), live) if ok]
+    fused = _fuse(parts)
+    radii = rng.integers(0, r + 1, len(q)) if draw.draw(st.booleans()) else r
+    if fused is None:  # no live row anywhere
+        assert not want_rows
+        return
+    lims, dist, got = range_segments(as_words(q), radii, fused, nbits, len(db))
+    full = np.bitwise_count(q[:, None, :] ^ db[None, :, :]).sum(axis=2)
+    want_ids = np.array([i for i, _ in want_rows], np.int64)
+    want_pos = np.array([j for _, j in want_rows], np.int64)
+    for t in range(len(q)):
+        d = full[t, want_pos] if want_pos.size else np.zeros(0, np.int64)
+        rt = radii if np.ndim(radii) == 0 else radii[t]
+        inside = np.flatnonzero(d <= rt)
+        order = inside[np.lexsort((want_ids[inside], d[inside]))]
+        assert np.array_equal(dist[lims[t]:lims[t + 1]], d[order])
+        assert np.array_equal(got[lims[t]:lims[t + 1]], want_ids[order])
