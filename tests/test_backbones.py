@@ -187,6 +187,8 @@ def test_hashers_fine_tune_last_blocks_on_cached_maps(method):
     frozen = [p for b in model.encoder_.features[0].net.blocks[:12] for p in b.parameters()]
     assert not any(p.requires_grad for p in frozen)
     assert np.allclose(model.real_codes(maps), model.real_codes(x.numpy()), atol=1e-5)
+    head, blocks = model._param_groups(model.encoder_.parameters())  # fine-tuned blocks: a tenth of the step
+    assert "lr" not in head and blocks["lr"] == model.lr * 0.1 and len(blocks["params"]) == 6 * 2
 
 
 def test_torchvision_missing_gives_clear_error(monkeypatch, tmp_path):
