@@ -141,6 +141,56 @@ def test_image_backbone_resizes_and_checks_input():
         make_image_net("vgg", pretrained=False)
 
 
+@pytest.mark.parametrize("depth,resolution", [(10, 96), (12, 48), (1, 33)])
+def test_suffix_on_cached_prefix_equals_the_full_network(depth, resolution):
+    """Fine-tuning the last blocks on cached prefix maps: the maps (of the documented shape) give the full
+    network's features."""
+    torch.manual_seed(0)
+    backbone = make_image_net("mobilenet_v1", pretrained=False, resolution=resolution, trainable_blocks=14 - depth,
+                              input_block=depth).eval()
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        full, maps = backbone(x), backbone.prefix(x)
+        assert tuple(maps.shape[1:]) == MobileNetV1.maps_shape(depth, resolution)
+        assert torch.allclose(backbone(maps), full, atol=1e-6)
+        both = backbones.PrefixAndFeatures(backbone, depth)(x)
+        assert torch.equal(both[0], maps) and torch.allclose(both[1], full, atol=1e-6)
+    with pytest.raises(InvalidInputError, match=f"maps of its first {depth} blocks"):
+        backbone(torch.rand(2, 7, 6, 6))
+
+
+def test_input_block_must_lie_in_the_frozen_prefix():
+    with pytest.raises(InvalidInputError, match="input_block"):
+        make_image_net("mobilenet_v1", pretrained=False, trainable_blocks=5, input_block=10)
+    with pytest.raises(InvalidInputError, match="input_block"):
+        make_image_net("mobilenet_v1", pretrained=False, trainable_blocks=None, input_block=1)
+
+
+@pytest.mark.parametrize("method", ["dpsh", "schn"])
+def test_hashers_fine_tune_last_blocks_on_cached_maps(method):
+    """A hasher fitted on prefix maps (only the suffix runs) encodes maps and pixels alike."""
+    from hashsearch.models.dpsh import DPSH
+    from hashsearch.models.schn import SCHN
+
+    torch.manual_seed(0)
+    x = torch.rand(12, 3, 32, 32)
+    labels = np.arange(12) % 3
+    options = {"pretrained": False, "resolution": 32, "trainable_blocks": 2, "input_block": 11}
+    model = (DPSH(8, epochs=1, batch_size=6, verbose=False, image_net="mobilenet_v1", image_net_options=options)
+             if method == "dpsh" else
+             SCHN(8, max_iter=1, max_epoch=1, num_samples=12, batch_size=6, label_dim=16, latent_dim=16,
+                  mlp_hidden=16, verbose=False, image_net="mobilenet_v1", image_net_options=options))
+    model._start_fit(x.numpy(), labels)  # fit builds the same seeded encoder: its prefix gives the maps
+    with torch.no_grad():
+        maps = model.encoder_.features[0].eval().prefix(x).numpy()
+    model.fit(maps, labels)
+    frozen = [p for b in model.encoder_.features[0].net.blocks[:12] for p in b.parameters()]
+    assert not any(p.requires_grad for p in frozen)
+    assert np.allclose(model.real_codes(maps), model.real_codes(x.numpy()), atol=1e-5)
+    head, blocks = model._param_groups(model.encoder_.parameters())  # fine-tuned blocks: a tenth of the step
+    assert "lr" not in head and blocks["lr"] == model.lr * 0.1 and len(blocks["params"]) == 6 * 2
+
+
 def test_torchvision_missing_gives_clear_error(monkeypatch, tmp_path):
     import builtins
 

@@ -80,3 +80,48 @@ def test_cifar10_features_cached_end_to_end(monkeypatch, tmp_path):
     assert np.array_equal(again, first[::-1])
     with pytest.raises(InvalidInputError, match="rows"):
         cifar10_features(np.array([20]), resolution=32, weights=tmp_path / "w.npz", root=tmp_path, progress=False)
+
+
+def test_cifar10_maps_cache_features_in_the_same_pass(monkeypatch, tmp_path):
+    """One extraction pass stores the block-d maps and the pooled features; the suffix on the cached
+    (float16) maps gives the features; the flipped view is a separate cache of mirrored images."""
+    from test_backbones import tf_arrays
+    from test_cifar10 import write_archive
+
+    from hashsearch.features import cifar10_cache, cifar10_maps
+    from hashsearch.models.backbones import MobileNetV1, make_image_net
+
+    write_archive(tmp_path, per_class=1)
+    torch.manual_seed(0)
+    net = MobileNetV1()
+    for m in net.modules():  # batch statistics as running ones: activations of order 1, not ~1e-12
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        net.train()(torch.rand(8, 3, 32, 32) * 2 - 1)
+    np.savez(tmp_path / "w.npz", **tf_arrays(net))
+    monkeypatch.setenv("HASHSEARCH_CACHE", str(tmp_path / "cache"))
+    kw = dict(resolution=32, weights=tmp_path / "w.npz", root=tmp_path, progress=False)
+    rows = np.array([3, 0, 7])
+    maps = cifar10_maps(rows, depth=11, chunk=2, **kw)
+    assert maps.dtype == np.float16 and maps.shape == (3, *MobileNetV1.maps_shape(11, 32))
+    assert cifar10_cache("features", 32, tmp_path / "w.npz").stored_rows() == {0, 3, 7}
+    monkeypatch.setattr("hashsearch.features.inference_module", lambda *a: pytest.fail("recomputed cached rows"))
+    feats = cifar10_features(rows, **kw)
+    backbone = make_image_net("mobilenet_v1", weights=tmp_path / "w.npz", resolution=32, trainable_blocks=3,
+                              input_block=11).eval()
+    with torch.no_grad():
+        suffix = backbone(torch.from_numpy(maps.astype(np.float32))).numpy()
+    assert np.abs(feats).mean() > 0.01 and np.allclose(suffix, feats, atol=1e-2 * np.abs(feats).max())
+    monkeypatch.undo()
+    monkeypatch.setenv("HASHSEARCH_CACHE", str(tmp_path / "cache"))
+    from hashsearch.datasets.cifar10 import Cifar10Archive
+
+    flat = Cifar10Archive.decode_rows
+    ramp = lambda self, r: np.minimum(flat(self, r) + np.arange(32, dtype=np.uint8) * 4, 255).astype(np.uint8)  # noqa: E731
+    monkeypatch.setattr(Cifar10Archive, "decode_rows", ramp)  # flat test images look the same mirrored
+    flipped = cifar10_maps(rows, depth=11, flip=True, **kw)
+    mirrored = torch.from_numpy(ramp(Cifar10Archive(tmp_path), rows)[..., ::-1].copy()).float() / 255
+    with torch.no_grad():
+        assert np.allclose(flipped, backbone.prefix(mirrored).numpy(), atol=1e-2 * np.abs(flipped).max())
+    assert cifar10_cache("maps", 32, tmp_path / "w.npz", flip=True, depth=11).stored_rows() == {0, 3, 7}

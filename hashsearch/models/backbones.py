@@ -69,8 +69,26 @@ class MobileNetV1(nn.Module):
         self.blocks = nn.Sequential(*layers)  # blocks[0] = Conv2d_0, blocks[i] = Conv2d_i (depthwise, pointwise)
         self.classifier = nn.Conv2d(1024, 1001, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(x).mean(dim=(2, 3))
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Pooled features of pixels (`start` 0) or of the maps that blocks[:start] output."""
+        return self.blocks[start:](x).mean(dim=(2, 3))
+
+    def prefix(self, x: torch.Tensor, depth: int) -> torch.Tensor:
+        """The feature maps after the first `depth` blocks (what `forward(maps, start=depth)` takes)."""
+        return self.blocks[:depth](x)
+
+    @staticmethod
+    def channels_after(depth: int) -> int:
+        """Channels of the maps after the first `depth` blocks (3: pixels)."""
+        return 3 if depth == 0 else 32 if depth == 1 else MOBILENET_BLOCKS[depth - 2][0]
+
+    @classmethod
+    def maps_shape(cls, depth: int, resolution: int) -> tuple[int, int, int]:
+        """(channels, h, w) of the maps after the first `depth` >= 1 blocks for square `resolution` input."""
+        side = -(-resolution // 2)  # Conv2d_0, stride 2, SAME padding
+        for _, stride in MOBILENET_BLOCKS[:depth - 1]:
+            side = -(-side // stride)
+        return cls.channels_after(depth), side, side
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.forward(x)[:, :, None, None]).flatten(1)
@@ -204,39 +222,77 @@ class Frozen(nn.Module):
 
 class ImageBackbone(nn.Module):
     """Pixels in [0, 1] (n, 3, h, w) -> backbone features: bilinear resize to `resolution`, scale to the
-    backbone's input range, run it. `feature_dim` is the output width."""
+    backbone's input range, run it. `feature_dim` is the output width.
+
+    With `input_block` d > 0 (MobileNet) it also takes the maps its first d blocks output for pixels
+    (`prefix(pixels, d)`, e.g. cached once when those blocks are frozen) and runs only the rest on them:
+    fine-tuning the last blocks then costs only their share of the network."""
 
     def __init__(self, net: nn.Module, feature_dim: int, resolution: int, mean: tuple[float, ...],
-                 std: tuple[float, ...]):
+                 std: tuple[float, ...], input_block: int = 0):
         super().__init__()
         self.net, self.feature_dim, self.resolution = net, feature_dim, int(resolution)
+        self.input_block = int(input_block)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise InvalidInputError(f"the image backbone expects RGB pixels (n, 3, h, w), got shape {tuple(x.shape)}")
+    def scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels resized to `resolution` and scaled to the backbone's input range."""
         if tuple(x.shape[-2:]) != (self.resolution, self.resolution):
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
-        return self.net((x - self.mean) / self.std)
+        return (x - self.mean) / self.std
+
+    def prefix(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        """Maps after the first `depth` (default `input_block`) MobileNet blocks for pixels `x`."""
+        return self.net.prefix(self.scaled(x), self.input_block if depth is None else depth)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = self.net.channels_after(self.input_block) if self.input_block else None
+        if x.ndim == 4 and maps is not None and x.shape[1] == maps:
+            return self.net(x, self.input_block)
+        if x.ndim != 4 or x.shape[1] != 3:
+            also = f" or the maps of its first {self.input_block} blocks (n, {maps}, h, w)" if maps else ""
+            raise InvalidInputError(f"the image backbone expects RGB pixels (n, 3, h, w){also}, got shape {tuple(x.shape)}")
+        return self.net(self.scaled(x))
+
+
+class PrefixAndFeatures(nn.Module):
+    """Pixels -> (maps after the first `depth` blocks, pooled features) of a MobileNet `ImageBackbone` in
+    one pass: what a frozen-prefix cache stores beside the frozen features."""
+
+    def __init__(self, backbone: ImageBackbone, depth: int):
+        super().__init__()
+        self.backbone, self.depth = backbone, int(depth)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self.backbone.prefix(x, self.depth)
+        return maps, self.backbone.net(maps, self.depth)
 
 
 IMAGE_NETS = ("mobilenet_v1", "torchvision:<arch>")
 
 
 def make_image_net(name: str, *, weights: str | os.PathLike | None = None, resolution: int = 128,
-                   trainable_blocks: int | None = 0, pretrained: bool = True) -> ImageBackbone:
+                   trainable_blocks: int | None = 0, pretrained: bool = True, input_block: int = 0) -> ImageBackbone:
     """The backbone called `name` ("mobilenet_v1" or "torchvision:resnet18" etc.) for pixels in [0, 1].
 
     `trainable_blocks`: 0 keeps the backbone frozen, k fine-tunes its last k blocks (MobileNet), None
-    fine-tunes all of it. `pretrained=False` (MobileNet only) starts from random init.
+    fine-tunes all of it. `pretrained=False` (MobileNet only) starts from random init. `input_block`
+    d (MobileNet, blocks 0..d-1 frozen): the module also takes the maps of its first d blocks as input
+    (see `ImageBackbone`; `hashsearch.features.cifar10_maps` caches them).
     """
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 32:
         raise InvalidInputError(f"resolution must be an integer >= 32 pixels, got {resolution!r}")
     if name == "mobilenet_v1":
         net = load_mobilenet_v1(weights, pretrained)
         net.freeze(trainable_blocks)
-        return ImageBackbone(net, MobileNetV1.feature_dim, resolution, (0.5,) * 3, (0.5,) * 3)  # [0,1] -> [-1,1]
+        if isinstance(input_block, bool) or not isinstance(input_block, int) or not 0 <= input_block <= net.frozen_blocks:
+            raise InvalidInputError(f"input_block must be an integer in 0..{net.frozen_blocks} (the frozen blocks "
+                                    f"with trainable_blocks={trainable_blocks!r}), got {input_block!r}")
+        return ImageBackbone(net, MobileNetV1.feature_dim, resolution, (0.5,) * 3, (0.5,) * 3,  # [0,1] -> [-1,1]
+                             input_block)
+    if input_block:
+        raise InvalidInputError("input_block (cached prefix maps) is a MobileNet option")
     if name.startswith("torchvision:"):
         if trainable_blocks not in (0, None):
             raise InvalidInputError("torchvision backbones are frozen (trainable_blocks=0) or fully trained (None)")

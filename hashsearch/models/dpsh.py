@@ -36,7 +36,8 @@ class DPSH(DeepImageHasher):
     Outputs are linear (no tanh), as in the paper. Defaults: η = 10 (paper), Adam lr 1e-3 for the
     from-scratch encoder (the paper fine-tunes pretrained CNN-F), batch 64; `epochs="auto"` is 30
     (an MLP on feature rows, a small CNN on pixels), more on small sets so that training takes at
-    least 600 steps. A non-finite step restores the last finite epoch with half the step size
+    least 600 steps. With a pretrained `image_net` fine-tuned, its blocks train at `backbone_lr_scale` x lr
+    (0.1). A non-finite step restores the last finite epoch with half the step size
     (recorded in `history_`).
     """
 
@@ -45,11 +46,11 @@ class DPSH(DeepImageHasher):
     def __init__(self, nbits: int, seed: int = 0, eta: float = 10.0, epochs: int | str = AUTO, lr: float = 1e-3,
                  weight_decay: float = 1e-5, batch_size: int = 64, feature_dim: int | str = AUTO,
                  device: str | None = None, verbose: bool = True, image_net: str | None = None,
-                 image_net_options: dict | None = None):
+                 image_net_options: dict | None = None, backbone_lr_scale: float = 0.1):
         self.eta, self.epochs = eta, epochs
         super().__init__(nbits, seed=seed, feature_dim=feature_dim, lr=lr, weight_decay=weight_decay,
                          batch_size=batch_size, device=device, verbose=verbose, image_net=image_net,
-                         image_net_options=image_net_options)
+                         image_net_options=image_net_options, backbone_lr_scale=backbone_lr_scale)
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -68,7 +69,8 @@ class DPSH(DeepImageHasher):
         xt, lt = xt.to(dev), lt.to(dev)
         gen = torch.Generator().manual_seed(self.seed)
         U = torch.zeros(len(xt), self.nbits, device=dev)
-        opt = torch.optim.Adam(self.encoder_.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=True)
+        opt = torch.optim.Adam(self._param_groups(self.encoder_.parameters()), lr=self.lr,
+                               weight_decay=self.weight_decay, fused=True)
         rollback = Rollback({"encoder": self.encoder_}, [opt])
         self.encoder_.train()
         epochs = self.params_["epochs"]

@@ -182,8 +182,9 @@ class SCHN(DeepImageHasher):
     `label_dim` / `latent_dim` / `mlp_hidden` 128 / 256 / 256 on feature rows, 256 / 512 / 512 on
     pixels (the authors': 512 / 1024 / 1024); `num_samples` = min(n, 2000) (authors: 2000);
     `max_epoch` 1; `max_iter` rounds for about 8 passes over the set, 10 to 50 rounds (authors: 50
-    rounds of 3 epochs). A non-finite step restores the state at the start of its round with half the
-    step size (recorded in `history_`). `train_codes_` holds the learned database codes of the
+    rounds of 3 epochs). A fine-tuned pretrained `image_net` trains at `backbone_lr_scale` x lr (0.1).
+    A non-finite step restores the state at the start of its round with half the step size (recorded
+    in `history_`). `train_codes_` holds the learned database codes of the
     training items (the asymmetric protocol).
     """
 
@@ -194,7 +195,7 @@ class SCHN(DeepImageHasher):
                  latent_dim: int | str = AUTO, mlp_hidden: int | str = AUTO, lr: float = 1e-3,
                  weight_decay: float = 1e-5, batch_size: int = 64, feature_dim: int | str = AUTO,
                  device: str | None = None, verbose: bool = True, image_net: str | None = None,
-                 image_net_options: dict | None = None):
+                 image_net_options: dict | None = None, backbone_lr_scale: float = 0.1):
         self.gamma, self.alpha, self.beta = gamma, alpha, beta
         self.semantic_weight, self.latent_weight, self.rec_weight, self.adv_weight = (
             semantic_weight, latent_weight, rec_weight, adv_weight)
@@ -202,7 +203,7 @@ class SCHN(DeepImageHasher):
         self.label_dim, self.latent_dim, self.mlp_hidden = label_dim, latent_dim, mlp_hidden
         super().__init__(nbits, seed=seed, feature_dim=feature_dim, lr=lr, weight_decay=weight_decay,
                          batch_size=batch_size, device=device, verbose=verbose, image_net=image_net,
-                         image_net_options=image_net_options)
+                         image_net_options=image_net_options, backbone_lr_scale=backbone_lr_scale)
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -261,7 +262,7 @@ class SCHN(DeepImageHasher):
         label_net, cycle, disc = self.build_networks(lt.shape[1], dev)
         nets = (self.encoder_, label_net, cycle, disc)
         params = [*self.encoder_.parameters(), *label_net.parameters(), *cycle.parameters()]
-        opts = [torch.optim.Adam(ps, lr=self.lr, weight_decay=self.weight_decay, fused=True)
+        opts = [torch.optim.Adam(self._param_groups(ps), lr=self.lr, weight_decay=self.weight_decay, fused=True)
                 for ps in (params, disc.parameters(), cycle.parameters())]  # main, discriminator, generator
         rollback = Rollback(dict(zip(("encoder", "label", "cycle", "disc"), nets)), opts)
         B_all = torch.zeros(n, self.nbits, device=dev)

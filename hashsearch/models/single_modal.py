@@ -168,9 +168,10 @@ class DeepImageHasher(Learner):
 
     def __init__(self, nbits: int, seed: int = 0, feature_dim: int | str = AUTO, lr: float = 1e-3,
                  weight_decay: float = 1e-5, batch_size: int = 64, device: str | None = None,
-                 verbose: bool = True, image_net: str | None = None, image_net_options: dict | None = None):
+                 verbose: bool = True, image_net: str | None = None, image_net_options: dict | None = None,
+                 backbone_lr_scale: float = 0.1):
         self.nbits, self.seed, self.feature_dim, self.lr = nbits, seed, feature_dim, lr
-        self.image_net, self.image_net_options = image_net, image_net_options
+        self.image_net, self.image_net_options, self.backbone_lr_scale = image_net, image_net_options, backbone_lr_scale
         self.weight_decay, self.batch_size, self.device, self.verbose = weight_decay, batch_size, device, verbose
         self._check_params()
 
@@ -181,6 +182,7 @@ class DeepImageHasher(Learner):
         check_size(self.feature_dim, "feature_dim")
         check_real(self.lr, "lr", strictly_positive=False)
         check_real(self.weight_decay, "weight_decay", strictly_positive=False)
+        check_real(self.backbone_lr_scale, "backbone_lr_scale", strictly_positive=False)
         if self.image_net is not None and not is_image_net_name(self.image_net):
             raise InvalidInputError(f"image_net must be None or a pretrained backbone such as 'mobilenet_v1', got {self.image_net!r}")
         if self.image_net_options is not None and not isinstance(self.image_net_options, dict):
@@ -220,6 +222,15 @@ class DeepImageHasher(Learner):
         return HashEncoder(self.input_shape_, self.nbits, self.params_["feature_dim"], tanh=self.encoder_tanh,
                            image_net=self.image_net, image_net_options=options)
 
+    def _param_groups(self, params) -> list[dict[str, Any]]:
+        """Optimiser groups: a pretrained backbone's trainable blocks at `backbone_lr_scale` x lr (small
+        fine-tuning steps keep the ImageNet features), every other parameter at lr."""
+        backbone = {id(p) for p in self.encoder_.features[0].parameters()} if self.image_net else set()
+        params = [p for p in params if p.requires_grad]
+        groups = [{"params": [p for p in params if id(p) not in backbone]},
+                  {"params": [p for p in params if id(p) in backbone], "lr": self.lr * self.backbone_lr_scale}]
+        return [g for g in groups if g["params"]]
+
     def _batches(self, n: int, gen: torch.Generator):
         """Index tensors of one shuffled epoch in batches of `batch_size`; a last batch of one item
         (which batch norm cannot train on) joins the one before it."""
@@ -240,7 +251,7 @@ class DeepImageHasher(Learner):
         """The hash layer's real-valued outputs (n, nbits) float32, before the sign."""
         check_is_fitted(self)
         xt = as_images(x)
-        if tuple(xt.shape[1:]) != self.input_shape_:
+        if tuple(xt.shape[1:]) != self.input_shape_ and not self.image_net:  # a backbone checks its own input
             raise InvalidInputError(f"input rows have shape {tuple(xt.shape[1:])}, the model was fitted on {self.input_shape_}")
         return self._hash_outputs((xt - self.x_mean_) / self.x_std_, batch_size)
 
