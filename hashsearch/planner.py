@@ -26,7 +26,7 @@ from numba import njit, prange
 from hashsearch.kernels import mih as mih_kernels
 from hashsearch.kernels.popcount import as_words, popcount64
 from hashsearch.kernels.scan import BLOCK, MIN_PART, QGROUP, SMALL_WORK
-from hashsearch.mih import MAX_SUBSTRING_BITS, default_substrings
+from hashsearch.mih import MAX_SUBSTRING_BITS, SMALL_TABLE_ROWS, default_substrings
 
 COSTS_FILE = "costs.json"
 CALIBRATION_ROWS = 1 << 16  # rows of the calibration scans (the codes sit in the caches)
@@ -62,6 +62,8 @@ class Costs:
     large_cost: tuple = (1.0, 1.0, 1.5, 2.5)  # row cost of those widths over LARGE_ROWS rows against
     # CALIBRATION_ROWS rows (the rows stream from memory instead of the caches)
     parallel_eff: float = 0.5  # what each thread beyond the first adds (1: a perfect speed-up; low on a busy machine)
+    pool_us: float = 20.0  # fixed cost of a search split over threads: waking them and waiting for the last
+    # (a typical call's, so on a busy machine the time a thread waits to be scheduled: milliseconds)
 
     def threads(self, used: int) -> float:
         """Effective threads when `used` threads share a task's work."""
@@ -255,12 +257,12 @@ class CostModel:
             per_row = c.scan_row_batch + (c.scan_row_single - c.scan_row_batch) * (1 / g - 1 / QGROUP) / (1 - 1 / QGROUP)
             tasks = -(-nq // g)
             rows_time = tasks * g * n * per_row / c.threads(min(threads, tasks))
-            t = rows_time * self.row
+            t = rows_time * self.row + (c.pool_us * 1e3 if min(threads, tasks) > 1 else 0.0)
             if k is not None:
                 t += nq * self.topk_extra(k, n, allowed) / c.threads(min(threads, tasks))
         else:  # each query split over parts, each part keeping its own top-k, merged after
             parts = max(1, min(threads // nq, n // MIN_PART))
-            t = n * c.scan_row_single * self.row / c.threads(parts)
+            t = n * c.scan_row_single * self.row / c.threads(parts) + (c.pool_us * 1e3 if parts > 1 else 0.0)
             if k is not None:
                 t += parts * self.topk_extra(k, -(-n // parts), allowed) / c.threads(parts)
                 hits += (parts - 1) * k * nq
@@ -312,8 +314,11 @@ class CostModel:
         return float(feats @ np.array([c.pass_ns, c.table_ns, c.probe(self.n), c.verify_row, c.mih_hit])) + scanned
 
     def mih(self, per_query_ns: float, nq: int, threads: int) -> float:
-        """Queries run in one chunk a thread."""
-        return (self.c.mih_call_us * 1e3 + per_query_ns * nq / self.c.threads(min(threads, nq))) * 1e-9
+        """Queries run in one chunk a thread (all on the calling thread over small tables, as
+        `mih._query_chunks` splits them)."""
+        chunks = 1 if nq <= 1 or self.n < SMALL_TABLE_ROWS else min(threads, nq)
+        pool = self.c.pool_us * 1e3 if chunks > 1 else 0.0
+        return (self.c.mih_call_us * 1e3 + pool + per_query_ns * nq / self.c.threads(chunks)) * 1e-9
 
     # --- the choice
     def choose(self, nq: int, threads: int, ms: list[int], k: int | None = None, radius: int | None = None,
@@ -336,6 +341,16 @@ class CostModel:
 
 
 # ----------------------------------------------------------------------------------------------- calibration
+
+def _median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
 
 def _best_time(fn, repeats: int = 5) -> float:
     fn()
@@ -449,13 +464,18 @@ def calibrate(save: bool = True, seed: int = 0) -> Costs:
         t_hits = _best_time(lambda: scan.range_search(q64, w64[:hit_n], 64, 64), 9)
         hit = max(t_hits - QGROUP * hit_n * row_batch, 0.0) / (QGROUP * hit_n)
         pass_ns, table_ns, probe_ns, verify, mih_hit, mih_call = _calibrate_mih(seed)
-        parallel_eff = Costs.parallel_eff
+        parallel_eff, pool = Costs.parallel_eff, Costs.pool_us
         if numba.config.NUMBA_NUM_THREADS >= 2:  # one query over n rows, split in two parts or not
             one = _best_time(lambda: scan.topk(q64[:1], w64, 1, 64), 9)
             numba.set_num_threads(2)
             two = _best_time(lambda: scan.topk(q64[:1], w64, 1, 64), 9)
+            # a typical (median) short split search against its one-thread time: the pool's cost
+            small = w64[:SMALL_WORK // QGROUP * 2]
+            two_small = _median_time(lambda: scan.topk(q64, small, 1, 64), 15)
             numba.set_num_threads(1)
+            one_small = _median_time(lambda: scan.topk(q64, small, 1, 64), 15)
             parallel_eff = float(min(max(one / two - 1, 0.05), 1.0))
+            pool = max(two_small - one_small / (1 + parallel_eff), 0.0) * 1e6
         costs = Costs(
             scan_row_single=row_single * 1e9, scan_row_batch=row_batch * 1e9,
             open_row=open_row, insert_ns=insert,
@@ -463,7 +483,7 @@ def calibrate(save: bool = True, seed: int = 0) -> Costs:
             scan_call_us=max(scan_call, 0.0) * 1e6, mih_call_us=float(mih_call),
             word_cost=tuple(float(np.mean(per_row[b]) / np.mean(per_row[64])) for b in (32, 64, 128, 256)),
             large_cost=tuple(float(np.mean(large[b]) / np.mean(per_row[b])) for b in (32, 64, 128, 256)),
-            parallel_eff=parallel_eff,
+            parallel_eff=parallel_eff, pool_us=pool,
         )
     finally:
         numba.set_num_threads(threads)
