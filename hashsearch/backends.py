@@ -16,12 +16,8 @@ import threading
 from typing import Any, ClassVar, Protocol
 
 import numba
+import numba.np.ufunc.parallel
 import numpy as np
-
-try:  # the calling thread's numba thread count without numba.get_num_threads's launch check (~0.2 us, not ~1.3)
-    from numba.np.ufunc.parallel import _get_num_threads as threads_now
-except ImportError:  # pragma: no cover - another numba layout
-    threads_now = numba.get_num_threads
 
 from hashsearch.errors import InvalidInputError
 from hashsearch.kernels import scan
@@ -365,7 +361,9 @@ class AutoBackend(BaseBackend):
         self._model: CostModel | None = None
         self._tables: dict[int, MultiIndexHash] = {}
         self._plans: dict[tuple, Estimate] = {}  # decisions by (nq, k, radius, threads, allowed share)
-        numba.get_num_threads()  # launches numba's threads: `threads_now` may then read their count
+        numba.get_num_threads()  # launches numba's threads; then the calling thread's count is read without
+        # numba.get_num_threads's launch check (~0.2 us, not ~1): short queries spend microseconds in all
+        self._threads_now = getattr(numba.np.ufunc.parallel, "_get_num_threads", numba.get_num_threads)
 
     @property
     def nbytes(self) -> int:
@@ -397,7 +395,7 @@ class AutoBackend(BaseBackend):
         """Scan or MIH (and m) for a batch of nq queries, from the model's estimated seconds; priced once
         per batch shape, then a dict lookup (a single short query takes microseconds)."""
         allowed = 1.0 if mask is None else round(float(mask[::max(1, self.n // 4096)].mean()), 2)
-        key = (nq, k, radius, threads_now(), allowed)
+        key = (nq, k, radius, self._threads_now(), allowed)
         est = self._plans.get(key)
         return self._price(key) if est is None else est
 
