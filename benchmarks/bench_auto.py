@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
     only = None
     if args.recheck is not None:  # drop the flagged cells from the file, then measure just those
-        only = {tuple(r["key"]) for r in rows if r["ratio"] > args.recheck}
+        only = {tuple(r["key"]) for r in rows if max(r["ratio"], r.get("ratio_median", 0.0)) > args.recheck}
         rows = [r for r in rows if tuple(r["key"]) not in only]
         tmp = out.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--calibrate", action="store_true", help="calibrate the cost model first (and store it)")
     p.add_argument("--out", default="bench_auto.jsonl")
     p.add_argument("--recheck", type=float, default=None, metavar="RATIO",
-                   help="measure again, with --budget, only the cells of --out whose ratio is above RATIO "
-                        "(their rows are replaced)")
+                   help="measure again, with --budget, only the cells of --out whose ratio (fastest or median "
+                        "rounds) is above RATIO (their rows are replaced)")
     p.add_argument("--all-m", action="store_true",
                    help="time MIH at every substring count auto may pick as well (ratio_any_m: against the best)")
     p.add_argument("--table", action="store_true", help="print the markdown table of --out and stop")

@@ -394,7 +394,7 @@ class AutoBackend(BaseBackend):
              mask: np.ndarray | None = None) -> Estimate:
         """Scan or MIH (and m) for a batch of nq queries, from the model's estimated seconds; priced once
         per batch shape, then a dict lookup (a single short query takes microseconds)."""
-        allowed = 1.0 if mask is None else round(float(mask[::max(1, self.n // 4096)].mean()), 2)
+        allowed = 1.0 if mask is None or not self.n else round(float(mask[::max(1, self.n // 4096)].mean()), 2)
         key = (nq, k, radius, self._threads_now(), allowed)
         est = self._plans.get(key)
         return self._price(key) if est is None else est

@@ -43,27 +43,27 @@ MIH_FEATURES = ("pass", "table", "probe", "verified", "hit")  # the work of an M
 @dataclass(frozen=True)
 class Costs:
     """Machine constants of the model, in nanoseconds (calls in microseconds); the defaults were
-    calibrated on a shared 2-core AMD EPYC (Zen 5)."""
+    calibrated on the team's shared 2-core AMD EPYC (AVX-512, KVM) at load average ~7, December 2026."""
 
-    scan_row_single: float = 1.07  # per row and query, one query alone (64-bit codes)
-    scan_row_batch: float = 0.94  # per row and query, queries sharing each block (groups of 8)
-    open_row: float = 1.2  # per row of a block that top-k reads a second time (it may hold a candidate)
-    insert_ns: float = 6.0  # per candidate top-k keeps, times 1 + k / 64 (the compactions it causes)
-    probe_ns: tuple = (150.0, 2500.0)  # per MIH bucket probe over 2**PROBE_SIZES rows (log-linear
+    scan_row_single: float = 0.22  # per row and query, one query alone (64-bit codes)
+    scan_row_batch: float = 0.19  # per row and query, queries sharing each block (groups of 8)
+    open_row: float = 0.89  # per row of a block that top-k reads a second time (it may hold a candidate)
+    insert_ns: float = 0.98  # per candidate top-k keeps, times 1 + k / 64 (the compactions it causes)
+    probe_ns: tuple = (103.0, 210.0)  # per MIH bucket probe over 2**PROBE_SIZES rows (log-linear
     # between and beyond; the binary searches miss cache more as n grows)
-    pass_ns: float = 640.0  # per query and radius pass of MIH (set-up, sort)
-    table_ns: float = 50.0  # per table and radius pass (its substring, radii, bucket bounds)
-    verify_row: float = 4.0  # per candidate row MIH verifies (64-bit codes)
-    mih_hit: float = 150.0  # per row MIH reports (dedupe against earlier tables, gather, sort)
-    hit: float = 21.0  # per result row of a scan (gather and sort)
-    scan_call_us: float = 13.4  # fixed cost of one scan call
-    mih_call_us: float = 80.0  # fixed cost of one MIH call
-    word_cost: tuple = (1.02, 1.0, 1.96, 4.0)  # row cost of 32-, 64-, 128-, 256-bit codes against 64-bit ones
-    large_cost: tuple = (1.0, 1.0, 1.5, 2.5)  # row cost of those widths over LARGE_ROWS rows against
+    pass_ns: float = 150.0  # per query and radius pass of MIH (set-up, sort)
+    table_ns: float = 48.0  # per table and radius pass (its substring, radii, bucket bounds)
+    verify_row: float = 0.72  # per candidate row MIH verifies (64-bit codes)
+    mih_hit: float = 33.0  # per row MIH reports (dedupe against earlier tables, gather, sort)
+    hit: float = 6.8  # per result row of a scan (gather and sort)
+    scan_call_us: float = 3.1  # fixed cost of one scan call
+    mih_call_us: float = 3.5  # fixed cost of one MIH call
+    word_cost: tuple = (0.78, 1.0, 1.78, 3.97)  # row cost of 32-, 64-, 128-, 256-bit codes against 64-bit ones
+    large_cost: tuple = (0.56, 0.79, 0.99, 1.02)  # row cost of those widths over LARGE_ROWS rows against
     # CALIBRATION_ROWS rows (the rows stream from memory instead of the caches)
-    parallel_eff: float = 0.5  # what each thread beyond the first adds (1: a perfect speed-up; low on a busy machine)
-    pool_us: float = 20.0  # fixed cost of a search split over threads: waking them and waiting for the last
-    # (a typical call's, so on a busy machine the time a thread waits to be scheduled: milliseconds)
+    parallel_eff: float = 0.05  # what each thread beyond the first adds (1: a perfect speed-up; low on a busy machine)
+    pool_us: float = 7900.0  # fixed cost of a search split over threads: waking them and waiting for the last
+    # (a typical call's: on a busy machine the time a thread waits to be scheduled; ~10 us on a quiet one)
 
     def threads(self, used: int) -> float:
         """Effective threads when `used` threads share a task's work."""
