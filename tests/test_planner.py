@@ -99,3 +99,9 @@ def test_mih_price_is_its_features_priced():
     assert topk[0] > 1 and topk[1] == 4 * topk[0]
     c = Costs(pass_ns=1, table_ns=0, probe_ns=(0, 0), verify_row=0, mih_hit=0)
     assert CostModel(c, model.s).mih_query(4, k=10) == pytest.approx(topk[0] + model.mih_features(4, k=10)[1])
+
+
+def test_substrings_cover_the_bits_and_stay_within_a_word():
+    lo, ln = substring_bounds(200, 4)
+    assert lo.tolist() == [0, 50, 100, 150] and ln.sum() == 200
+    assert all(-(-200 // m) <= 64 for m in candidate_substrings(200, 10**6))
