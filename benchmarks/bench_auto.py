@@ -1,7 +1,8 @@
 """Backend "auto" against the better of its two plans, side by side: for each cell (n, nbits, k or r,
 batch size, threads) the same queries go to auto, to the linear scan and to MIH (default m), warm,
-interleaved round by round; the cell's ratio is min(auto) / min(min(scan), min(MIH)) over rounds
-(the fastest round: the least disturbed on a shared machine; medians are recorded too).
+interleaved round by round (every order of the engines in turn); the cell's ratio is min(auto) /
+min(min(scan), min(MIH)) over rounds (the fastest round: the least disturbed on a shared machine; the
+same over median rounds is recorded too, as ratio_median).
 Every answer is checked identical across the three. With --all-m, MIH runs at every substring count auto
 may pick too (columns mih<m>_s), and `ratio_any_m` compares auto with the best of the scan and all of them.
 
@@ -13,6 +14,7 @@ cells already in the file are skipped). `--table` prints the markdown table of a
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -42,13 +44,15 @@ def same(a: tuple, b: tuple) -> bool:
 
 
 def time_cell(engines: dict, min_rounds: int, budget_s: float) -> dict[str, float]:
-    """Fastest round of each engine, the engines run in turn (order rotating) round after round: on a
-    shared machine the fastest round is the least disturbed (the median is kept too, as *_median_s)."""
+    """Fastest round of each engine, the engines run in turn round after round, each round in the next of
+    all their orders (so that each engine follows each other one, e.g. the cache-flushing scan, equally
+    often): on a shared machine the fastest round is the least disturbed (the median is kept too, as
+    *_median_s)."""
     times = {name: [] for name in engines}
-    names = list(engines)
+    orders = list(itertools.islice(itertools.permutations(engines), 720))
     start, r = time.perf_counter(), 0
     while r < min_rounds or (time.perf_counter() - start < budget_s and r < 25):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in orders[r % len(orders)]:
             t0 = time.perf_counter()
             engines[name]()
             times[name].append(time.perf_counter() - t0)
