@@ -15,6 +15,8 @@ import math
 import threading
 from typing import Any, ClassVar, Protocol
 
+import numba
+import numba.np.ufunc.parallel
 import numpy as np
 
 from hashsearch import bitmaps
@@ -376,6 +378,9 @@ class AutoBackend(BaseBackend):
         self._model: CostModel | None = None
         self._tables: dict[int, MultiIndexHash] = {}
         self._plans: dict[tuple, Estimate] = {}  # decisions by (nq, k, radius, threads, allowed share)
+        numba.get_num_threads()  # launches numba's threads; then the calling thread's count is read without
+        # numba.get_num_threads's launch check (~0.2 us, not ~1): short queries spend microseconds in all
+        self._threads_now = getattr(numba.np.ufunc.parallel, "_get_num_threads", numba.get_num_threads)
 
     @property
     def nbytes(self) -> int:
@@ -404,21 +409,24 @@ class AutoBackend(BaseBackend):
 
     def plan(self, nq: int, k: int | None = None, radius: int | None = None,
              mask: np.ndarray | None = None) -> Estimate:
-        """Scan or MIH (and m) for a batch of nq queries, from the model's estimated seconds."""
-        import numba
+        """Scan or MIH (and m) for a batch of nq queries, from the model's estimated seconds; priced once
+        per batch shape, then a dict lookup (a single short query takes microseconds)."""
+        allowed = 1.0 if mask is None or not self.n else round(bitmaps.allowed_share(mask, self.n), 2)
+        key = (nq, k, radius, self._threads_now(), allowed)
+        est = self._plans.get(key)
+        return self._price(key) if est is None else est
 
+    def _price(self, key: tuple) -> Estimate:
+        nq, k, radius, threads, allowed = key
         if self.n < MIN_PLANNED_ROWS:
-            return Estimate("scan", None, 0.0, {})
-        allowed = 1.0 if mask is None else round(bitmaps.allowed_share(mask, self.n), 2)
-        key = (nq, k, radius, numba.get_num_threads(), allowed)
-        est = self._plans.get(key)  # a dict lookup: the plan of a batch shape is priced once
-        if est is None:
-            if len(self._plans) > 4096:
-                self._plans.clear()
-            est = self.model().choose(nq, key[3], self.substring_choices, k=None if k is None else int(k),
+            est = Estimate("scan", None, 0.0, {})
+        else:
+            est = self.model().choose(nq, threads, self.substring_choices, k=None if k is None else int(k),
                                       radius=None if radius is None else min(int(radius), self.nbits),
                                       allowed=max(allowed, 1e-3))
-            self._plans[key] = est
+        if len(self._plans) > 4096:
+            self._plans.clear()
+        self._plans[key] = est
         return est
 
     def search(self, queries, k, mask=None, **params):
@@ -431,14 +439,13 @@ class AutoBackend(BaseBackend):
     def range_search(self, queries, radius, mask=None, **params):
         _, mask = self._call(params, mask)
         radius = radius_arg(radius)
-        est = self.plan(queries.shape[0], radius=int(np.max(radius, initial=0)), mask=mask)  # priced at the widest
+        widest = radius if isinstance(radius, int) else int(radius.max(initial=0))  # (np.max costs microseconds)
+        est = self.plan(queries.shape[0], radius=widest, mask=mask)  # priced at the widest
         if est.plan == "scan":
             return scan.range_search(scan_words(queries), self.words, radius, self.nbits, mask)
         return self.tables(est.m).range_search(as_words(queries), radius, mask)
 
     def explain(self, nq, k=None, radius=None):
-        import numba
-
         if (k is None) == (radius is None):
             raise InvalidInputError("explain needs exactly one of k and radius")
         est = self.plan(nq, k=k, radius=radius)

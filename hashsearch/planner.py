@@ -25,56 +25,74 @@ from numba import njit, prange
 
 from hashsearch.kernels import mih as mih_kernels
 from hashsearch.kernels.popcount import as_words, popcount64
-from hashsearch.kernels.scan import MIN_PART, QGROUP, SMALL_WORK
-from hashsearch.mih import MAX_SUBSTRING_BITS, default_substrings
+from hashsearch.kernels.scan import BLOCK, MIN_PART, QGROUP, SMALL_WORK
+from hashsearch.mih import MAX_SUBSTRING_BITS, SMALL_TABLE_ROWS, default_substrings
 
 COSTS_FILE = "costs.json"
-CALIBRATION_ROWS = 1 << 16
+CALIBRATION_ROWS = 1 << 16  # rows of the calibration scans (the codes sit in the caches)
+LARGE_ROWS = 1 << 22  # rows of the scans that price codes beyond the caches (row costs ramp between the two)
+TOPK_ROWS = 1 << 20  # rows of the top-k calibration runs
+PROBE_SIZES = (16, 20)  # log2 of the table sizes MIH is timed over
 OTHER_M_MARGIN = 1.5  # a substring count other than the usual one must look this much faster: the model
 # prices tables less well than the scan, and a wrong m costs more than the usual one's small loss
 SAMPLE_ROWS, SAMPLE_QUERIES = 65536, 64
+MIH_FEATURES = ("pass", "table", "probe", "verified", "hit")  # the work of an MIH pass, priced by pass_ns,
+# table_ns, probe(n), verify_row and mih_hit
 
 
 @dataclass(frozen=True)
 class Costs:
     """Machine constants of the model, in nanoseconds (calls in microseconds); the defaults were
-    calibrated on a shared 2-core AMD EPYC (Zen 5)."""
+    calibrated on the team's shared 2-core AMD EPYC (AVX-512, KVM) at load average ~7, December 2026."""
 
-    scan_row_single: float = 1.07  # per row and query, one query alone (64-bit codes)
-    scan_row_batch: float = 0.94  # per row and query, queries sharing each block (groups of 8)
-    topk_ns: tuple = (0.0, 2.4e4, 6.0e4, 3.5e5)  # extra ns of one query's top-k, k = 1, 10, 100, 1000, over 2**16 rows
-    probe_base: float = 117.0  # per MIH bucket probe over 4096 rows
-    probe_log: float = 100.0  # per MIH bucket probe: added per doubling of n (the binary search misses cache)
-    pass_ns: float = 640.0  # per query and radius pass of MIH (set-up, sort)
-    verify_row: float = 0.18  # per candidate row MIH verifies (64-bit codes)
-    hit: float = 21.0  # per result row (gather and sort)
-    scan_call_us: float = 13.4  # fixed cost of one scan call
-    mih_call_us: float = 80.0  # fixed cost of one MIH call
-    word_cost: tuple = (1.02, 1.0, 1.96, 4.0)  # row cost of 32-, 64-, 128-, 256-bit codes against 64-bit ones
-    parallel_eff: float = 0.5  # what each thread beyond the first adds (1: a perfect speed-up; low on a busy machine)
+    scan_row_single: float = 0.22  # per row and query, one query alone (64-bit codes)
+    scan_row_batch: float = 0.19  # per row and query, queries sharing each block (groups of 8)
+    open_row: float = 0.89  # per row of a block that top-k reads a second time (it may hold a candidate)
+    insert_ns: float = 0.98  # per candidate top-k keeps, times 1 + k / 64 (the compactions it causes)
+    probe_ns: tuple = (103.0, 210.0)  # per MIH bucket probe over 2**PROBE_SIZES rows (log-linear
+    # between and beyond; the binary searches miss cache more as n grows)
+    pass_ns: float = 150.0  # per query and radius pass of MIH (set-up, sort)
+    table_ns: float = 48.0  # per table and radius pass (its substring, radii, bucket bounds)
+    verify_row: float = 0.72  # per candidate row MIH verifies (64-bit codes)
+    mih_hit: float = 33.0  # per row MIH reports (dedupe against earlier tables, gather, sort)
+    hit: float = 6.8  # per result row of a scan (gather and sort)
+    scan_call_us: float = 3.1  # fixed cost of one scan call
+    mih_call_us: float = 3.5  # fixed cost of one MIH call
+    word_cost: tuple = (0.78, 1.0, 1.78, 3.97)  # row cost of 32-, 64-, 128-, 256-bit codes against 64-bit ones
+    large_cost: tuple = (0.56, 0.79, 0.99, 1.02)  # row cost of those widths over LARGE_ROWS rows against
+    # CALIBRATION_ROWS rows (the rows stream from memory instead of the caches)
+    parallel_eff: float = 0.05  # what each thread beyond the first adds (1: a perfect speed-up; low on a busy machine)
+    pool_us: float = 7900.0  # fixed cost of a search split over threads: waking them and waiting for the last
+    # (a typical call's: on a busy machine the time a thread waits to be scheduled; ~10 us on a quiet one)
 
     def threads(self, used: int) -> float:
         """Effective threads when `used` threads share a task's work."""
         return 1 + (max(used, 1) - 1) * self.parallel_eff
 
-    def words_factor(self, nbits: int) -> float:
-        """Cost of reading one row of `nbits` bits, relative to a 64-bit row."""
-        if nbits <= 32:
-            return self.word_cost[0]
+    def words_factor(self, nbits: int, n: int = CALIBRATION_ROWS) -> float:
+        """Cost of reading one row of `nbits` bits out of n, relative to a 64-bit row out of CALIBRATION_ROWS:
+        the width's cost, times a ramp (log-linear in n) to its cost over LARGE_ROWS."""
         nw = -(-nbits // 64)
-        if nw <= 1:
-            return self.word_cost[1]
-        if nw <= 2:
-            return self.word_cost[2]
-        return self.word_cost[3] * nw / 4
+        i, scale = (0, 1.0) if nbits <= 32 else (nw, 1.0) if nw <= 2 else (3, nw / 4)
+        lo, hi = math.log2(CALIBRATION_ROWS), math.log2(LARGE_ROWS)
+        ramp = min(max((math.log2(max(n, 2)) - lo) / (hi - lo), 0.0), 1.0)
+        return self.word_cost[i] * scale * (1 + (self.large_cost[i] - 1) * ramp)
 
-    def topk_extra(self, k: int, n: int) -> float:
-        """ns one query's top-k adds to a scan of n rows: the candidates it keeps, about
-        k (1 + ln(n / k)) for rows in random order, priced from the calibrated k = 1 ... 1000 runs."""
-        lk = min(max(math.log10(max(k, 1)), 0.0), 3.0)
-        base = float(np.interp(lk, [0, 1, 2, 3], self.topk_ns)) * (k / 10 ** lk)
-        kk = 10 ** lk
-        return base * (1 + math.log(max(n / k, 1.0))) / (1 + math.log(max(CALIBRATION_ROWS / kk, 1.0)))
+    def topk_extra(self, k: int, open_rows: float, inserts: float, row: float = 1.0) -> float:
+        """ns one query's top-k adds to its scan: the blocks it reads twice (`open_rows`, rows of
+        `row` relative cost) and the candidates it keeps (see `topk_work`)."""
+        return open_rows * self.open_row * row + inserts * self.insert_ns * (1 + k / 64)
+
+    def probe(self, n: int) -> float:
+        """ns of one MIH bucket probe over n rows: log-linear between the calibrated sizes, the last
+        slope beyond them."""
+        x = math.log2(max(n, 2))
+        xs, ys = PROBE_SIZES, self.probe_ns
+        if x >= xs[-1]:
+            y = ys[-1] + max(ys[-1] - ys[-2], 0.0) / (xs[-1] - xs[-2]) * (x - xs[-1])
+        else:
+            y = float(np.interp(x, xs, ys))
+        return max(y, 0.5 * ys[0])
 
     @staticmethod
     def path() -> Path:
@@ -174,6 +192,28 @@ class CodeStats:
         return out
 
 
+def topk_work(within: np.ndarray, n: int, rows: int, k: int, allowed: float = 1.0) -> tuple[float, float]:
+    """(rows of blocks read twice, candidates kept) of one query's scan top-k over `rows` rows in random
+    order, averaged over the sample queries of `within` (expected rows within each distance among n).
+    After j rows the kernel keeps only rows below the k-th distance seen so far, the distance where
+    k / j of the allowed rows lie; a block is read twice when one of its BLOCK rows is below it."""
+    first = min(k + 64, rows)  # before the first compaction every allowed row is kept, every block read
+    if rows <= first:
+        return float(rows), float(rows) * allowed
+    frac = within / max(n, 1)
+    j = np.geomspace(first, rows, 48)
+    below = np.empty((frac.shape[0], j.size))
+    for a in range(frac.shape[0]):
+        t = np.searchsorted(frac[a] * allowed, k / j)  # the threshold: first distance holding k / j
+        below[a] = np.where(t > 0, frac[a][np.maximum(t - 1, 0)], 0.0)
+    opened = 1 - (1 - np.minimum(below, 1.0)) ** BLOCK
+
+    def integral(y: np.ndarray) -> float:
+        return float(np.mean(np.sum((y[:, 1:] + y[:, :-1]) / 2 * np.diff(j), axis=1)))
+
+    return first + integral(opened), (first + integral(below)) * allowed
+
+
 # ----------------------------------------------------------------------------------------------- model
 
 @dataclass
@@ -195,11 +235,20 @@ class CostModel:
     def __init__(self, costs: Costs, stats: CodeStats):
         self.c, self.s = costs, stats
         self.n, self.nbits = stats.n, stats.nbits
-        self.row = costs.words_factor(self.nbits)
+        self.row = costs.words_factor(self.nbits, self.n)  # a scanned row
+        self.word = costs.words_factor(self.nbits)  # a row read again, or from one bucket
         self._per_query: dict = {}
 
+    def topk_extra(self, k: int, rows: int, allowed: float = 1.0) -> float:
+        """ns one query's top-k over `rows` of these codes adds to reading them once."""
+        key = ("scan-topk", k, rows, round(allowed, 3))
+        if key not in self._per_query:
+            opened, kept = topk_work(self.s.within, self.n, rows, k, allowed)
+            self._per_query[key] = self.c.topk_extra(k, opened, kept, self.word)
+        return self._per_query[key]
+
     # --- the linear scan (mirrors kernels.scan._split)
-    def scan(self, nq: int, threads: int, k: int | None = None, hits: float = 0.0) -> float:
+    def scan(self, nq: int, threads: int, k: int | None = None, hits: float = 0.0, allowed: float = 1.0) -> float:
         c, n = self.c, self.n
         if nq * n < SMALL_WORK:  # one task on the calling thread, all queries sharing each block
             threads = 1
@@ -208,70 +257,80 @@ class CostModel:
             per_row = c.scan_row_batch + (c.scan_row_single - c.scan_row_batch) * (1 / g - 1 / QGROUP) / (1 - 1 / QGROUP)
             tasks = -(-nq // g)
             rows_time = tasks * g * n * per_row / c.threads(min(threads, tasks))
-            per_query = nq / c.threads(min(threads, tasks))
-        else:
+            t = rows_time * self.row + (c.pool_us * 1e3 if min(threads, tasks) > 1 else 0.0)
+            if k is not None:
+                t += nq * self.topk_extra(k, n, allowed) / c.threads(min(threads, tasks))
+        else:  # each query split over parts, each part keeping its own top-k, merged after
             parts = max(1, min(threads // nq, n // MIN_PART))
-            rows_time = n * c.scan_row_single / c.threads(parts)
-            per_query = 1.0
-        t = rows_time * self.row
-        if k is not None:
-            t += per_query * c.topk_extra(k, n)
+            t = n * c.scan_row_single * self.row / c.threads(parts) + (c.pool_us * 1e3 if parts > 1 else 0.0)
+            if k is not None:
+                t += parts * self.topk_extra(k, -(-n // parts), allowed) / c.threads(parts)
+                hits += (parts - 1) * k * nq
         t += hits * c.hit / c.threads(min(threads, max(nq, 1)))
         return (t + c.scan_call_us * 1e3) * 1e-9
 
     # --- multi-index hashing, per query (averaged over the sample queries)
-    def _probe_ns(self) -> float:
-        return max(self.c.probe_base + self.c.probe_log * (math.log2(max(self.n, 2)) - 12), 0.5 * self.c.probe_base)
-
-    def _radius_ns(self, m: int, r: int, allowed: float) -> tuple[np.ndarray, bool]:
-        """Per sample query: ns of one MIH radius-r pass with m tables, and whether it falls back to a scan."""
+    def _pass(self, m: int, r: int, allowed: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per sample query, one MIH radius-r pass with m tables: its MIH_FEATURES (the work each
+        constant prices), or the ns of the linear scan it falls back to instead (then None features)."""
         _, ln = substring_bounds(self.nbits, m)
         probes = mih_kernels.probe_count(ln, mih_kernels.radii(m, r))
+        hits = self.s.within[:, min(r, self.nbits)] * allowed
         if probes * mih_kernels.PROBE_COST > self.n:
-            return np.full(self.s.within.shape[0], self.n * self.c.scan_row_single * self.row
-                           + self.s.within[:, min(r, self.nbits)] * allowed * self.c.hit), True
-        return (self.c.pass_ns + probes * self._probe_ns() + self.s.verify_rows(m, r) * self.c.verify_row * self.row
-                + self.s.within[:, min(r, self.nbits)] * allowed * self.c.hit), False
+            return self.n * self.c.scan_row_single * self.row + hits * self.c.hit, None
+        ones = np.ones_like(hits)
+        return np.zeros_like(hits), np.stack([ones, m * ones, probes * ones, self.s.verify_rows(m, r) * self.word, hits], 1)
 
-    def mih_query_range(self, m: int, r: int, allowed: float = 1.0) -> float:
-        key = ("range", m, r, round(allowed, 3))
+    def mih_features(self, m: int, k: int | None = None, radius: int | None = None,
+                     allowed: float = 1.0) -> tuple[np.ndarray, float]:
+        """Mean over the sample queries of one query's MIH_FEATURES and of the ns of scans it falls back
+        to: a radius search is one pass; top-k grows the radius from 0 until k allowed rows lie within
+        it, each pass from scratch."""
+        key = ("features", m, k, radius, round(allowed, 3))
         if key not in self._per_query:
-            self._per_query[key] = float(self._radius_ns(m, r, allowed)[0].mean())
+            if k is None:
+                scanned, feats = self._pass(m, radius, allowed)
+                feats = np.zeros((scanned.size, len(MIH_FEATURES))) if feats is None else feats
+            else:
+                nq_s = self.s.within.shape[0]
+                scanned, feats = np.zeros(nq_s), np.zeros((nq_s, len(MIH_FEATURES)))
+                open_ = np.ones(nq_s, bool)
+                for r in range(self.nbits + 1):
+                    ns, f = self._pass(m, r, allowed)
+                    if f is None:
+                        scanned += np.where(open_, ns + self.topk_extra(k, self.n, allowed), 0.0)
+                        break
+                    feats += f * open_[:, None]
+                    open_ &= self.s.within[:, r] * allowed < k
+                    if not open_.any():
+                        break
+            self._per_query[key] = (feats.mean(axis=0), float(scanned.mean()))
         return self._per_query[key]
 
-    def mih_query_topk(self, m: int, k: int, allowed: float = 1.0) -> float:
-        """Top-k grows the radius from 0 until k allowed rows lie within it, each pass from scratch."""
-        key = ("topk", m, k, round(allowed, 3))
-        if key not in self._per_query:
-            nq_s = self.s.within.shape[0]
-            total = np.zeros(nq_s)
-            open_ = np.ones(nq_s, bool)
-            for r in range(self.nbits + 1):
-                ns, fallback = self._radius_ns(m, r, allowed)
-                total += np.where(open_, ns + (self.c.topk_extra(k, self.n) if fallback else 0.0), 0.0)
-                if fallback:
-                    break
-                open_ &= self.s.within[:, r] * allowed < k
-                if not open_.any():
-                    break
-            self._per_query[key] = float(total.mean())
-        return self._per_query[key]
+    def mih_query(self, m: int, k: int | None = None, radius: int | None = None, allowed: float = 1.0) -> float:
+        """ns of one query's MIH search with m tables (top-k when k is given, else radius search)."""
+        feats, scanned = self.mih_features(m, k, radius, allowed)
+        c = self.c
+        return float(feats @ np.array([c.pass_ns, c.table_ns, c.probe(self.n), c.verify_row, c.mih_hit])) + scanned
 
     def mih(self, per_query_ns: float, nq: int, threads: int) -> float:
-        """Queries run in one chunk a thread."""
-        return (self.c.mih_call_us * 1e3 + per_query_ns * nq / self.c.threads(min(threads, nq))) * 1e-9
+        """Queries run in one chunk a thread (all on the calling thread over small tables, as
+        `mih._query_chunks` splits them)."""
+        chunks = 1 if nq <= 1 or self.n < SMALL_TABLE_ROWS else min(threads, nq)
+        pool = self.c.pool_us * 1e3 if chunks > 1 else 0.0
+        return (self.c.mih_call_us * 1e3 + pool + per_query_ns * nq / self.c.threads(chunks)) * 1e-9
 
     # --- the choice
     def choose(self, nq: int, threads: int, ms: list[int], k: int | None = None, radius: int | None = None,
                allowed: float = 1.0) -> Estimate:
         threads = max(1, threads)
         if k is not None:
-            scan_s = self.scan(nq, threads, k=min(k, self.n))
-            mih_s = {m: self.mih(self.mih_query_topk(m, k, allowed), nq, threads) for m in ms}
+            scan_s = self.scan(nq, threads, k=min(k, self.n), allowed=allowed)
+            mih_s = {m: self.mih(self.mih_query(m, k=k, allowed=allowed), nq, threads) for m in ms}
         else:
             hits = float(self.s.within[:, min(radius, self.nbits)].mean()) * allowed * nq
             scan_s = self.scan(nq, threads, hits=hits)
-            mih_s = {m: self.mih(self.mih_query_range(m, radius, allowed), nq, threads) for m in ms}
+            mih_s = {m: self.mih(self.mih_query(m, radius=radius, allowed=allowed), nq, threads) for m in ms}
         best = min(mih_s, key=mih_s.get) if mih_s else None
         usual = default_substrings(self.nbits, self.n)
         if best is not None and usual in mih_s and mih_s[best] * OTHER_M_MARGIN > mih_s[usual]:
@@ -283,6 +342,16 @@ class CostModel:
 
 # ----------------------------------------------------------------------------------------------- calibration
 
+def _median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def _best_time(fn, repeats: int = 5) -> float:
     fn()
     best = math.inf
@@ -293,70 +362,128 @@ def _best_time(fn, repeats: int = 5) -> float:
     return best
 
 
+def _probe_costs(seed: int) -> tuple:
+    """ns of one MIH bucket probe over 2**PROBE_SIZES rows: uniform codes in 2 tables of 32 bits hold
+    at most a row or so a bucket, so a pass is a fixed part plus its probes (radius 0: 1 probe,
+    radius 2: 34); never lower for more rows."""
+    from hashsearch.mih import MultiIndexHash
+
+    rng = np.random.default_rng(seed)
+    qs = as_words(rng.integers(0, 256, (256, 8), dtype=np.uint8))
+    out = []
+    for size in PROBE_SIZES:
+        mi = MultiIndexHash(as_words(rng.integers(0, 256, (1 << size, 8), dtype=np.uint8)), 64, 2, probe_cost=0.0)
+        t0, t2 = (_best_time(lambda: mi.range_search(qs, r), 5) / qs.shape[0] for r in (0, 2))
+        out.append(max(max(t2 - t0, 0.0) / 33 * 1e9, out[-1] if out else 0.0))
+    return tuple(out)
+
+
+def _calibrate_mih(seed: int) -> tuple[float, float, tuple, float, float, float]:
+    """(pass ns, table ns, probe ns per PROBE_SIZES, verify ns a row, ns a reported row, call us) of MIH.
+    Probes are timed alone (`_probe_costs`); the other prices are a least-squares fit (relative errors) of
+    the time left over, in radius (0 to 4) and top-k (k = 1, 10, 100) searches of clustered codes (a cluster's rows share
+    buckets, as learned codes' do) with 2 to 8 tables at two sizes, against the work the model itself
+    counts for each (`CostModel.mih_features`)."""
+    from hashsearch.mih import MultiIndexHash
+    from hashsearch.synthetic_codes import clustered_codes
+
+    probe_ns = _probe_costs(seed)
+    nq, ms = 64, (2, 3, 4, 5, 8)
+    cols, times = [], []
+    for si, size in enumerate(PROBE_SIZES):
+        packed = clustered_codes((1 << size) + nq, 64, 2000, 0.05, seed)
+        db, qs = as_words(packed[nq:]), as_words(packed[:nq])
+        model = CostModel(Costs(), CodeStats(packed[nq:], 64, list(ms), seed))
+        for m in ms:
+            mi = MultiIndexHash(db, 64, m)
+            runs = [({"radius": r}, lambda r=r: mi.range_search(qs, r)) for r in range(5)]
+            runs += [({"k": k}, lambda k=k: mi.search(qs, k)) for k in (1, 10, 100)]
+            for args, fn in runs:
+                feats, scanned = model.mih_features(m, **args)
+                if scanned > 0:  # the model has this search fall back to a scan: not MIH's work
+                    continue
+                t = _best_time(fn, 3) / nq * 1e9
+                cols.append(feats[[0, 1, 3, 4]])
+                times.append((t - feats[2] * probe_ns[si], t))
+            del mi
+    a, (y, t) = np.array(cols), np.array(times).T
+    w = 1 / np.maximum(t, 1.0)
+    pass_ns, table_ns, verify, hit = _nonneg_lstsq(a * w[:, None], y * w)
+    tiny = MultiIndexHash(db[:256], 64, 2)
+    call = _best_time(lambda: tiny.range_search(qs[:1], 0), 50) * 1e9 - pass_ns - 2 * table_ns - probe_ns[0]
+    return float(pass_ns), float(table_ns), probe_ns, float(verify), float(hit), max(call, 0.0) / 1e3
+
+
+def _nonneg_lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares with every coefficient >= 0."""
+    from scipy.optimize import nnls
+
+    return nnls(a, y)[0]
+
+
 def calibrate(save: bool = True, seed: int = 0) -> Costs:
     """Measure the model's constants on this machine (one thread, a few seconds; short runs, best of
     several, so that a busy machine disturbs them less) and store them."""
     from hashsearch.kernels import scan
     from hashsearch.kernels.popcount import scan_words
-    from hashsearch.mih import MultiIndexHash
+    from hashsearch.synthetic_codes import clustered_codes
 
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
         rng = np.random.default_rng(seed)
         n = CALIBRATION_ROWS
-        per_row = {}
+        per_row, large = {}, {}
         for b in (32, 64, 128, 256):
-            w = scan_words(rng.integers(0, 256, (n, b // 8), dtype=np.uint8))
+            w = scan_words(rng.integers(0, 256, (LARGE_ROWS, b // 8), dtype=np.uint8))
             q = scan_words(rng.integers(0, 256, (QGROUP, b // 8), dtype=np.uint8))
-            single = _best_time(lambda: scan.topk(q[:1], w, 1, b), 15) / n
-            batch = _best_time(lambda: scan.topk(q, w, 1, b), 9) / (n * QGROUP)
-            per_row[b] = (single, batch)
+            for rows, into in ((n, per_row), (LARGE_ROWS, large)):
+                single = _best_time(lambda: scan.topk(q[:1], w[:rows], 1, b), 15 if rows == n else 5) / rows
+                batch = _best_time(lambda: scan.topk(q, w[:rows], 1, b), 9 if rows == n else 3) / (rows * QGROUP)
+                into[b] = (single, batch)
             if b == 64:
-                w64, q64 = w, q
-                t1 = _best_time(lambda: scan.topk(q[:1], w, 1, b), 15)
-                topk = tuple(max(_best_time(lambda: scan.topk(q[:1], w, k, b), 15) - t1, 0.0) * 1e9
-                             for k in (1, 10, 100, 1000))
+                w64, q64 = w[:TOPK_ROWS], q
+            del w
         row_single, row_batch = per_row[64]
+        # top-k beyond k = 1, on uniform and on clustered codes (blocks read twice and candidates kept
+        # weigh differently in the two): the extra time against the work `topk_work` predicts
+        extra, works = [], []
+        nt = TOPK_ROWS
+        for packed in (rng.integers(0, 256, (nt + 1, 8), dtype=np.uint8), clustered_codes(nt + 1, 64, 256, 0.05, seed)):
+            w, qc = scan_words(packed[1:]), scan_words(packed[:1])
+            within = CodeStats(packed[1:], 64, [2], seed).within
+            base_open, base_kept = topk_work(within, nt, nt, 1)
+            t1 = _best_time(lambda: scan.topk(qc, w, 1, 64), 9)
+            for k in (10, 100, 1000):
+                opened, kept = topk_work(within, nt, nt, k)
+                extra.append(max(_best_time(lambda: scan.topk(qc, w, k, 64), 9) - t1, 0.0) * 1e9)
+                works.append((opened - base_open, kept * (1 + k / 64) - base_kept * (1 + 1 / 64)))
+        open_row, insert = (float(x) for x in _nonneg_lstsq(np.array(works), np.array(extra)))
         scan_call = _best_time(lambda: scan.topk(q64[:1], w64[:256], 1, 64), 50) - 256 * row_single
         hit_n = 1 << 12
         t_hits = _best_time(lambda: scan.range_search(q64, w64[:hit_n], 64, 64), 9)
         hit = max(t_hits - QGROUP * hit_n * row_batch, 0.0) / (QGROUP * hit_n)
-        # MIH: uniform codes in 2 tables of 32 bits hold ~1 row a bucket at most, so a pass costs a
-        # fixed part plus its probes; r = 0 probes 2 buckets, r = 2 probes 34: two equations per size
-        qs = as_words(rng.integers(0, 256, (500, 8), dtype=np.uint8))
-        words = as_words(rng.integers(0, 256, (1 << 18, 8), dtype=np.uint8))
-        probe, fixed = [], []
-        for size in (1 << 12, 1 << 18):
-            mi = MultiIndexHash(words[:size], 64, 2, probe_cost=0.0)
-            t0, t2 = (_best_time(lambda: mi.range_search(qs, r), 5) / qs.shape[0] for r in (0, 2))
-            probe.append(max(t2 - t0, 0.0) / 32)
-            fixed.append(max(t0 - 2 * probe[-1], 0.0))
-        probe_base, probe_log = probe[0], max(probe[1] - probe[0], 0.0) / 6
-        # MIH verification: every row shares the query's first substring, so one probe walks all rows
-        flat = rng.integers(0, 256, (n, 8), dtype=np.uint8)
-        flat[:, :4] = 0
-        mi = MultiIndexHash(as_words(flat), 64, 2, probe_cost=0.0)
-        qv = as_words(np.ascontiguousarray(flat[:QGROUP]))
-        verify = _best_time(lambda: mi.range_search(qv, 0), 9) / (QGROUP * n)
-        tiny = MultiIndexHash(words[:256], 64, 2, probe_cost=0.0)
-        mih_call = _best_time(lambda: tiny.range_search(qs[:1], 0), 50) - fixed[0]
-        parallel_eff = Costs.parallel_eff
-        if numba.config.NUMBA_NUM_THREADS >= 2:  # one query over 2**18 rows, split in two parts or not
-            big = scan_words(rng.integers(0, 256, (1 << 18, 8), dtype=np.uint8))
-            one = _best_time(lambda: scan.topk(q64[:1], big, 1, 64), 9)
+        pass_ns, table_ns, probe_ns, verify, mih_hit, mih_call = _calibrate_mih(seed)
+        parallel_eff, pool = Costs.parallel_eff, Costs.pool_us
+        if numba.config.NUMBA_NUM_THREADS >= 2:  # one query over n rows, split in two parts or not
+            one = _best_time(lambda: scan.topk(q64[:1], w64, 1, 64), 9)
             numba.set_num_threads(2)
-            two = _best_time(lambda: scan.topk(q64[:1], big, 1, 64), 9)
+            two = _best_time(lambda: scan.topk(q64[:1], w64, 1, 64), 9)
+            # a typical (median) short split search against its one-thread time: the pool's cost
+            small = w64[:SMALL_WORK // QGROUP * 2]
+            two_small = _median_time(lambda: scan.topk(q64, small, 1, 64), 15)
             numba.set_num_threads(1)
+            one_small = _median_time(lambda: scan.topk(q64, small, 1, 64), 15)
             parallel_eff = float(min(max(one / two - 1, 0.05), 1.0))
+            pool = max(two_small - one_small / (1 + parallel_eff), 0.0) * 1e6
         costs = Costs(
             scan_row_single=row_single * 1e9, scan_row_batch=row_batch * 1e9,
-            topk_ns=topk,
-            probe_base=probe_base * 1e9, probe_log=probe_log * 1e9, pass_ns=float(np.mean(fixed)) * 1e9,
-            verify_row=verify * 1e9, hit=hit * 1e9,
-            scan_call_us=max(scan_call, 0.0) * 1e6, mih_call_us=max(mih_call, 0.0) * 1e6,
+            open_row=open_row, insert_ns=insert,
+            probe_ns=probe_ns, pass_ns=pass_ns, table_ns=table_ns, verify_row=verify, mih_hit=mih_hit, hit=hit * 1e9,
+            scan_call_us=max(scan_call, 0.0) * 1e6, mih_call_us=float(mih_call),
             word_cost=tuple(float(np.mean(per_row[b]) / np.mean(per_row[64])) for b in (32, 64, 128, 256)),
-            parallel_eff=parallel_eff,
+            large_cost=tuple(float(np.mean(large[b]) / np.mean(per_row[b])) for b in (32, 64, 128, 256)),
+            parallel_eff=parallel_eff, pool_us=pool,
         )
     finally:
         numba.set_num_threads(threads)

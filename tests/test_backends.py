@@ -16,8 +16,8 @@ from conftest import examples
 CASES = [("numba", {}), ("faiss", {}), ("faiss", {"nhash": 2}), ("mih", {}), ("mih", {"probe_cost": 0.01}),
          ("mih", {"probe_cost": 0.0}), ("auto", {}), ("auto:mih", {}), ("auto:scan", {})]
 # costs under which auto always picks one plan, so that both of its paths meet the oracle
-FREE_MIH = Costs(probe_base=0, probe_log=0, pass_ns=0, verify_row=0, hit=0, mih_call_us=0)
-FREE_SCAN = Costs(scan_row_single=0, scan_row_batch=0, topk_ns=(0, 0, 0, 0), hit=0, scan_call_us=0)
+FREE_MIH = Costs(probe_ns=(0, 0), pass_ns=0, verify_row=0, mih_hit=0, mih_call_us=0)
+FREE_SCAN = Costs(scan_row_single=0, scan_row_batch=0, open_row=0, insert_ns=0, hit=0, scan_call_us=0)
 
 
 @pytest.fixture(autouse=True)
