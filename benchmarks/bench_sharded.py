@@ -136,8 +136,8 @@ class _Noop:
 
 
 def fanout_costs(small: np.ndarray, shard_counts: list[int], k: int, nsingle: int, threads: int) -> list[dict]:
-    """One query at a time: each shard count, with the shards grouped into one actor per CPU (the
-    default) and with one actor per shard, against the in-process work of one actor (its share of
+    """One query at a time: each shard count, with the shards' default placement (one actor per node)
+    and with one actor per shard, against the in-process work of one actor (its share of
     the codes on the threads it gets), so the difference is what the fan-out itself costs; also the
     latency over 1,000 codes (search nearly free) and an empty Ray call to as many actors."""
     probe = random_codes(nsingle, 2)
@@ -146,20 +146,21 @@ def fanout_costs(small: np.ndarray, shard_counts: list[int], k: int, nsingle: in
     want = one.search(probe, k)
     rows = []
     for s in shard_counts:
-        for actors in sorted({min(s, threads), s}):
-            part = HammingIndex(NBITS)
-            part.add(small[:len(small) // actors])
-            set_num_threads(max(1, threads // actors))
-            part.search(probe[:1], k)
-            base_ms = single_query_ms(part, probe, k)
-            set_num_threads(threads)
-            with ShardedIndex(NBITS, shards=s, actors=actors) as index:
+        for placement in [None] if s == 1 else [None, s]:
+            with ShardedIndex(NBITS, shards=s, actors=placement) as index:
+                actors = index.nactors
+                part = HammingIndex(NBITS)
+                part.add(small[:len(small) // actors])
+                set_num_threads(max(1, threads // actors))
+                part.search(probe[:1], k)
+                base_ms = single_query_ms(part, probe, k)
+                set_num_threads(threads)
                 index.add(small)
                 index.search(probe[:8], k)
                 ms = single_query_ms(index, probe, k)
                 got = index.search(probe, k)
                 assert (got[0] == want[0]).all() and (got[1] == want[1]).all()
-            with ShardedIndex(NBITS, shards=s, actors=actors) as index:
+            with ShardedIndex(NBITS, shards=s, actors=placement) as index:
                 index.add(small[:1000])
                 index.search(probe[:8], k)
                 tiny_ms = single_query_ms(index, probe, k)

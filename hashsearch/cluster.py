@@ -59,3 +59,8 @@ def _remove_local_instance(ray: Any, temp_dir: str) -> None:
 def cluster_cpus() -> float:
     """CPUs the connected cluster has in all (connects locally first if needed)."""
     return float(connect().cluster_resources().get("CPU", 1.0))
+
+
+def cluster_nodes() -> int:
+    """Alive nodes of the connected cluster (connects locally first if needed)."""
+    return max(1, sum(1 for node in connect().nodes() if node.get("Alive")))
