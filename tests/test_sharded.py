@@ -100,7 +100,7 @@ def test_written_shards_load_save_in_place_and_replicas_cover_for_a_dead_one(ray
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("not ours")
     q = rng.integers(0, 256, (20, 4), dtype=np.uint8)
-    with ShardedIndex.load(tmp_path / "idx", replicas=2) as index:
+    with ShardedIndex.load(tmp_path / "idx", replicas=2, actors=2) as index:  # shards 0, 2 in actor 0
         same_answers(index, single, q, 10, 9)
         ray_local.kill(index.actor(0, replica=1), no_restart=True)
         for _ in range(3):  # queries rotate over both replicas of shard 0: the live one answers
@@ -155,7 +155,7 @@ def test_a_killed_shard_restarts_and_no_query_is_wrong_or_lost(ray_local, two_sh
         except Exception:
             break
         time.sleep(0.1)
-    with pytest.raises(ShardUnavailableError, match="shard 1 of 2"):
+    with pytest.raises(ShardUnavailableError, match=r"shards? (\d+, )*1 of 2"):  # its actor may hold shard 0 too
         index.search(q, 20)
 
 
