@@ -146,6 +146,13 @@ class Service:
         self.lock = RWLock()
         self.dirty = False
 
+    def warm_up(self) -> None:
+        """One top-k and one radius query before the port opens, so that numba compiles the search
+        kernels now (seconds on a cold cache) rather than inside the first client's request."""
+        probe = np.zeros((1, self.index.nbits // 8), np.uint8)
+        self.index.search(probe, 1)
+        self.index.range_search(probe, 0)
+
     def decode(self, body: Codes) -> np.ndarray:
         """(n, nbits/8) uint8 codes from hex or base64 strings, each checked for its length."""
         if len(body.codes) > self.limits.max_batch:
@@ -346,4 +353,5 @@ def serve(index_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, a
     import uvicorn
 
     service = Service(index_dir, api_key=api_key, limits=limits, replicas=replicas, address=address)
+    service.warm_up()
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning")

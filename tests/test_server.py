@@ -137,30 +137,32 @@ def test_a_real_uvicorn_process_serves_and_saves_at_shutdown(tmp_path):
                              str(port), "--api-key", KEY, "--max-batch", "10"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
+    http = httpx.Client(timeout=60)  # generous: on a slow, loaded machine answers come, only later
     try:
         deadline = time.monotonic() + 120
         while True:
             try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
+                if http.get(f"{url}/healthz").status_code == 200:
                     break
             except httpx.TransportError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"the server did not start: {proc.stderr.read()}")
                 time.sleep(0.3)
-        got = httpx.post(f"{url}/search", json={"codes": [codes[3].tobytes().hex()], "k": 3}).json()["results"][0]
+        got = http.post(f"{url}/search", json={"codes": [codes[3].tobytes().hex()], "k": 3}).json()["results"][0]
         dist, ids = index.search(codes[3], 3)
         assert got["ids"] == ids[0].tolist() and got["distances"] == dist[0].tolist()
         lims, _, rids = index.range_search(codes[3], 10)
-        assert httpx.post(f"{url}/range", json={"codes": [codes[3].tobytes().hex()], "radius": 10}).json()["results"][0]["ids"] \
+        assert http.post(f"{url}/range", json={"codes": [codes[3].tobytes().hex()], "radius": 10}).json()["results"][0]["ids"] \
             == rids.tolist()
-        assert httpx.post(f"{url}/add", json={"codes": [codes[3].tobytes().hex()], "metadata": [{"name": "x"}]}).status_code == 401
+        assert http.post(f"{url}/add", json={"codes": [codes[3].tobytes().hex()], "metadata": [{"name": "x"}]}).status_code == 401
         key = {"X-API-Key": KEY}
-        assert httpx.post(f"{url}/add", json={"codes": [codes[3].tobytes().hex()], "metadata": [{"name": "x"}]},
+        assert http.post(f"{url}/add", json={"codes": [codes[3].tobytes().hex()], "metadata": [{"name": "x"}]},
                           headers=key).json()["ids"] == [399]
-        assert httpx.post(f"{url}/remove", json={"ids": [6]}, headers=key).json() == {"removed": 1}
-        big = httpx.post(f"{url}/search", json={"codes": [codes[0].tobytes().hex()] * 11, "k": 1})
+        assert http.post(f"{url}/remove", json={"ids": [6]}, headers=key).json() == {"removed": 1}
+        big = http.post(f"{url}/search", json={"codes": [codes[0].tobytes().hex()] * 11, "k": 1})
         assert big.status_code == 413 and "limit is 10" in big.json()["error"]
     finally:
+        http.close()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     saved = HammingIndex.load(tmp_path / "idx")  # the shutdown saved the changes, atomically
