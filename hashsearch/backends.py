@@ -23,7 +23,7 @@ from hashsearch import bitmaps
 from hashsearch.errors import InvalidInputError
 from hashsearch.kernels import scan
 from hashsearch.kernels.popcount import as_words, scan_words
-from hashsearch.mih import MultiIndexHash, scan_tables
+from hashsearch.mih import MultiIndexHash, scan_tables, small_segment_tables
 from hashsearch.planner import CodeStats, CostModel, Costs, Estimate, candidate_substrings
 from hashsearch.results import PAD_DISTANCE
 
@@ -154,9 +154,10 @@ class BaseBackend:
     def nbytes(self) -> int:
         return 0
 
-    def segment_tables(self) -> tuple | None:
+    def segment_tables(self, m: int | None = None) -> tuple | None:
         """What `hashsearch.mih.range_segments` needs to search these rows with other segments in ONE
-        kernel call (MIH tables, or none: scanned); None where this backend cannot take part."""
+        kernel call (MIH tables, or none: scanned); None where this backend cannot take part. `m`: the
+        substring count the whole index's batch plans (None: a scan), for backends that plan (auto)."""
         return None
 
     def __repr__(self) -> str:
@@ -192,7 +193,7 @@ class NumbaBackend(BaseBackend):
         _, mask = self._call(params, mask)
         return scan.range_search(scan_words(queries), self.words, radius_arg(radius), self.nbits, mask)
 
-    def segment_tables(self):
+    def segment_tables(self, m=None):
         return scan_tables(as_words(self.codes))
 
     def explain(self, nq, k=None, radius=None):
@@ -233,7 +234,7 @@ class MihBackend(BaseBackend):
         _, mask = self._call(params, mask)
         return self.mih.range_search(as_words(queries), radius_arg(radius), mask)
 
-    def segment_tables(self):
+    def segment_tables(self, m=None):
         return self.mih.tables()
 
     def explain(self, nq, k=None, radius=None):
@@ -406,6 +407,26 @@ class AutoBackend(BaseBackend):
                 if m not in self._tables:
                     self._tables[m] = MultiIndexHash(as_words(self.codes), self.nbits, m)
         return self._tables[m]
+
+    def segment_tables(self, m=None):
+        """Scanned where the index's batch plans a scan (m None) or this segment is tiny; else MIH
+        tables, built once and kept: a small segment's own (`hashsearch.mih.small_segment_tables`, whatever
+        m the batch plans: it is searched mostly within the queries' running k-th distances), a large
+        one's with m substrings. None past 2**32 rows."""
+        if m is None or self.n < MIN_PLANNED_ROWS:
+            return scan_tables(as_words(self.codes))
+        small = small_segment_tables(self.nbits, self.n)
+        if small is None:
+            return self.tables(m).tables()
+        tables = self.tables(small[0]).tables()
+        return tables[:-1] + (small[1],)
+
+    def prepare(self) -> None:
+        """Build a small segment's fused-search tables now (a background merge calls this, so that no
+        query waits for them); a large segment's wait for the m its first MIH batch plans."""
+        small = small_segment_tables(self.nbits, self.n)
+        if small is not None and self.n >= MIN_PLANNED_ROWS:
+            self.tables(small[0])
 
     def plan(self, nq: int, k: int | None = None, radius: int | None = None,
              mask: np.ndarray | None = None) -> Estimate:
