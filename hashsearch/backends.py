@@ -429,11 +429,13 @@ class AutoBackend(BaseBackend):
             self.tables(small[0])
 
     def plan(self, nq: int, k: int | None = None, radius: int | None = None,
-             mask: np.ndarray | None = None) -> Estimate:
+             mask: np.ndarray | None = None, share: float | None = None) -> Estimate:
         """Scan or MIH (and m) for a batch of nq queries, from the model's estimated seconds; priced once
-        per batch shape, then a dict lookup (a single short query takes microseconds)."""
-        allowed = 1.0 if mask is None or not self.n else round(bitmaps.allowed_share(mask, self.n), 2)
-        key = (nq, k, radius, self._threads_now(), allowed)
+        per batch shape, then a dict lookup (a single short query takes microseconds). `share`: the
+        share of rows `mask` allows, where the caller knows it (then the mask is not sampled)."""
+        if share is None:
+            share = 1.0 if mask is None or not self.n else bitmaps.allowed_share(mask, self.n)
+        key = (nq, k, radius, self._threads_now(), round(share, 2))
         est = self._plans.get(key)
         return self._price(key) if est is None else est
 

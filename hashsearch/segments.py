@@ -287,7 +287,7 @@ class Snapshot:
         for seg, mask, allowed in masks:
             plan = getattr(seg.searcher(), "plan", None) if allowed else None
             if plan is not None:
-                return plan(nq, k=k, radius=radius, mask=mask)
+                return plan(nq, k=k, radius=radius, mask=mask, share=allowed / len(seg))
         return None
 
     def _masks(self, filter: Any) -> list[tuple[Segment, np.ndarray | None, int]]:

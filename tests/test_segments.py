@@ -114,7 +114,7 @@ def forced_auto(plan, small_rows=None, min_rows=0):
 
     calls = []
 
-    def plan_of(self, nq, k=None, radius=None, mask=None):
+    def plan_of(self, nq, k=None, radius=None, mask=None, share=None):
         if plan == "scan":
             return Estimate("scan", None, 0.0, {})
         m = plan if valid_substrings(self.nbits, plan) else -(-self.nbits // 64)
