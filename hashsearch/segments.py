@@ -355,8 +355,10 @@ class Snapshot:
         masks = self._masks(filter)
         if q.shape[0] and masks:
             plan = self._plan(masks, q.shape[0], radius=radius)
-            # a planned scan of large segments runs faster in the scan kernel (queries share its blocks)
-            fused = None if plan is not None and plan.plan == "scan" else self._fused_masks(masks, 0, filter, plan)
+            # where the largest segment is scanned (planned so, or a scan backend), the scan kernel
+            # answers faster (queries share each block it reads; the fused call scans query by query)
+            scanned = masks[0][0].backend == SCAN_BACKEND if plan is None else plan.plan == "scan"
+            fused = None if scanned else self._fused_masks(masks, 0, filter, plan)
             if fused is not None:
                 return range_segments(as_words(q), radius, fused, self.nbits, masks[0][2])
         parts = []
