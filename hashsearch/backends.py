@@ -365,7 +365,8 @@ class AutoBackend(BaseBackend):
     faster for each batch, with MIH's substring count m chosen per batch too. MIH tables are built on
     the first batch that would use them (once per m, under a lock); the codes' distance profile is
     sampled on the first query. A mask lowers the allowed share, which the model prices (MIH top-k
-    must grow its radius further)."""
+    must grow its radius further). In a live index, one plan serves every segment of a batch: each
+    joins the fused search with the tables of `segment_tables(m)`."""
 
     name = "auto"
     per_query_radius = True

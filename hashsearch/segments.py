@@ -6,8 +6,10 @@ Nothing in a segment ever changes. Removed rows are tombstones: a packed "live" 
 (`hashsearch.bitmaps`), replaced (never edited) on each removal. A `Snapshot` is an immutable tuple
 of segments with their bitmaps: searching it merges the exact per-segment answers with
 `hashsearch.results` (or, where every backend takes part, searches all segments in one kernel call
-that merges inside, `hashsearch.mih.range_segments`), so a reader sees one whole version of the index
-while writers build the next.
+that merges inside, `hashsearch.mih.range_segments`, with or without a filter), so a reader sees one
+whole version of the index while writers build the next. Backend auto plans once per batch for the
+whole index (scan, or MIH with m substrings: the largest auto segment's choice) and each segment joins
+the fused call with tables for that plan (`AutoBackend.segment_tables`).
 """
 from __future__ import annotations
 
