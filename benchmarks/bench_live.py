@@ -154,11 +154,20 @@ def interleaved_ms(fns: dict, rounds: int) -> dict:
     return {name: 1000 * float(np.median(t)) for name, t in times.items()}
 
 
+def unfused(snap: Snapshot) -> Snapshot:
+    """The same version searched segment by segment (each segment's own backend, results merged in
+    Python): the path that the fused kernel call replaces, timed beside it with --unfused."""
+    copy = Snapshot(snap.nbits, snap.segments, snap.live, snap.dead)
+    object.__setattr__(copy, "_fused_masks", lambda *args: None)
+    return copy
+
+
 def run_steady(index: HammingIndex, codes: np.ndarray, queries: np.ndarray, rng: np.random.Generator,
-               threads: list[int], repeats: int, reference: Snapshot | None = None) -> dict:
+               threads: list[int], repeats: int, reference: Snapshot | None = None, with_unfused: bool = False) -> dict:
     """Query latency after 10,000 adds of 10 codes (background merges settled) against the compacted
     index (`reference`: a snapshot to compare with instead, e.g. the compacted index before the
-    changes, sparing a rebuild at 10^8), timed interleaved, and the same answers from both."""
+    changes, sparing a rebuild at 10^8), timed interleaved, and the same answers from both (and, with
+    `with_unfused`, from the live version searched segment by segment, timed in the same rounds)."""
     batches = near(codes, rng, 100_000).reshape(10_000, 10, -1)
     t0 = time.perf_counter()
     for batch in batches:
@@ -180,18 +189,26 @@ def run_steady(index: HammingIndex, codes: np.ndarray, queries: np.ndarray, rng:
             assert np.array_equal(a, b), "the compacted index answers differently"
     out["reference"] = "compacted after the adds" if "compact_s" in out else "compacted index before the changes"
     out["reference_rows"] = len(reference)
+    snaps = {"live": live, "compacted": reference}
+    if with_unfused:
+        snaps["unfused"] = unfused(live)
     ops = (("", lambda s: s.range_search(queries, RADIUS)), ("topk10_", lambda s: s.search(queries, 10)))
     for t in threads:
         set_num_threads(t)
         for _, fn in ops:  # warm-up (auto builds tables for the m it plans) outside the timed section
-            fn(live), fn(reference)
+            answers = [fn(snap) for snap in snaps.values()]
+            for other in answers[1:]:
+                assert all(np.array_equal(a, b) for a, b in zip(answers[0], other)), "versions answer differently"
     with timed():
         for t in threads:
             set_num_threads(t)
             for op, fn in ops:
-                ms = interleaved_ms({"live": lambda: fn(live), "compacted": lambda: fn(reference)}, 5 * repeats)
-                out[f"live_{op}{t}t_ms"], out[f"compacted_{op}{t}t_ms"] = ms["live"], ms["compacted"]
+                ms = interleaved_ms({name: (lambda snap=snap: fn(snap)) for name, snap in snaps.items()}, 5 * repeats)
+                for name in snaps:
+                    out[f"{name}_{op}{t}t_ms"] = ms[name]
                 out[f"ratio_{op}{t}t"] = ms["live"] / ms["compacted"]
+                if with_unfused:
+                    out[f"ratio_unfused_{op}{t}t"] = ms["unfused"] / ms["compacted"]
     return out
 
 
@@ -245,7 +262,7 @@ def run_index(args: argparse.Namespace, threads: list[int], rng: np.random.Gener
         print(json.dumps(result["faiss_1t"]), flush=True)
     if args.steady:
         set_num_threads(threads[0])
-        result["steady"] = run_steady(index, codes, queries, rng, threads, args.repeats, base)
+        result["steady"] = run_steady(index, codes, queries, rng, threads, args.repeats, base, args.unfused)
         print(json.dumps(result["steady"]), flush=True)
 
 
@@ -261,6 +278,8 @@ def main() -> None:
                              "build, for 10^8) the compacted index before any change")
     parser.add_argument("--no-steady", dest="steady", action="store_false",
                         help="skip the steady state after 10,000 small adds (only the changes-then-query figures)")
+    parser.add_argument("--unfused", action="store_true",
+                        help="steady state: also time the live version searched segment by segment")
     parser.add_argument("--backend", default="mih", help="the index's backend (mih, auto, ...)")
     parser.add_argument("--lock", help="hold this file lock (and normal priority) only while timing; "
                                        "the rest runs at nice 19")

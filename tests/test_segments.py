@@ -135,7 +135,7 @@ def forced_auto(plan, small_rows=None, min_rows=0):
         segments.range_segments = fused_call
 
 
-@settings(max_examples=examples(30), deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(ops=ops, nbits=st.sampled_from([8, 24, 64, 128]), plan=st.sampled_from(["scan", 1, 2, 3, 5]),
        small_rows=st.sampled_from([0, 10**9]), min_rows=st.sampled_from([0, 20]), segment_rows=st.integers(1, 50),
        k=st.integers(1, 30), r=st.integers(0, 12), seed=st.integers(0, 999))
