@@ -349,6 +349,7 @@ class HammingIndex:
             if len(self._sealed) > 1 or any(d for _, _, d in self._sealed):
                 merged = _merge([(s, live) for s, live, _ in self._sealed], self)
                 self._sealed = ((merged, None, 0),)
+                self._fused_lists.clear()
             self._publish()
 
     def _tier(self, rows: int) -> int:
@@ -403,6 +404,7 @@ class HammingIndex:
                     merged.prepare()
                     with self._lock:
                         self._swap(picked, merged)
+                        self._fused_lists.clear()
                         self._publish()
         except BaseException as exc:  # noqa: BLE001 - reported, and the index stays as it was
             self.compaction_error = exc

@@ -220,6 +220,11 @@ class FusedLists:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__()
 
+    def clear(self) -> None:
+        """Forget the kept lists (the index replaced segments: the old ones need not stay in memory)."""
+        with self._lock:
+            self._kept.clear()
+
     def fuse(self, slot: Any, parts: list[tuple[Segment, np.ndarray | None]], m: int | None) -> Any:
         """`_fuse(parts, m)`, all but the last part from the list kept for `slot` (made and kept when
         those parts changed)."""
