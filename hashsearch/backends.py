@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import math
 import threading
+from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
 import numba
@@ -422,11 +423,19 @@ class AutoBackend(BaseBackend):
         tables = self.tables(small[0]).tables()
         return tables[:-1] + (small[1],)
 
-    def prepare(self) -> None:
-        """Build a small segment's fused-search tables now (a background merge calls this, so that no
-        query waits for them); a large segment's wait for the m its first MIH batch plans."""
+    @property
+    def built_m(self) -> list[int]:
+        """The substring counts whose tables are built."""
+        return sorted(self._tables)
+
+    def prepare(self, ms: Sequence[int] = ()) -> None:
+        """Build now what queries would otherwise build first (a background merge calls this, so that
+        no query waits): a small segment's fused-search tables; a large one's tables for each m of `ms`."""
         small = small_segment_tables(self.nbits, self.n)
-        if small is not None and self.n >= MIN_PLANNED_ROWS:
+        if small is None:
+            for m in ms:
+                self.tables(m)
+        elif self.n >= MIN_PLANNED_ROWS:
             self.tables(small[0])
 
     def plan(self, nq: int, k: int | None = None, radius: int | None = None,
@@ -476,7 +485,7 @@ class AutoBackend(BaseBackend):
         chosen = est.scan_s if est.plan == "scan" else est.mih_s[est.m]
         other = min(est.mih_s.values()) if est.plan == "scan" and est.mih_s else est.scan_s
         return {"backend": self.name, **est.as_dict(), "n": self.n, "nbits": self.nbits, "nq": nq, "k": k,
-                "radius": radius, "threads": numba.get_num_threads(), "built_m": sorted(self._tables),
+                "radius": radius, "threads": numba.get_num_threads(), "built_m": self.built_m,
                 "why": f"fewer than {MIN_PLANNED_ROWS} rows: always scanned" if not est.mih_s else
                        (f"{'scan' if est.plan == 'scan' else f'MIH with m={est.m}'} estimated "
                         f"{chosen * 1e3:.3g} ms against {other * 1e3:.3g} ms "

@@ -400,8 +400,9 @@ class HammingIndex:
                         if not picked:  # decided under the writer lock: a later add starts a new thread
                             self._compactor = None
                             return
+                        largest = max(self._sealed, key=lambda t: len(t[0]) - t[2])[0]
                     merged = _merge([(s, live) for s, live, _ in picked], self)
-                    merged.prepare()
+                    merged.prepare(like=largest)
                     with self._lock:
                         self._swap(picked, merged)
                         self._fused_lists.clear()

@@ -110,12 +110,14 @@ class Segment:
                     self._searcher = get_backend(self.backend)(self.codes, self.nbits, **self.params)
         return self._searcher
 
-    def prepare(self) -> None:
+    def prepare(self, like: Segment | None = None) -> None:
         """Build the backend now, and what its first query would otherwise build (a small auto
-        segment's fused-search tables): for writers and background merges, so that no reader waits."""
+        segment's fused-search tables; a large one's MIH tables for the substring counts that `like`,
+        the index's largest segment, has built: those its batches planned): for writers and background
+        merges, so that no reader waits."""
         prepare = getattr(self.searcher(), "prepare", None)
         if prepare is not None:
-            prepare()
+            prepare(getattr(like._searcher if like is not None else None, "built_m", ()))
 
     @property
     def nbytes(self) -> int:

@@ -215,6 +215,24 @@ def test_adds_reuse_the_sealed_part_of_the_fused_list():
         segments._entry = entry
 
 
+def test_background_merges_build_the_planned_tables_before_any_query():
+    """A segment made by a background merge comes with the MIH tables that the index's batches planned
+    (those its largest segment has built), so that no reader waits for them to be built."""
+    rng = np.random.default_rng(6)
+    q = rng.integers(0, 256, (2, 8), dtype=np.uint8)
+    with forced_auto(3, small_rows=0):
+        index = HammingIndex(64, segment_rows=40, merge_factor=2)
+        index.add(rng.integers(0, 256, (2000, 8), dtype=np.uint8))
+        index.search(q, 5)  # the largest segment builds the planned tables
+        assert index.snapshot().segments[0].searcher().built_m == [3]
+        for _ in range(30):
+            index.add(rng.integers(0, 256, (10, 8), dtype=np.uint8))
+        index.wait_for_compaction()
+        merged = [seg for seg in index.snapshot().segments[1:-1] if len(seg) > 40]
+        assert merged and all(seg.searcher().built_m == [3] for seg in merged)
+        check_snapshot(index.snapshot(), q, 5, 6)
+
+
 def test_adds_do_not_rebuild_sealed_segments():
     rng = np.random.default_rng(0)
     index = HammingIndex(64, "mih", segment_rows=100, auto_compact=False)
