@@ -27,6 +27,7 @@ from hashsearch.results import PAD_DISTANCE, empty_range, empty_topk, merge_rang
 from hashsearch import bitmaps
 from hashsearch.backends import get_backend
 from hashsearch.kernels.popcount import as_words
+from hashsearch.kernels.scan import NO_MASK, read_only
 from hashsearch.mih import range_segments
 from hashsearch.filters import filter_mask
 
@@ -147,16 +148,7 @@ def check_radius(radius: Any, nbits: int) -> int:
 
 # ---------------------------------------------------------------------------------------- snapshots
 
-def _readonly(array: np.ndarray, dtype: type | None = None) -> np.ndarray:
-    """A read-only C-contiguous view (or copy, when not contiguous): every fused segment's bitmap and
-    ids get the one array type that the kernels are compiled for."""
-    view = np.ascontiguousarray(array, dtype).view()
-    view.flags.writeable = False
-    return view
-
-
-_ALL_ROWS = _readonly(np.zeros(0, np.uint8))  # "no bitmap" and "ids are a range" in a fused segment
-_RANGE_IDS = _readonly(np.zeros(0, np.int64))
+_RANGE_IDS = read_only(np.zeros(0, np.int64))  # "ids are a range" in a fused segment
 
 
 def _fuse(segments: list[tuple[Segment, np.ndarray | None, int]]) -> Any:
@@ -169,8 +161,9 @@ def _fuse(segments: list[tuple[Segment, np.ndarray | None, int]]) -> Any:
         tables = seg.searcher().segment_tables()
         if tables is None:
             return None
-        items.append(tables[:-1] + (float(tables[-1]), _ALL_ROWS if live is None else _readonly(live),
-                               _RANGE_IDS if seg._ids is None else _readonly(seg._ids, np.int64), int(seg.id_start)))
+        # every fused segment's bitmap and ids as the one array type the kernel is compiled for
+        items.append(tables[:-1] + (float(tables[-1]), NO_MASK if live is None else read_only(live),
+                               _RANGE_IDS if seg._ids is None else read_only(seg._ids, np.int64), int(seg.id_start)))
     if not items:
         return None
     fused = typed.List.empty_list(typeof(items[0]))
