@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import math
 import threading
+from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol
 
 import numba
@@ -23,7 +24,7 @@ from hashsearch import bitmaps
 from hashsearch.errors import InvalidInputError
 from hashsearch.kernels import scan
 from hashsearch.kernels.popcount import as_words, scan_words
-from hashsearch.mih import MultiIndexHash, scan_tables
+from hashsearch.mih import MultiIndexHash, scan_tables, small_segment_tables
 from hashsearch.planner import CodeStats, CostModel, Costs, Estimate, candidate_substrings
 from hashsearch.results import PAD_DISTANCE
 
@@ -152,9 +153,10 @@ class BaseBackend:
     def nbytes(self) -> int:
         return 0
 
-    def segment_tables(self) -> tuple | None:
+    def segment_tables(self, m: int | None = None) -> tuple | None:
         """What `hashsearch.mih.range_segments` needs to search these rows with other segments in ONE
-        kernel call (MIH tables, or none: scanned); None where this backend cannot take part."""
+        kernel call (MIH tables, or none: scanned); None where this backend cannot take part. `m`: the
+        substring count the whole index's batch plans (None: a scan), for backends that plan (auto)."""
         return None
 
     def __repr__(self) -> str:
@@ -190,7 +192,7 @@ class NumbaBackend(BaseBackend):
         _, mask = self._call(params, mask)
         return scan.range_search(scan_words(queries), self.words, radius_arg(radius), self.nbits, mask)
 
-    def segment_tables(self):
+    def segment_tables(self, m=None):
         return scan_tables(as_words(self.codes))
 
     def explain(self, nq, k=None, radius=None):
@@ -231,7 +233,7 @@ class MihBackend(BaseBackend):
         _, mask = self._call(params, mask)
         return self.mih.range_search(as_words(queries), radius_arg(radius), mask)
 
-    def segment_tables(self):
+    def segment_tables(self, m=None):
         return self.mih.tables()
 
     def explain(self, nq, k=None, radius=None):
@@ -362,7 +364,8 @@ class AutoBackend(BaseBackend):
     faster for each batch, with MIH's substring count m chosen per batch too. MIH tables are built on
     the first batch that would use them (once per m, under a lock); the codes' distance profile is
     sampled on the first query. A mask lowers the allowed share, which the model prices (MIH top-k
-    must grow its radius further)."""
+    must grow its radius further). In a live index, one plan serves every segment of a batch: each
+    joins the fused search with the tables of `segment_tables(m)`."""
 
     name = "auto"
     per_query_radius = True
@@ -405,12 +408,42 @@ class AutoBackend(BaseBackend):
                     self._tables[m] = MultiIndexHash(as_words(self.codes), self.nbits, m)
         return self._tables[m]
 
+    def segment_tables(self, m=None):
+        """Scanned where the index's batch plans a scan (m None) or this segment is tiny; else MIH
+        tables, built once and kept: a small segment's own (`hashsearch.mih.small_segment_tables`, whatever
+        m the batch plans: it is searched mostly within the queries' running k-th distances), a large
+        one's with m substrings. None past 2**32 rows."""
+        if m is None or self.n < MIN_PLANNED_ROWS:
+            return scan_tables(as_words(self.codes))
+        small = small_segment_tables(self.nbits, self.n)
+        if small is None:
+            return self.tables(m).tables()
+        tables = self.tables(small[0]).tables()
+        return tables[:-1] + (small[1],)
+
+    @property
+    def built_m(self) -> list[int]:
+        """The substring counts whose tables are built."""
+        return sorted(self._tables)
+
+    def prepare(self, ms: Sequence[int] = ()) -> None:
+        """Build now what queries would otherwise build first (a background merge calls this, so that
+        no query waits): a small segment's fused-search tables; a large one's tables for each m of `ms`."""
+        small = small_segment_tables(self.nbits, self.n)
+        if small is None:
+            for m in ms:
+                self.tables(m)
+        elif self.n >= MIN_PLANNED_ROWS:
+            self.tables(small[0])
+
     def plan(self, nq: int, k: int | None = None, radius: int | None = None,
-             mask: np.ndarray | None = None) -> Estimate:
+             mask: np.ndarray | None = None, share: float | None = None) -> Estimate:
         """Scan or MIH (and m) for a batch of nq queries, from the model's estimated seconds; priced once
-        per batch shape, then a dict lookup (a single short query takes microseconds)."""
-        allowed = 1.0 if mask is None or not self.n else round(bitmaps.allowed_share(mask, self.n), 2)
-        key = (nq, k, radius, self._threads_now(), allowed)
+        per batch shape, then a dict lookup (a single short query takes microseconds). `share`: the
+        share of rows `mask` allows, where the caller knows it (then the mask is not sampled)."""
+        if share is None:
+            share = 1.0 if mask is None or not self.n else bitmaps.allowed_share(mask, self.n)
+        key = (nq, k, radius, self._threads_now(), round(share, 2))
         est = self._plans.get(key)
         return self._price(key) if est is None else est
 
@@ -450,7 +483,7 @@ class AutoBackend(BaseBackend):
         chosen = est.scan_s if est.plan == "scan" else est.mih_s[est.m]
         other = min(est.mih_s.values()) if est.plan == "scan" and est.mih_s else est.scan_s
         return {"backend": self.name, **est.as_dict(), "n": self.n, "nbits": self.nbits, "nq": nq, "k": k,
-                "radius": radius, "threads": numba.get_num_threads(), "built_m": sorted(self._tables),
+                "radius": radius, "threads": numba.get_num_threads(), "built_m": self.built_m,
                 "why": f"fewer than {MIN_PLANNED_ROWS} rows: always scanned" if not est.mih_s else
                        (f"{'scan' if est.plan == 'scan' else f'MIH with m={est.m}'} estimated "
                         f"{chosen * 1e3:.3g} ms against {other * 1e3:.3g} ms "

@@ -40,18 +40,15 @@ import pyarrow as pa
 from hashsearch import bitmaps, storage
 from hashsearch.codes import check_nbits, validate_codes
 from hashsearch.errors import InvalidInputError, UnknownIdError
-from hashsearch.mih import default_substrings
+from hashsearch.mih import small_segment_tables
 from hashsearch.results import PAD_DISTANCE
-from hashsearch.segments import SCAN_BACKEND, Segment, Snapshot, get_backend, last_live
+from hashsearch.segments import SCAN_BACKEND, FusedLists, Segment, Snapshot, get_backend, last_live
 from hashsearch.storage import SegmentRows, check_ids, check_metadata
 
 DEFAULT_BACKEND = "auto"  # scan or MIH per query batch, by the planner's cost model
 
 SETTINGS = {"segment_rows": 1 << 12, "merge_factor": 4, "max_segments": 8, "max_dead_fraction": 0.2}
 FLOOR_TIER = 3  # segments of lower tiers (below segment_rows x merge_factor**3 rows) are merged into one
-SMALL_SEGMENT_ROWS = 1 << 18  # MIH segments below this get substrings of SMALL_SUBSTRING_BITS (see segment_params)
-SMALL_SUBSTRING_BITS = 11
-SMALL_PROBE_COST = 256.0  # a probe of a small segment's tables (keys in cache) costs about a 256-row scan
 
 
 def set_num_threads(n: int) -> None:
@@ -97,15 +94,12 @@ def _check_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def segment_params(backend: str, params: dict[str, Any], nbits: int, rows: int) -> dict[str, Any]:
-    """Build parameters of one segment: the index's, except that a small MIH segment gets short
-    substrings (~11 bits) and a cheaper probe (its keys stay in cache), where they were not chosen.
-    Small segments are searched mostly within each query's running k-th distance (radius 4-9 on
-    learned codes, see Snapshot.search), where short substrings probe a few buckets instead of dozens,
-    and verifying their larger buckets is cheap at this size."""
-    if backend != "mih" or rows >= SMALL_SEGMENT_ROWS:
+    """Build parameters of one segment: the index's, except that a small MIH segment gets the short
+    substrings and cheaper probe of `hashsearch.mih.small_segment_tables`, where they were not chosen."""
+    small = small_segment_tables(nbits, rows) if backend == "mih" else None
+    if small is None:
         return params
-    m = max(default_substrings(nbits, rows), -(-nbits // SMALL_SUBSTRING_BITS))
-    return {"m": min(m, nbits), "probe_cost": SMALL_PROBE_COST, **params}
+    return {"m": small[0], "probe_cost": small[1], **params}
 
 
 def _range_start(ids: np.ndarray) -> int | None:
@@ -142,6 +136,7 @@ class HammingIndex:
         self._sealed: tuple[tuple[Segment, np.ndarray | None, int], ...] = ()  # (segment, live, dead)
         self._has_metadata: bool | None = None
         self._meta_schema: pa.Schema | None = None
+        self._fused_lists = FusedLists()  # the sealed segments' part of the fused search lists, kept between versions
         self._reset_growing()
         self._publish()
 
@@ -166,7 +161,7 @@ class HammingIndex:
             segs.append(growing)
             lives.append(None)
             dead.append(0)
-        self._snap = Snapshot(self.nbits, tuple(segs), tuple(lives), tuple(dead))
+        self._snap = Snapshot(self.nbits, tuple(segs), tuple(lives), tuple(dead), self._fused_lists)
 
     def snapshot(self) -> Snapshot:
         """The current version: an immutable view whose search/range_search answer on exactly it."""
@@ -303,7 +298,7 @@ class HammingIndex:
         seg = Segment(self._g_codes.array.copy(), None if start is not None else ids, start or 0, self.nbits,
                       self._g_meta, self.backend, segment_params(self.backend, self.params, self.nbits, ids.size))
         if build:
-            seg.searcher()
+            seg.prepare()
         self._sealed += ((seg, None, 0),)
         self._reset_growing()
 
@@ -354,6 +349,7 @@ class HammingIndex:
             if len(self._sealed) > 1 or any(d for _, _, d in self._sealed):
                 merged = _merge([(s, live) for s, live, _ in self._sealed], self)
                 self._sealed = ((merged, None, 0),)
+                self._fused_lists.clear()
             self._publish()
 
     def _tier(self, rows: int) -> int:
@@ -404,10 +400,12 @@ class HammingIndex:
                         if not picked:  # decided under the writer lock: a later add starts a new thread
                             self._compactor = None
                             return
+                        largest = max(self._sealed, key=lambda t: len(t[0]) - t[2])[0]
                     merged = _merge([(s, live) for s, live, _ in picked], self)
-                    merged.searcher()
+                    merged.prepare(like=largest)
                     with self._lock:
                         self._swap(picked, merged)
+                        self._fused_lists.clear()
                         self._publish()
         except BaseException as exc:  # noqa: BLE001 - reported, and the index stays as it was
             self.compaction_error = exc

@@ -20,12 +20,27 @@ from hashsearch.kernels.scan import kernel_mask, map_threads, query_radii, read_
 MAX_SUBSTRING_BITS = 64
 DIRECT_BITS = 16  # tables of substrings this short also keep each bucket's start (2**16 + 1 offsets at most)
 SMALL_TABLE_ROWS = 1 << 17  # tables this small answer a batch on the calling thread: waking the pool costs more
+SMALL_SEGMENT_ROWS = 1 << 18  # segments below this get substrings of SMALL_SUBSTRING_BITS (see small_segment_tables)
+SMALL_SUBSTRING_BITS = 11
+SMALL_PROBE_COST = 256.0  # a probe of a small segment's tables (keys in cache) costs about a 256-row scan
 
 
 def default_substrings(nbits: int, n: int) -> int:
     """m ~ nbits / log2(n) (Norouzi et al.), at least 1 and with substrings of at most 64 bits."""
     m = max(1, round(nbits / math.log2(max(n, 2))))
     return max(m, -(-nbits // MAX_SUBSTRING_BITS))
+
+
+def small_segment_tables(nbits: int, rows: int) -> tuple[int, float] | None:
+    """(m, probe cost) of the tables of a small segment of a live index (None for one of
+    SMALL_SEGMENT_ROWS rows or more): short substrings (~11 bits) and a cheaper probe (its keys stay in
+    cache). Small segments are searched mostly within each query's running k-th distance (radius 4-9
+    on learned codes, see `Snapshot.search`), where short substrings probe a few buckets instead of
+    dozens, and verifying their larger buckets is cheap at this size."""
+    if rows >= SMALL_SEGMENT_ROWS:
+        return None
+    m = max(default_substrings(nbits, rows), -(-nbits // SMALL_SUBSTRING_BITS))
+    return min(m, nbits), SMALL_PROBE_COST
 
 
 def _query_chunks(nq: int, n: int) -> list[tuple[int, int]]:

@@ -6,14 +6,16 @@ Nothing in a segment ever changes. Removed rows are tombstones: a packed "live" 
 (`hashsearch.bitmaps`), replaced (never edited) on each removal. A `Snapshot` is an immutable tuple
 of segments with their bitmaps: searching it merges the exact per-segment answers with
 `hashsearch.results` (or, where every backend takes part, searches all segments in one kernel call
-that merges inside, `hashsearch.mih.range_segments`), so a reader sees one whole version of the index
-while writers build the next.
+that merges inside, `hashsearch.mih.range_segments`, with or without a filter), so a reader sees one
+whole version of the index while writers build the next. Backend auto plans once per batch for the
+whole index (scan, or MIH with m substrings: the largest auto segment's choice) and each segment joins
+the fused call with tables for that plan (`AutoBackend.segment_tables`).
 """
 from __future__ import annotations
 
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -109,6 +111,15 @@ class Segment:
                     self._searcher = get_backend(self.backend)(self.codes, self.nbits, **self.params)
         return self._searcher
 
+    def prepare(self, like: Segment | None = None) -> None:
+        """Build the backend now, and what its first query would otherwise build (a small auto
+        segment's fused-search tables; a large one's MIH tables for the substring counts that `like`,
+        the index's largest segment, has built: those its batches planned): for writers and background
+        merges, so that no reader waits."""
+        prepare = getattr(self.searcher(), "prepare", None)
+        if prepare is not None:
+            prepare(getattr(like._searcher if like is not None else None, "built_m", ()))
+
     @property
     def nbytes(self) -> int:
         """Memory of codes, stored ids and the backend's structures (once built)."""
@@ -151,25 +162,79 @@ def check_radius(radius: Any, nbits: int) -> int:
 _RANGE_IDS = read_only(np.zeros(0, np.int64))  # "ids are a range" in a fused segment
 
 
-def _fuse(segments: list[tuple[Segment, np.ndarray | None, int]]) -> Any:
-    """Typed list of (tables..., live bitmap, ids, id_start) of the segments with live rows, or None
-    when a backend cannot take part or none has live rows."""
-    items = []
-    for seg, live, allowed in segments:
-        if allowed == 0:
-            continue
-        tables = seg.searcher().segment_tables()
-        if tables is None:
-            return None
-        # every fused segment's bitmap and ids as the one array type the kernel is compiled for
-        items.append(tables[:-1] + (float(tables[-1]), NO_MASK if live is None else read_only(live),
-                               _RANGE_IDS if seg._ids is None else read_only(seg._ids, np.int64), int(seg.id_start)))
-    if not items:
+def _entry(seg: Segment, rows: np.ndarray | None, m: int | None) -> tuple | None:
+    """One segment's item of a fused list: its tables (see `segment_tables`; `m`: the batch's plan),
+    the bitmap of the rows it may return, its ids and id_start; None where its backend cannot take part."""
+    tables = seg.searcher().segment_tables(m)
+    if tables is None:
         return None
-    fused = typed.List.empty_list(typeof(items[0]))
+    # every fused segment's bitmap and ids as the one array type the kernel is compiled for
+    return tables[:-1] + (float(tables[-1]), NO_MASK if rows is None else read_only(rows),
+                          _RANGE_IDS if seg._ids is None else read_only(seg._ids, np.int64), int(seg.id_start))
+
+
+_EMPTY_LISTS: dict[tuple, Any] = {}  # an empty typed list per entry layout: its type made once (~0.1 ms), then copied
+
+
+def _new_list(item: tuple) -> Any:
+    """An empty typed list for entries laid out as `item` (dtypes, dimensions, flags)."""
+    layout = tuple((x.dtype.num, x.ndim, x.flags.c_contiguous, x.flags.writeable, x.flags.aligned)
+                   if isinstance(x, np.ndarray) else type(x) for x in item)
+    empty = _EMPTY_LISTS.get(layout)
+    if empty is None:
+        empty = _EMPTY_LISTS.setdefault(layout, typed.List.empty_list(typeof(item)))
+    return empty.copy()
+
+
+def _fuse(parts: list[tuple[Segment, np.ndarray | None]], m: int | None = None, base: Any = None) -> Any:
+    """Typed list of the entries of `parts` ((segment, rows bitmap or None), each with rows to return)
+    appended to a copy of the typed list `base` (a copy costs microseconds, each entry ~2 us more),
+    or None where a backend cannot take part or there is nothing to search."""
+    items = [_entry(seg, rows, m) for seg, rows in parts]
+    if any(item is None for item in items) or not (items or base):
+        return None
+    fused = base.copy() if base is not None else _new_list(items[0])
     for item in items:
         fused.append(item)
     return fused
+
+
+class FusedLists:
+    """The fused lists that the snapshots of one index share: per slot (the plan and the segments a
+    search fuses), the list of all but the last of those segments, kept while they and their bitmaps are
+    the same objects. In an index's snapshot the last is the growing segment, new in each version, so a
+    search after an add copies the kept list and appends one entry instead of making the list again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: dict[Any, tuple[list, Any]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # pickled empty: typed lists are made again where they land
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()
+
+    def clear(self) -> None:
+        """Forget the kept lists (the index replaced segments: the old ones need not stay in memory)."""
+        with self._lock:
+            self._kept.clear()
+
+    def fuse(self, slot: Any, parts: list[tuple[Segment, np.ndarray | None]], m: int | None) -> Any:
+        """`_fuse(parts, m)`, all but the last part from the list kept for `slot` (made and kept when
+        those parts changed)."""
+        head = parts[:-1]
+        with self._lock:
+            kept = self._kept.get(slot)
+        same = kept is not None and len(kept[0]) == len(head) and all(
+            a is c and b is d for (a, b), (c, d) in zip(kept[0], head))
+        if not same:
+            kept = (head, _fuse(head, m) if head else None)
+            if head and kept[1] is None:
+                return None
+            with self._lock:
+                self._kept[slot] = kept
+        return _fuse(parts[-1:], m, kept[1])
 
 
 @dataclass(frozen=True)
@@ -181,14 +246,18 @@ class Snapshot:
     segments: tuple[Segment, ...]
     live: tuple[np.ndarray | None, ...]
     dead: tuple[int, ...]  # tombstoned rows per segment
+    fused_lists: FusedLists | None = field(default=None, compare=False, repr=False)  # shared by an index's snapshots
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.segments) - sum(self.dead)
 
     def __post_init__(self) -> None:
-        unfiltered = sorted(zip(self.segments, self.live, (len(s) - d for s, d in zip(self.segments, self.dead))),
-                            key=lambda t: -t[2])
-        object.__setattr__(self, "_unfiltered", unfiltered)  # what _masks(None) gives, made once
+        allowed = [len(s) - d for s, d in zip(self.segments, self.dead)]
+        ranked = sorted(range(len(self.segments)), key=lambda i: -allowed[i])
+        object.__setattr__(self, "_ranked", ranked)  # segment positions, most rows to return first
+        object.__setattr__(self, "_unfiltered", [(self.segments[i], self.live[i], allowed[i]) for i in ranked])
+        if self.fused_lists is None:
+            object.__setattr__(self, "fused_lists", FusedLists())
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled without the fused lists (made again on first use where they land)."""
@@ -197,17 +266,31 @@ class Snapshot:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    def _fused(self, start: int = 0) -> Any:
+    def _fused(self, start: int = 0, m: int | None = None) -> Any:
         """The segments with live rows, from the start-th largest on, as ONE typed list for
-        `hashsearch.mih.range_segments` (made on the first unfiltered search that needs it, then kept;
-        two readers racing both make an equal one), or None where some segment's backend cannot take
-        part (then each segment is searched on its own)."""
-        key = f"_fused_{start}"
+        `hashsearch.mih.range_segments` with the batch's plan `m` (made on the first unfiltered search
+        that needs it from the list the index's snapshots share, then kept; two readers racing both
+        make an equal one), or None where some segment's backend cannot take part (then each segment
+        is searched on its own). Snapshot order: the growing segment last."""
+        key = f"_fused_{start}_{m}"
         fused = self.__dict__.get(key, self)
         if fused is self:
-            fused = _fuse(self._unfiltered[start:])
+            at = sorted(i for i, (_, _, allowed) in zip(self._ranked[start:], self._unfiltered[start:]) if allowed)
+            parts = [(self.segments[i], self.live[i]) for i in at]
+            fused = self.fused_lists.fuse((start, m), parts, m) if parts else None
             object.__setattr__(self, key, fused)
         return fused
+
+    def _plan(self, masks: list[tuple[Segment, np.ndarray | None, int]], nq: int, k: int | None = None,
+              radius: int | None = None) -> Any:
+        """The plan of this batch for the whole index (`hashsearch.planner.Estimate`: scan, or MIH with
+        m substrings): the choice of the largest segment that plans (backend auto), from its rows, the
+        batch and its rows' allowed share; None when no segment plans (mih, numba: fixed plans)."""
+        for seg, mask, allowed in masks:
+            plan = getattr(seg.searcher(), "plan", None) if allowed else None
+            if plan is not None:
+                return plan(nq, k=k, radius=radius, mask=mask, share=allowed / len(seg))
+        return None
 
     def _masks(self, filter: Any) -> list[tuple[Segment, np.ndarray | None, int]]:
         """Per segment, largest first: the rows a query may return (a bitmap of live AND the filter;
@@ -222,6 +305,15 @@ class Snapshot:
             out.append((seg, mask, bitmaps.count(mask)))
         return sorted(out, key=lambda t: -t[2])
 
+    def _fused_masks(self, masks: list[tuple[Segment, np.ndarray | None, int]], start: int, filter: Any,
+                     plan: Any) -> Any:
+        """The fused list of the segments of `masks` from the start-th on, with the batch's plan: kept
+        (`_fused`) without a filter, made for this search with one."""
+        m = plan.m if plan is not None and plan.plan == "mih" else None
+        if filter is None:
+            return self._fused(start, m)
+        return _fuse([(seg, mask) for seg, mask, allowed in masks[start:] if allowed], m)
+
     def search(self, queries: Any, k: int, filter: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact k nearest live items of each query: (nq, min(k, len)) int32 distances and int64 ids,
         rows sorted by (distance, id); padded with (PAD_DISTANCE, -1) only where a filter leaves fewer.
@@ -235,7 +327,8 @@ class Snapshot:
         if k == 0 or q.shape[0] == 0:
             return empty_topk(q.shape[0], k)
         best, parts = None, []
-        for at, (seg, mask, allowed) in enumerate(self._masks(filter)):
+        masks = self._masks(filter)
+        for at, (seg, mask, allowed) in enumerate(masks):
             if allowed == 0:
                 continue
             kk, searcher = min(k, allowed), seg.searcher()
@@ -244,7 +337,7 @@ class Snapshot:
                 dist, pos = searcher.search(q, kk, mask=mask)
                 best = merge_topk([(dist, seg.id_at(pos))] + ([] if best is None else [best]), k)
                 continue
-            fused = self._fused(at) if filter is None else None
+            fused = self._fused_masks(masks, at, filter, self._plan(masks, q.shape[0], k=k))
             if fused is not None:  # this segment and every smaller one within the bounds, in one call
                 parts.append(range_segments(as_words(q), bounds, fused, self.nbits, allowed))
                 break
@@ -261,11 +354,17 @@ class Snapshot:
         CSR (lims, distances, ids), each query's rows sorted by (distance, id)."""
         q = check_queries(queries, self.nbits)
         radius = check_radius(radius, self.nbits)
-        fused = self._fused() if filter is None and q.shape[0] else None
-        if fused is not None:
-            return range_segments(as_words(q), radius, fused, self.nbits, self._unfiltered[0][2])
+        masks = self._masks(filter)
+        if q.shape[0] and masks:
+            plan = self._plan(masks, q.shape[0], radius=radius)
+            # where the largest segment is scanned (planned so, or a scan backend), the scan kernel
+            # answers faster (queries share each block it reads; the fused call scans query by query)
+            scanned = masks[0][0].backend == SCAN_BACKEND if plan is None else plan.plan == "scan"
+            fused = None if scanned else self._fused_masks(masks, 0, filter, plan)
+            if fused is not None:
+                return range_segments(as_words(q), radius, fused, self.nbits, masks[0][2])
         parts = []
-        for seg, mask, allowed in self._masks(filter):
+        for seg, mask, allowed in masks:
             if allowed == 0 or q.shape[0] == 0:
                 continue
             lims, dist, pos = seg.searcher().range_search(q, radius, mask=mask)
@@ -327,5 +426,5 @@ class Snapshot:
         return table if order is None else table.take(pa.array(order))
 
 
-__all__ = ["PAD_DISTANCE", "Segment", "Snapshot", "check_k", "check_queries", "check_radius", "last_live",
+__all__ = ["PAD_DISTANCE", "FusedLists", "Segment", "Snapshot", "check_k", "check_queries", "check_radius", "last_live",
            "new_segment_name"]

@@ -125,7 +125,7 @@ def test_range_segments_over_several_segments_matches_oracle(data, r, draw):
         allowed = int(live.sum())
         parts.append((seg, None if live.all() else bitmaps.pack(live), allowed))
         want_rows += [(i, j) for i, j, ok in zip(seg_ids, range(a, b), live) if ok]
-    fused = _fuse(parts)
+    fused = _fuse([(seg, live) for seg, live, allowed in parts if allowed])
     radii = rng.integers(0, r + 1, len(q)) if draw.draw(st.booleans()) else r
     if fused is None:  # no live row anywhere
         assert not want_rows

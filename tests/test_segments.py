@@ -2,6 +2,7 @@
 many threads reading while others write: every answer is checked against the snapshot it ran on."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow.compute as pc
@@ -103,6 +104,135 @@ def test_segments_and_tombstones_match_a_brute_force_model(ops, nbits, backend, 
     assert len(index.snapshot().segments) <= 1
 
 
+@contextmanager
+def forced_auto(plan, small_rows=None, min_rows=0):
+    """Backend auto with every batch planned `plan` ("scan" or an int m: MIH with m substrings, capped
+    to a valid m), on segments of any size (`min_rows`) and with small-segment tables below
+    `small_rows` rows (None: the default); counts the fused kernel calls in `calls`."""
+    from hashsearch import backends, mih, segments
+    from hashsearch.planner import Estimate, valid_substrings
+
+    calls = []
+
+    def plan_of(self, nq, k=None, radius=None, mask=None, share=None):
+        if plan == "scan":
+            return Estimate("scan", None, 0.0, {})
+        m = plan if valid_substrings(self.nbits, plan) else -(-self.nbits // 64)
+        return Estimate("mih", m, 0.0, {})
+
+    def counted(*args):
+        calls.append(args[2])
+        return fused_call(*args)
+
+    fused_call = segments.range_segments
+    saved = (backends.AutoBackend.plan, backends.MIN_PLANNED_ROWS, mih.SMALL_SEGMENT_ROWS)
+    backends.AutoBackend.plan, backends.MIN_PLANNED_ROWS, segments.range_segments = plan_of, min_rows, counted
+    mih.SMALL_SEGMENT_ROWS = mih.SMALL_SEGMENT_ROWS if small_rows is None else small_rows
+    try:
+        yield calls
+    finally:
+        backends.AutoBackend.plan, backends.MIN_PLANNED_ROWS, mih.SMALL_SEGMENT_ROWS = saved
+        segments.range_segments = fused_call
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(ops=ops, nbits=st.sampled_from([8, 24, 64, 128]), plan=st.sampled_from(["scan", 1, 2, 3, 5]),
+       small_rows=st.sampled_from([0, 10**9]), min_rows=st.sampled_from([0, 20]), segment_rows=st.integers(1, 50),
+       k=st.integers(1, 30), r=st.integers(0, 12), seed=st.integers(0, 999))
+def test_fused_auto_search_matches_a_brute_force_model(ops, nbits, plan, small_rows, min_rows, segment_rows, k, r,
+                                                       seed):
+    """Backend auto over several segments, one plan per batch for all of them (scan, or MIH with m
+    substrings: a large segment's tables for that m, a small one's own, a tiny one scanned), in one
+    fused kernel call, with tombstones and filters: brute force, ties by id; answers unchanged after
+    compaction."""
+    rng = np.random.default_rng(seed)
+    q = rng.integers(0, 256, (3, nbits // 8), dtype=np.uint8)
+    with forced_auto(plan, small_rows, min_rows) as calls:
+        index = HammingIndex(nbits, segment_rows=segment_rows, auto_compact=False)
+        model: dict[int, int] = {}  # id -> label
+        codes_of: dict[int, np.ndarray] = {}
+        for op, size, flag in ops:
+            if op == "add":
+                codes = rng.integers(0, 256, (size, nbits // 8), dtype=np.uint8)
+                codes[: size // 3] = q[0]  # duplicates of a query: ties broken by id
+                codes[size // 3: size // 2] = q[1] ^ np.uint8(1)  # near a query: MIH buckets shared
+                start = max(model, default=-1) + 1
+                labels = rng.integers(0, 4, size)
+                index.add(codes, metadata={"label": labels})
+                for i in range(size):
+                    model[start + i], codes_of[start + i] = int(labels[i]), codes[i]
+            elif op == "remove" and model:
+                live = np.array(sorted(model))
+                gone = live[rng.random(live.size) < size]
+                index.remove(gone)
+                for i in gone:
+                    del model[int(i)]
+            elif flag:
+                index.compact()
+            snap = index.snapshot()
+            ids = np.array(sorted(model), np.int64)
+            labels = np.array([model[i] for i in ids])
+            del calls[:]
+            check_snapshot(snap, q, k, r)
+            if plan != "scan" and any(seg.backend == "auto" and rows for seg, _, rows in snap._unfiltered):
+                assert calls, "the radius search ran in one fused call"
+            check_snapshot(snap, q, k, r, filter=pc.field("label") == 2, allowed=labels == 2)
+            check_snapshot(snap, q, k, r, filter=ids[::3], allowed=np.isin(ids, ids[::3]))
+        before = (snap.search(q, k), snap.range_search(q, r))
+        index.compact()
+        after = (index.search(q, k), index.range_search(q, r))
+    for x, y in zip(before[0] + before[1], after[0] + after[1]):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_adds_reuse_the_sealed_part_of_the_fused_list():
+    """After an add, a query copies the sealed segments' kept typed list and appends the growing
+    segment's entry only; a remove changes a live bitmap, so the sealed entries are made again."""
+    from hashsearch import segments
+
+    made = []
+    entry = segments._entry
+    segments._entry = lambda seg, rows, m: made.append(seg) or entry(seg, rows, m)
+    rng = np.random.default_rng(4)
+    q = rng.integers(0, 256, (2, 8), dtype=np.uint8)
+    try:
+        with forced_auto(3):
+            index = HammingIndex(64, segment_rows=100, auto_compact=False)
+            for _ in range(3):
+                index.add(rng.integers(0, 256, (100, 8), dtype=np.uint8))
+            index.add(rng.integers(0, 256, (10, 8), dtype=np.uint8))
+            check_snapshot(index.snapshot(), q, 5, 20)  # the sealed segments' lists made
+            for _ in range(3):
+                index.add(rng.integers(0, 256, (10, 8), dtype=np.uint8))
+                made.clear()
+                check_snapshot(index.snapshot(), q, 5, 20)
+                assert made and set(made) == {index.snapshot().segments[-1]}  # the growing one
+            index.remove([3])
+            made.clear()
+            check_snapshot(index.snapshot(), q, 5, 20)
+            assert len(set(made)) == 4
+    finally:
+        segments._entry = entry
+
+
+def test_background_merges_build_the_planned_tables_before_any_query():
+    """A segment made by a background merge comes with the MIH tables that the index's batches planned
+    (those its largest segment has built), so that no reader waits for them to be built."""
+    rng = np.random.default_rng(6)
+    q = rng.integers(0, 256, (2, 8), dtype=np.uint8)
+    with forced_auto(3, small_rows=0):
+        index = HammingIndex(64, segment_rows=40, merge_factor=2)
+        index.add(rng.integers(0, 256, (2000, 8), dtype=np.uint8))
+        index.search(q, 5)  # the largest segment builds the planned tables
+        assert index.snapshot().segments[0].searcher().built_m == [3]
+        for _ in range(30):
+            index.add(rng.integers(0, 256, (10, 8), dtype=np.uint8))
+        index.wait_for_compaction()
+        merged = [seg for seg in index.snapshot().segments[1:-1] if len(seg) > 40]
+        assert merged and all(seg.searcher().built_m == [3] for seg in merged)
+        check_snapshot(index.snapshot(), q, 5, 6)
+
+
 def test_adds_do_not_rebuild_sealed_segments():
     rng = np.random.default_rng(0)
     index = HammingIndex(64, "mih", segment_rows=100, auto_compact=False)
@@ -183,12 +313,15 @@ def soak_live():
     return module
 
 
-@pytest.mark.parametrize("backend", ["mih", "numba"])
+@pytest.mark.parametrize("backend", ["mih", "numba", "auto", "auto:mih"])
 def test_threads_reading_while_others_write_see_whole_versions(backend):
+    """("auto:mih": auto planning MIH for every batch, on segments of any size.)"""
     rng = np.random.default_rng(5)
-    index = HammingIndex(16, backend, segment_rows=64, max_segments=4, max_dead_fraction=0.1)
-    index.add(rng.integers(0, 256, (3000, 2), dtype=np.uint8))
-    counts = soak_live().hammer(index, seconds=3, writers=2, readers=3)
+    backend, _, forced = backend.partition(":")
+    with forced_auto(2) if forced else contextmanager(lambda: (yield []))():
+        index = HammingIndex(16, backend, segment_rows=64, max_segments=4, max_dead_fraction=0.1)
+        index.add(rng.integers(0, 256, (3000, 2), dtype=np.uint8))
+        counts = soak_live().hammer(index, seconds=3, writers=2, readers=3)
     # every checked answer was right; on 2 shared cores only a few are checked in 3 s
     assert counts["checked_queries"] >= 2 and counts["added"] > 0 and counts["removed"] > 0 and counts["saves"]
 
