@@ -122,9 +122,7 @@ def check_mask(mask: np.ndarray | None, n: int) -> np.ndarray | None:
     elif mask.dtype != np.uint8 or mask.shape != (-(-n // 8),):
         raise InvalidInputError(f"mask must be a ({n},) bool array (True = row may be returned) or its packed "
                                 f"bitmap, got dtype {mask.dtype} and shape {mask.shape}")
-    mask = np.ascontiguousarray(mask).view()
-    mask.flags.writeable = False
-    return mask
+    return scan.read_only(mask)
 
 
 def radius_arg(radius: Any) -> int | np.ndarray:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numba
 import numpy as np
 
 from hashsearch.errors import InvalidInputError
 from hashsearch.kernels import mih as kernels
-from hashsearch.kernels.scan import map_threads, query_radii
+from hashsearch.kernels.scan import kernel_mask, map_threads, query_radii, read_only, thread_runs
 
 MAX_SUBSTRING_BITS = 64
 DIRECT_BITS = 16  # tables of substrings this short also keep each bucket's start (2**16 + 1 offsets at most)
@@ -49,9 +48,7 @@ def _query_chunks(nq: int, n: int) -> list[tuple[int, int]]:
     over small tables)."""
     if nq <= 1 or n < SMALL_TABLE_ROWS:
         return [(0, nq)]
-    nchunks = max(1, min(nq, numba.get_num_threads()))
-    edges = [nq * i // nchunks for i in range(nchunks + 1)]
-    return list(zip(edges[:-1], edges[1:]))
+    return thread_runs(nq)
 
 
 def _run_chunks(fn, nq: int, n: int) -> list:
@@ -72,7 +69,7 @@ def _join(parts: list, nq: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def scan_tables(words: np.ndarray) -> tuple:
     """A segment without tables for `range_segments` (its rows are scanned): uint64 `words`, m = 0."""
     nw = words.shape[1]
-    return (words, np.empty((0, 0, nw), np.uint64), np.empty((0, 0), np.uint64), np.empty((0, 0), np.uint32),
+    return (words, read_only(np.empty((0, 0, nw), np.uint64)), np.empty((0, 0), np.uint64), np.empty((0, 0), np.uint32),
             np.empty((0, 0), np.uint32), np.empty(0, np.int64), np.empty(0, np.int64), 0.0)
 
 
@@ -104,7 +101,8 @@ class MultiIndexHash:
         self.words, self.nbits, self.m, self.probe_cost = words, nbits, m, float(probe_cost)
         bounds = np.linspace(0, nbits, m + 1).astype(np.int64)
         self.lo, self.ln = bounds[:-1].copy(), np.diff(bounds)
-        keys = kernels.substring_keys(words, self.lo, self.ln)
+        keys = np.empty((m, n), np.uint64)
+        self._run(lambda a, b: kernels.substring_keys(words, self.lo, self.ln, a, b, keys), n)
         # positions fit in uint32 below 2**32 rows: half the memory of int64 for large indexes
         pdtype = np.uint32 if n < 2**32 else np.int64
         self.perm = np.empty((m, n), pdtype)
@@ -114,6 +112,7 @@ class MultiIndexHash:
             keys[i] = keys[i][self.perm[i]]
             np.take(words, self.perm[i], axis=0, out=self.scodes[i])
         self.skeys = keys
+        self.scodes = read_only(self.scodes)  # the type the scan kernels also read: compiled once
         self.starts = np.empty((0, 0), pdtype)
         if self.ln.max() <= DIRECT_BITS:  # bucket j of table i is rows starts[i, j]:starts[i, j + 1]
             buckets = np.arange((1 << int(self.ln.max())) + 1, dtype=np.uint64)
@@ -139,7 +138,7 @@ class MultiIndexHash:
         """Rows within `radius` (inclusive; one for all queries or an (nq,) array, one each) of each
         query word row, among those whose bit is set in the packed bitmap `mask` (all when None): CSR
         (lims, distances, positions) sorted by (distance, position) within each query."""
-        rq = query_radii(radius, q.shape[0])
+        rq, mask = query_radii(radius, q.shape[0]), kernel_mask(mask)
         parts = self._run(
             lambda a, b: kernels.range_chunk(q, a, b, self.words, self.scodes, self.skeys, self.perm, self.starts,
                                              self.lo, self.ln, rq, self.probe_cost, mask),
@@ -150,7 +149,7 @@ class MultiIndexHash:
     def search(self, q: np.ndarray, k: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k among the rows whose `mask` bit is set (all when None) by growing the radius: (nq, k)
         int32 distances and int64 positions, padded with (PAD_DISTANCE, -1)."""
-        nq = q.shape[0]
+        nq, mask = q.shape[0], kernel_mask(mask)
         out_d = np.empty((nq, 1, k), np.int32)
         out_j = np.empty((nq, 1, k), np.int64)
         self._run(

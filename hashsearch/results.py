@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 
+from hashsearch.kernels.scan import read_only
+
 PAD_DISTANCE = int(np.iinfo(np.int32).max)  # what FAISS returns past the last result
 
 
@@ -117,9 +119,10 @@ def _merge_two_csr(l1, d1, i1, l2, d2, i2):
 
 
 def _csr(part: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A CSR part in the kernels' dtypes (no copy when it already is)."""
+    """A CSR part in the kernels' dtypes (no copy when it already is), read-only: parts come writable or
+    not, and numba would compile the merges once for each."""
     lims, dist, ids = part
-    return lims.astype(np.int64, copy=False), dist.astype(np.int32, copy=False), ids.astype(np.int64, copy=False)
+    return read_only(lims, np.int64), read_only(dist, np.int32), read_only(ids, np.int64)
 
 
 def merge_topk_ranges(best: tuple[np.ndarray, np.ndarray], ranges: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],

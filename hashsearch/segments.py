@@ -29,6 +29,7 @@ from hashsearch.results import PAD_DISTANCE, empty_range, empty_topk, merge_rang
 from hashsearch import bitmaps
 from hashsearch.backends import get_backend
 from hashsearch.kernels.popcount import as_words
+from hashsearch.kernels.scan import NO_MASK, read_only
 from hashsearch.mih import range_segments
 from hashsearch.filters import filter_mask
 
@@ -158,16 +159,7 @@ def check_radius(radius: Any, nbits: int) -> int:
 
 # ---------------------------------------------------------------------------------------- snapshots
 
-def _readonly(array: np.ndarray, dtype: type | None = None) -> np.ndarray:
-    """A read-only C-contiguous view (or copy, when not contiguous): every fused segment's bitmap and
-    ids get the one array type that the kernels are compiled for."""
-    view = np.ascontiguousarray(array, dtype).view()
-    view.flags.writeable = False
-    return view
-
-
-_ALL_ROWS = _readonly(np.zeros(0, np.uint8))  # "no bitmap" and "ids are a range" in a fused segment
-_RANGE_IDS = _readonly(np.zeros(0, np.int64))
+_RANGE_IDS = read_only(np.zeros(0, np.int64))  # "ids are a range" in a fused segment
 
 
 def _entry(seg: Segment, rows: np.ndarray | None, m: int | None) -> tuple | None:
@@ -176,8 +168,9 @@ def _entry(seg: Segment, rows: np.ndarray | None, m: int | None) -> tuple | None
     tables = seg.searcher().segment_tables(m)
     if tables is None:
         return None
-    return tables[:-1] + (float(tables[-1]), _ALL_ROWS if rows is None else _readonly(rows),
-                          _RANGE_IDS if seg._ids is None else _readonly(seg._ids, np.int64), int(seg.id_start))
+    # every fused segment's bitmap and ids as the one array type the kernel is compiled for
+    return tables[:-1] + (float(tables[-1]), NO_MASK if rows is None else read_only(rows),
+                          _RANGE_IDS if seg._ids is None else read_only(seg._ids, np.int64), int(seg.id_start))
 
 
 _EMPTY_LISTS: dict[tuple, Any] = {}  # an empty typed list per entry layout: its type made once (~0.1 ms), then copied

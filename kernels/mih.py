@@ -7,13 +7,14 @@ order (`scodes[i]`), so that a bucket's candidates are verified by reading memor
 A row within radius r of a query has some substring i within radii[i] = floor((i + r + 1 - m) / m)
 (the tight pigeonhole rule); each row is reported by the first such table only, which dedupes
 without a bitmap. Queries whose probe count times `cost` (rows a probe is worth) exceeds n fall back to a linear scan.
-An optional `mask` (a packed bitmap by row position, `hashsearch.bitmaps`; None = all) drops rows at
-verification, so top-k by growing radius counts allowed rows only and stays exact.
+An optional `mask` (a packed bitmap by row position, `hashsearch.bitmaps`; empty = all, as
+`scan.kernel_mask` gives) drops rows at verification, so top-k by growing radius counts allowed rows
+only and stays exact.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from hashsearch.kernels.popcount import popcount64
 from hashsearch.kernels.scan import (BLOCK, _block_distances, _block_min, _grow, _topk_task, allowed, emit_sorted,
@@ -35,15 +36,14 @@ def substring(words, row, lo, ln):
     return key
 
 
-@njit(parallel=True, cache=True)
-def substring_keys(words, lo, ln):
-    """(m, n) keys of every row for each substring."""
-    m, n = lo.shape[0], words.shape[0]
-    keys = np.empty((m, n), np.uint64)
-    for j in prange(n):
-        for i in range(m):
-            keys[i, j] = substring(words, j, lo[i], ln[i])
-    return keys
+@njit(cache=True, nogil=True)
+def substring_keys(words, lo, ln, j0, j1, keys):
+    """Keys of rows j0..j1 for each substring into keys[:, j0:j1] ((m, n)), a substring at a time (rows
+    inside: 4-6x faster than substrings inside, which stores with a stride)."""
+    for i in range(lo.shape[0]):
+        lo_i, ln_i = lo[i], ln[i]
+        for j in range(j0, j1):
+            keys[i, j] = substring(words, j, lo_i, ln_i)
 
 
 @njit(cache=True)
@@ -96,6 +96,7 @@ def _probe_query(q, qi, scodes, skeys, perm, starts, lo, ln, r, mask, od, oj, c,
     """Append every row within r of query qi that `mask` allows (unsorted); returns buffers and new count.
     `work`: `scratch(m)`, its radii already `fill_radii(.., r)`."""
     m = lo.shape[0]
+    masked = mask.shape[0] > 0
     rad, qk, idx, buf = work
     for i in range(m):
         qk[i] = substring(q, qi, lo[i], ln[i])
@@ -119,7 +120,7 @@ def _probe_query(q, qi, scodes, skeys, perm, starts, lo, ln, r, mask, od, oj, c,
                     _block_distances(q, qi, flat, nw, b0, b1, buf)
                     for a in range(b0, b1):
                         d = np.int64(buf[a - b0])  # (an int32 would compile _append twice)
-                        if d > r or (mask is not None and not allowed(mask, np.int64(perm[i, a]))):
+                        if d > r or (masked and not allowed(mask, np.int64(perm[i, a]))):
                             continue
                         first = True
                         for i2 in range(i):
@@ -220,13 +221,14 @@ def _scan_one(q, qi, words, r, mask, buf, od, oj, c):
     """Append the rows of `words` within r of query qi that `mask` allows (in position order), a block
     at a time, skipping blocks without one: the few hits of a small segment, no allocation."""
     flat, nw, n = flat_rows(words), words.shape[1], words.shape[0]
+    all_rows = mask.shape[0] == 0
     for b0 in range(0, n, BLOCK):
         b1 = min(b0 + BLOCK, n)
         if _block_min(q, qi, flat, nw, b0, b1) > r:
             continue
         _block_distances(q, qi, flat, nw, b0, b1, buf)
         for t in range(b1 - b0):
-            if buf[t] <= r and (mask is None or allowed(mask, b0 + t)):
+            if buf[t] <= r and (all_rows or allowed(mask, b0 + t)):
                 od, oj = _append(od, oj, c, np.int64(buf[t]), np.int64(b0 + t))
                 c += 1
     return od, oj, c
@@ -253,14 +255,8 @@ def range_segments(q, q0, q1, segments, rq, maxd):
             start = c
             bounds[s, qi - q0] = c
             if lo.shape[0] == 0:  # no tables: scan
-                if mask.shape[0] == 0:
-                    od, oj, c = _scan_one(q, qi, words, rq[qi], None, work[3], od, oj, c)
-                else:
-                    od, oj, c = _scan_one(q, qi, words, rq[qi], mask, work[3], od, oj, c)
+                od, oj, c = _scan_one(q, qi, words, rq[qi], mask, work[3], od, oj, c)
                 _sort_segment(od, oj, start, c)
-            elif mask.shape[0] == 0:
-                od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, starts, lo, ln, rq, cost, None, od, oj, c,
-                                       work)
             else:
                 od, oj, c = _range_one(q, qi, words, scodes, skeys, perm, starts, lo, ln, rq, cost, mask, od, oj, c,
                                        work)

@@ -9,12 +9,18 @@ single query on one thread).
 
 An optional `mask` (a packed bitmap of the n rows, `hashsearch.bitmaps`: bit set = the row may be
 returned) is tested inside the kernels, only for rows that would otherwise be kept, so top-k is exact
-among the allowed rows. `mask=None` compiles a separate specialisation in which numba prunes every
-mask test: the unmasked scan is unchanged.
+among the allowed rows. The kernels always take a read-only uint8 bitmap (`kernel_mask`; `NO_MASK`, the
+empty one, = every row), so that each compiles once per word type, not once per mask kind (None,
+writable, read-only); the radius loop tests for the empty bitmap once a block, so the unmasked scan runs
+the same loop as before.
+
+Only the top-k task loop is compiled with `parallel=True` (one small prange loop per word type); the
+radius search and MIH run nogil kernels on Python threads (`map_threads`).
 """
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,6 +37,23 @@ QGROUP = 8  # queries that share one database block
 MIN_PART = 1 << 15  # fewest database rows worth a thread of their own
 SMALL_WORK = 1 << 17  # rows x queries below which a search runs on the calling thread: handing tasks to
 # the pool costs more than this scan (~0.1 ms)
+
+
+def read_only(array: np.ndarray, dtype: type | None = None) -> np.ndarray:
+    """A read-only C-contiguous view of `array` (a copy when it is not contiguous or not of `dtype`):
+    numba types read-only and writable arrays apart, so a kernel given both would compile twice."""
+    view = np.ascontiguousarray(array, dtype).view()
+    view.flags.writeable = False
+    return view
+
+
+NO_MASK = read_only(np.zeros(0, np.uint8))  # the empty bitmap: every row may be returned
+
+
+def kernel_mask(mask: np.ndarray | None) -> np.ndarray:
+    """The one mask type the kernels take: a read-only packed uint8 bitmap (as `backends.check_mask`
+    makes), `NO_MASK` for None."""
+    return NO_MASK if mask is None else read_only(mask)
 
 
 @njit(inline="always", cache=True)
@@ -137,7 +160,8 @@ def _compact(cd, cj, c, k, hist):
 @njit(cache=True, nogil=True)
 def _topk_task(q, g0, g1, db, j0, j1, k, maxd, out_d, out_j, part, mask):
     """Top-k of queries g0..g1 over database rows j0..j1 (those allowed by `mask`, or all when it is
-    None) into out_*[query, part, :]."""
+    empty) into out_*[query, part, :]."""
+    all_rows = mask.shape[0] == 0
     ng = g1 - g0
     cap = min(k + 64, j1 - j0 + 1)  # small: compacting often tightens the threshold sooner
     cd = np.empty((ng, cap), np.int32)
@@ -157,7 +181,7 @@ def _topk_task(q, g0, g1, db, j0, j1, k, maxd, out_d, out_j, part, mask):
             c = cnt[g]
             for t in range(b1 - b0):
                 d = buf[t]
-                if d < t_ and (mask is None or allowed(mask, b0 + t)):
+                if d < t_ and (all_rows or allowed(mask, b0 + t)):
                     cd[g, c] = d
                     cj[g, c] = b0 + t
                     hist[g, d] += 1
@@ -171,7 +195,10 @@ def _topk_task(q, g0, g1, db, j0, j1, k, maxd, out_d, out_j, part, mask):
 
 
 @njit(parallel=True, cache=True)
-def _topk_parallel(q, db, k, maxd, gsize, nparts, mask):
+def _topk_tasks(q, db, k, maxd, gsize, nparts, mask):
+    """Each task of a split top-k (a group of gsize queries x one of nparts database parts) into
+    (nq, nparts, k) distances and positions. The one prange loop left: Python threads cost ~0.1 ms
+    more a call, as much as a whole pruned top-k scan of 10^6 rows."""
     nq, n = q.shape[0], db.shape[0]
     ngroups = -(-nq // gsize)
     part_d = np.empty((nq, nparts, k), np.int32)
@@ -181,16 +208,32 @@ def _topk_parallel(q, db, k, maxd, gsize, nparts, mask):
         g0 = grp * gsize
         _topk_task(q, g0, min(g0 + gsize, nq), db, part * n // nparts, (part + 1) * n // nparts,
                    k, maxd, part_d, part_j, part, mask)
-    if nparts == 1:
-        return part_d[:, 0], part_j[:, 0]
+    return part_d, part_j
+
+
+@njit(cache=True, nogil=True)
+def _merge_parts(part_d, part_j, k, maxd):
+    """Each query's top-k over its database parts (nq, nparts, k): parts hold ascending positions, so
+    input order breaks ties."""
+    nq = part_d.shape[0]
     out_d = np.empty((nq, k), np.int32)
     out_j = np.empty((nq, k), np.int64)
-    for qi in prange(nq):  # merge: parts hold ascending positions, so input order breaks ties
+    for qi in range(nq):
         cd = part_d[qi].ravel()
         cj = part_j[qi].ravel()
         valid = cj >= 0
         emit_sorted(cd[valid], cj[valid], valid.sum(), k, maxd, out_d[qi], out_j[qi])
     return out_d, out_j
+
+
+def _topk_parallel(q: np.ndarray, db: np.ndarray, k: int, maxd: int, gsize: int, nparts: int,
+                   mask: np.ndarray = NO_MASK) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k over tasks (a group of gsize queries x one of nparts database parts) on numba's threads;
+    the parts of a split query merged."""
+    part_d, part_j = _topk_tasks(q, db, k, maxd, gsize, nparts, mask)
+    if nparts == 1:
+        return part_d[:, 0], part_j[:, 0]
+    return _merge_parts(part_d, part_j, k, maxd)
 
 
 def _split(nq: int, n: int) -> tuple[int, int]:
@@ -209,6 +252,7 @@ def topk(q: np.ndarray, db: np.ndarray, k: int, maxd: int,
     rows whose `mask` bit is set (all rows when None): (nq, k) int32 distances and int64 positions sorted
     by (distance, position), padded with (PAD_DISTANCE, -1) when fewer than k rows are allowed.
     `maxd` bounds every distance (the code length in bits)."""
+    mask = kernel_mask(mask)
     gsize, nparts = _split(q.shape[0], db.shape[0])
     if nparts == 1 and q.shape[0] <= gsize:  # one task: run it here, without waking the thread pool
         out_d = np.empty((q.shape[0], 1, k), np.int32)
@@ -220,13 +264,14 @@ def topk(q: np.ndarray, db: np.ndarray, k: int, maxd: int,
 
 @njit(cache=True, nogil=True)
 def range_task(q, g0, g1, db, j0, j1, radii, maxd, mask):
-    """Rows j0..j1 (allowed by `mask`, all when None) within radii[qi] of each query qi of g0..g1 in ONE
+    """Rows j0..j1 (allowed by `mask`, all when it is empty) within radii[qi] of each query qi of g0..g1 in ONE
     pass over the database, a block at a time for the whole group: CSR (lims (g1 - g0 + 1,), distances,
     positions), query by query, each query's rows sorted by (distance, position) (`maxd` bounds every
     distance).
     Hits go to one buffer (tagged with their query) that doubles when a block might not fit, so the
     inner loop stores without a branch."""
     ng = g1 - g0
+    all_rows = mask.shape[0] == 0
     buf = np.empty(BLOCK, np.int32)
     flat, nw = flat_rows(db), db.shape[1]
     hd = np.empty(4 * BLOCK, np.int32)
@@ -242,14 +287,14 @@ def range_task(q, g0, g1, db, j0, j1, radii, maxd, mask):
             _block_distances(q, g0 + g, flat, nw, b0, b1, buf)
             if c + BLOCK > hd.shape[0]:
                 hd, hj, hg = _grow(hd, c), _grow(hj, c), _grow(hg, c)
-            for t in range(b1 - b0):
-                hd[c] = buf[t]
-                hj[c] = b0 + t
-                hg[c] = g
-                if mask is None:
+            if all_rows:  # the hits stored unconditionally, counted branch-free
+                for t in range(b1 - b0):
+                    hd[c] = buf[t]
+                    hj[c] = b0 + t
+                    hg[c] = g
                     c += buf[t] <= r
-                else:
-                    c += (buf[t] <= r) & allowed(mask, b0 + t)
+            else:
+                c = _collect_allowed(buf, b1 - b0, r, b0, g, hd, hj, hg, c, mask)
     counts = np.zeros(ng, np.int64)
     for t in range(c):
         counts[hg[t]] += 1
@@ -265,6 +310,19 @@ def range_task(q, g0, g1, db, j0, j1, radii, maxd, mask):
         pos[s] = hj[t]
     sort_rows(lims, dist, pos, maxd)
     return lims, dist, pos
+
+
+@njit(cache=True, nogil=True)
+def _collect_allowed(buf, nb, r, b0, g, hd, hj, hg, c, mask):
+    """Append the rows b0 + t (t < nb) within r of query g that `mask` allows to the hits (hd, hj, hg)
+    from c on; returns the new count. A function of its own: written out in range_task's body, this loop
+    slowed the unmasked one beside it 1.3x."""
+    for t in range(nb):
+        hd[c] = buf[t]
+        hj[c] = b0 + t
+        hg[c] = g
+        c += (buf[t] <= r) & allowed(mask, b0 + t)
+    return c
 
 
 @njit(cache=True, nogil=True)
@@ -287,12 +345,34 @@ def sort_rows(lims, dist, pos, maxd):
 
 
 def map_threads(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-    """[fn(item) for item in items] on `numba.get_num_threads()` Python threads: for nogil kernels
-    whose results are arrays of sizes known only at the end (a prange loop cannot collect those)."""
+    """[fn(item) for item in items] on `numba.get_num_threads()` threads, the calling one included (one
+    thread fewer to wake), each taking the next item when done: for nogil kernels whose results are
+    arrays of sizes known only at the end (a prange loop cannot collect those), and in place of a
+    prange loop that would compile a parallel region per argument type."""
     nthreads = min(numba.get_num_threads(), len(items))
     if nthreads <= 1:
         return [fn(item) for item in items]
-    return list(_pool(nthreads).map(fn, items))
+    out: list[Any] = [None] * len(items)
+    taken = itertools.count()  # next() is atomic under the GIL
+
+    def work() -> None:
+        while (i := next(taken)) < len(items):
+            out[i] = fn(items[i])
+
+    helpers = [_pool(nthreads - 1).submit(work) for _ in range(nthreads - 1)]
+    try:
+        work()
+    finally:
+        for helper in helpers:
+            helper.result()
+    return out
+
+
+def thread_runs(ntasks: int) -> list[tuple[int, int]]:
+    """0..ntasks cut into one contiguous run per thread (fewer when there are fewer tasks)."""
+    runs = max(1, min(numba.get_num_threads(), ntasks))
+    edges = [ntasks * i // runs for i in range(runs + 1)]
+    return list(zip(edges[:-1], edges[1:]))
 
 
 @functools.lru_cache(maxsize=None)
@@ -317,7 +397,7 @@ def query_radii(radius: int | np.ndarray, nq: int) -> np.ndarray:
     return radii
 
 
-def _range_parallel(q, db, r, maxd, gsize, nparts, mask=None):
+def _range_parallel(q, db, r, maxd, gsize, nparts, mask=NO_MASK):
     """Radius search (r: one radius or one per query) over tasks (a group of gsize queries x one of nparts database parts), joined
     in task order, which is (query, part) order since gsize or nparts is 1 (as `_split` gives);
     the parts of a split query, each sorted, are sorted together once joined."""
@@ -345,16 +425,5 @@ def range_search(q: np.ndarray, db: np.ndarray, radius: int | np.ndarray, maxd: 
     each query, among the rows whose `mask` bit is set (all when None), in CSR form (lims, distances,
     positions) like `faiss.IndexBinary.range_search`, each row sorted by (distance, position)."""
     gsize, nparts = _split(q.shape[0], db.shape[0])
-    return _range_parallel(q, db, radius, maxd, gsize, nparts, mask)
+    return _range_parallel(q, db, radius, maxd, gsize, nparts, kernel_mask(mask))
 
-
-@njit(parallel=True, cache=True)
-def hamming_distances(q: np.ndarray, db: np.ndarray) -> np.ndarray:
-    """All (nq, n) Hamming distances as int32."""
-    out = np.empty((q.shape[0], db.shape[0]), np.int32)
-    flat, nw = flat_rows(db), db.shape[1]
-    for qi in prange(q.shape[0]):
-        qw = lead_words(q, qi)
-        for j in range(db.shape[0]):
-            out[qi, j] = row_distance(q, qi, qw, flat, nw, j)
-    return out

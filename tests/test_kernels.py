@@ -34,6 +34,15 @@ def oracle_range(q, db, r):
     return lims, dist, pos
 
 
+def scan_distances(w):
+    """All (n, n) distances between the rows of words `w`, as the scan's top-n of every row gives them."""
+    n = w.shape[0]
+    d, j = scan.topk(w, w, n, 8 * w.itemsize * w.shape[1])
+    full = np.empty((n, n), np.int32)
+    np.put_along_axis(full, j, d, axis=1)
+    return full
+
+
 @st.composite
 def code_sets(draw, max_n=300):
     """Query and database codes; often drawn from a tiny pool so that duplicates and ties abound."""
@@ -76,7 +85,7 @@ def test_scan_words_view_narrow_codes_and_pad_the_rest():
         a = rng.integers(0, 256, (7, nbytes), dtype=np.uint8)
         w = scan_words(a)
         assert w.dtype == dtype and np.shares_memory(w, a) == view and not w.flags.writeable
-        assert (scan.hamming_distances(w, w) == hamming_bruteforce(a, a)).all()
+        assert (scan_distances(w) == hamming_bruteforce(a, a)).all()
         d, j = scan.topk(w[:2], w, 7, 8 * nbytes)
         assert (d == np.sort(hamming_bruteforce(a[:2], a), axis=1)).all()
 
@@ -87,7 +96,7 @@ def test_as_words_pads_without_changing_distances():
         a = rng.integers(0, 256, (5, nbits // 8), dtype=np.uint8)
         w = as_words(a)
         assert w.dtype == np.uint64 and w.shape == (5, -(-nbits // 64))
-        assert (scan.hamming_distances(w, w) == hamming_bruteforce(a, a)).all()
+        assert (scan_distances(w) == hamming_bruteforce(a, a)).all()
 
 
 @settings(max_examples=examples(60), deadline=None)
@@ -115,7 +124,7 @@ def test_range_search_matches_oracle(data, r):
 def test_database_split_over_parts_merges_exactly(data, k, nparts):
     """The path a single query takes on many threads: the scan is split and the parts merged."""
     nbits, q, db = data
-    d, j = scan._topk_parallel(scan_words(q), scan_words(db), k, nbits, 1, nparts, None)
+    d, j = scan._topk_parallel(scan_words(q), scan_words(db), k, nbits, 1, nparts)
     ed, ej = oracle_topk(q, db, k)
     assert (d == ed).all() and (j == ej).all()
     lims, dist, pos = scan._range_parallel(scan_words(q), scan_words(db), nbits // 3, nbits, 1, nparts)
@@ -147,8 +156,11 @@ def test_topk_on_long_scan_shrinks_threshold_exactly():
 
 
 def test_kernels_compile_once_for_memory_and_read_only_maps(tmp_path):
-    """Codes in memory and codes memory-mapped read-only reach the kernels as one array type, and
-    no kernel is compiled a second time for a literal argument: one compile (and cache entry) each."""
+    """Codes in memory and codes memory-mapped read-only reach the kernels as one array type, masks (None,
+    bool, writable and read-only bitmaps) as one mask type, and no kernel is compiled a second time for a
+    literal argument: one compile (and cache entry) per word type."""
+    from hashsearch import bitmaps, results
+    from hashsearch.backends import get_backend
     from hashsearch.index import HammingIndex
     from hashsearch.kernels import mih
 
@@ -165,13 +177,20 @@ def test_kernels_compile_once_for_memory_and_read_only_maps(tmp_path):
             index.search(db[:3], 5)
             index.range_search(db[:3], 2)
             index.search(db[:1], 5000)  # MIH: grows the radius until it falls back to the scan
-    kernels = [scan.range_task, scan._topk_task, scan._topk_parallel, scan.emit_sorted, scan.sort_rows,
-               mih._range_one, mih._probe_query, mih._append, mih.range_chunk, mih.knn_chunk]
-    # one signature per word type and mask kind (other tests compile other widths, and masks): memory-mapped
-    # or not, literal argument or not, the same words reach the same compiled kernel
+    bits = bitmaps.pack(rng.random(3000) < 0.5)
+    for codes in (db, mapped.codes):
+        for backend in ("numba", "mih"):
+            searcher = get_backend(backend)(codes, 64)
+            for mask in (None, bitmaps.as_bool(bits, 3000), bits, scan.read_only(bits)):
+                searcher.search(db[:3], 5, mask=mask)
+                searcher.range_search(db[:3], 2, mask=mask)
+    kernels = [scan.range_task, scan._topk_task, scan._topk_tasks, scan._merge_parts, scan._collect_allowed,
+               scan.emit_sorted, scan.sort_rows, mih._range_one, mih._probe_query, mih._append, mih._scan_one,
+               mih.range_chunk, mih.knn_chunk, mih.range_segments, mih.substring_keys, results._merge_two_csr,
+               results._merge_rows_csr, results._kway]
+    # one signature per word type (other tests compile other widths): memory-mapped or not, masked or
+    # not, literal argument or not, the same words (and a uint8 bitmap) reach the same compiled kernel
     def word_types(sig):
-        words = tuple(str(a.dtype) for a in sig if isinstance(a, numba.types.Array) and a.dtype in WORD_TYPES)
-        masks = tuple(str(a) for a in sig if a == numba.types.none or getattr(a, "dtype", None) == numba.types.boolean)
-        return words + masks
+        return tuple(str(a.dtype) for a in sig if isinstance(a, numba.types.Array) and a.dtype in WORD_TYPES)
 
     assert [k.py_func.__name__ for k in kernels if len(k.signatures) > len({word_types(s) for s in k.signatures})] == []

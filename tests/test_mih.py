@@ -32,7 +32,8 @@ def test_substring_keys_cover_every_bit_once():
     codes = rng.integers(0, 256, (50, 25), dtype=np.uint8)  # 200 bits: keys straddle word boundaries
     w = as_words(codes)
     mi = MultiIndexHash(w, 200, m=4)
-    keys = kernels.substring_keys(w, mi.lo, mi.ln)
+    keys = np.empty((4, 50), np.uint64)
+    kernels.substring_keys(w, mi.lo, mi.ln, 0, 50, keys)
     total = sum(np.bitwise_count(keys[i] ^ keys[i][:1]) for i in range(4))
     expect = np.bitwise_count(codes ^ codes[:1]).sum(axis=1)
     assert (total == expect).all()
