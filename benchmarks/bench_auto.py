@@ -8,6 +8,8 @@ may pick too (columns mih<m>_s), and `ratio_any_m` compares auto with the best o
 
 Run:  python benchmarks/bench_auto.py [--sizes 1e4,1e5,1e6] [--nbits 32,64,128,256] [--threads 1,2]
                                       [--data clustered|uniform] [--calibrate] --out results.json
+A batch of 1 is --single-queries calls of one query each (different queries: one query alone may be an
+outlier for either plan), timed together and reported per call.
 A cell's rows are appended to --out as soon as it is measured (a long run can be stopped and resumed:
 cells already in the file are skipped). `--table` prints the markdown table of a results file.
 """
@@ -97,41 +99,45 @@ def run(args: argparse.Namespace) -> None:
                             out.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
                         elif tuple(key) in done or (only is not None and tuple(key) not in only):
                             continue
-                        qb = q[:batch]  # each engine converts the packed codes itself, as its backend does
+                        # each engine converts the packed codes itself, as its backend does; a batch of 1 is
+                        # --single-queries calls of one query each (different queries), timed together
+                        calls = [q[i:i + 1] for i in range(args.single_queries)] if batch == 1 else [q[:batch]]
                         if op == "knn":
-                            engines = {"auto": lambda: auto.search(qb, params), "scan": lambda: auto.scan.search(qb, params),
-                                       "mih": lambda: mih.search(as_words(qb), params),
-                                       **{f"mih{m}": (lambda t=t: t.search(as_words(qb), params)) for m, t in others.items()}}
+                            fns = {"auto": lambda x: auto.search(x, params), "scan": lambda x: auto.scan.search(x, params),
+                                   "mih": lambda x: mih.search(as_words(x), params),
+                                   **{f"mih{m}": (lambda x, t=t: t.search(as_words(x), params)) for m, t in others.items()}}
                         else:
-                            engines = {"auto": lambda: auto.range_search(qb, params),
-                                       "scan": lambda: auto.scan.range_search(qb, params),
-                                       "mih": lambda: mih.range_search(as_words(qb), params),
-                                       **{f"mih{m}": (lambda t=t: t.range_search(as_words(qb), params))
-                                          for m, t in others.items()}}
+                            fns = {"auto": lambda x: auto.range_search(x, params),
+                                   "scan": lambda x: auto.scan.range_search(x, params),
+                                   "mih": lambda x: mih.range_search(as_words(x), params),
+                                   **{f"mih{m}": (lambda x, t=t: t.range_search(as_words(x), params))
+                                      for m, t in others.items()}}
+                        engines = {name: (lambda f=f: [f(x) for x in calls]) for name, f in fns.items()}
                         answers = {name: fn() for name, fn in engines.items()}  # warm: builds what auto needs
-                        if not all(same(a, answers["scan"]) for a in answers.values()):
+                        if not all(same(x, y) for a in answers.values() for x, y in zip(a, answers["scan"])):
                             raise AssertionError(f"answers differ in cell {key}")
                         med = time_cell(engines, args.min_rounds, args.budget)
                         best_any = min(v for e, v in med.items() if e != "auto" and not e.endswith("_median"))
                         best_any_median = min(v for e, v in med.items() if e != "auto_median" and e.endswith("_median"))
                         row = {"key": key, "data": args.data, "n": n, "nbits": nbits, "op": op, "param": params,
-                               "batch": batch, "threads": threads, **{f"{e}_s": v for e, v in med.items()},
+                               "batch": batch, "threads": threads, "calls": len(calls),
+                               **{f"{e}_s": v / len(calls) for e, v in med.items()},
                                "ratio": med["auto"] / min(med["scan"], med["mih"]),
                                "ratio_median": med["auto_median"] / min(med["scan_median"], med["mih_median"]),
                                **({"ratio_any_m": med["auto"] / best_any,
                                    "ratio_any_m_median": med["auto_median"] / best_any_median} if others else {}),
                                "plan": plan.plan, "plan_m": plan.m, "est_scan_s": plan.scan_s,
                                "est_mih_s": plan.mih_s.get(m0), "mih_m": m0, "mih_build_s": build_s,
-                               "hits": float(np.diff(answers["scan"][0]).mean()) if op == "range" else None}
+                               "hits": float(np.mean([np.diff(a[0]).mean() for a in answers["scan"]])) if op == "range" else None}
                         done[tuple(key)] = row
                         with out.open("a") as f:
                             f.write(json.dumps(row) + "\n")
                         flag = "  <-- above 1.2" if row["ratio"] > 1.2 else ""
                         if others:
-                            flag += "  any m: " + " ".join(f"{e}={med[e] * 1e3:.3f}" for e in engines if e.startswith("mih")) + \
+                            flag += "  any m: " + " ".join(f"{e}={row[e + '_s'] * 1e3:.3f}" for e in engines if e.startswith("mih")) + \
                                 f" ratio {row['ratio_any_m']:.2f} (median {row['ratio_any_m_median']:.2f})"
                         print(f"{args.data} n={n:.0e} {nbits}b {op} {params:>4} batch {batch:>3} {threads}t: "
-                              f"auto {med['auto'] * 1e3:8.3f} scan {med['scan'] * 1e3:8.3f} mih {med['mih'] * 1e3:8.3f} ms "
+                              f"auto {row['auto_s'] * 1e3:8.3f} scan {row['scan_s'] * 1e3:8.3f} mih {row['mih_s'] * 1e3:8.3f} ms "
                               f"ratio {row['ratio']:.2f} ({plan.plan}{'' if plan.m is None else plan.m}){flag}", flush=True)
             del auto, mih, others
 
@@ -173,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--recheck", type=float, default=None, metavar="RATIO",
                    help="measure again, with --budget, only the cells of --out whose ratio (fastest or median "
                         "rounds) is above RATIO (their rows are replaced)")
+    p.add_argument("--single-queries", type=int, default=10, metavar="N",
+                   help="a batch of 1 is N calls of one query each, different queries (times per call); "
+                        "1: query 0 alone (as before December 8)")
     p.add_argument("--all-m", action="store_true",
                    help="time MIH at every substring count auto may pick as well (ratio_any_m: against the best)")
     p.add_argument("--table", action="store_true", help="print the markdown table of --out and stop")

@@ -97,7 +97,7 @@ def test_mih_price_is_its_features_priced():
     assert model.mih_features(4, radius=64)[1] > 0  # probing 2**16 buckets: scanned instead
     topk, _ = model.mih_features(4, k=10)
     assert topk[0] > 1 and topk[1] == 4 * topk[0]
-    c = Costs(pass_ns=1, table_ns=0, probe_ns=(0, 0), verify_row=0, mih_hit=0)
+    c = Costs(pass_ns=1, table_ns=0, probe_ns=(0, 0), direct_probe_ns=0, verify_row=0, mih_hit=0)
     assert CostModel(c, model.s).mih_query(4, k=10) == pytest.approx(topk[0] + model.mih_features(4, k=10)[1])
 
 
