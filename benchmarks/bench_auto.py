@@ -16,8 +16,11 @@ cells already in the file are skipped). `--table` prints the markdown table of a
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import itertools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,6 +66,28 @@ def time_cell(engines: dict, min_rounds: int, budget_s: float) -> dict[str, floa
             **{f"{name}_median": float(np.median(t)) for name, t in times.items()}}
 
 
+def set_niceness(value: int) -> None:
+    """Niceness of every thread of this process (numba's workers included; Linux: per thread)."""
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, int(tid), value)
+
+
+@contextlib.contextmanager
+def timing(args: argparse.Namespace):
+    """Around one cell's timed rounds: the machine-wide lock (--lock) and niceness 0 (--nice: the rest,
+    builds and warm-ups, runs nice)."""
+    with contextlib.ExitStack() as stack:
+        if args.lock:
+            f = stack.enter_context(open(args.lock, "a"))
+            fcntl.flock(f, fcntl.LOCK_EX)
+            stack.callback(fcntl.flock, f, fcntl.LOCK_UN)
+        if args.nice:
+            set_niceness(0)
+            stack.callback(set_niceness, args.nice)
+        yield
+
+
 def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
@@ -79,7 +104,7 @@ def run(args: argparse.Namespace) -> None:
             if only is not None and not any(key[:3] == (args.data, n, nbits) for key in only | set(done)):
                 continue  # a re-check of other sizes
             db = codes(args.data, n, nbits, 0)
-            q = codes(args.data, max(BATCHES), nbits, n)
+            q = codes(args.data, max(args.batches + [args.single_queries]), nbits, n)
             auto = AutoBackend(db, nbits)
             m0 = default_substrings(nbits, n)
             t0 = time.perf_counter()
@@ -88,8 +113,8 @@ def run(args: argparse.Namespace) -> None:
             others = {m: auto.tables(m) for m in auto.substring_choices if m != m0} if args.all_m else {}
             for threads in args.threads:
                 numba.set_num_threads(threads)
-                for op, params in [("knn", k) for k in KS] + [("range", r) for r in RADII]:
-                    for batch in BATCHES:
+                for op, params in [("knn", k) for k in args.ks] + [("range", r) for r in args.radii]:
+                    for batch in args.batches:
                         key = [args.data, n, nbits, op, params, batch, threads]
                         plan = auto.plan(batch, **({"k": params} if op == "knn" else {"radius": params}))
                         old = done.get(tuple(key))
@@ -113,14 +138,19 @@ def run(args: argparse.Namespace) -> None:
                                    **{f"mih{m}": (lambda x, t=t: t.range_search(as_words(x), params))
                                       for m, t in others.items()}}
                         engines = {name: (lambda f=f: [f(x) for x in calls]) for name, f in fns.items()}
+                        if args.usual_m_only and plan.plan == "mih" and plan.m != m0:
+                            print(f"skipped {key}: auto's plan needs the tables of m={plan.m} (memory)", flush=True)
+                            continue
                         answers = {name: fn() for name, fn in engines.items()}  # warm: builds what auto needs
                         if not all(same(x, y) for a in answers.values() for x, y in zip(a, answers["scan"])):
                             raise AssertionError(f"answers differ in cell {key}")
-                        med = time_cell(engines, args.min_rounds, args.budget)
+                        with timing(args):
+                            med = time_cell(engines, args.min_rounds, args.budget)
+                            load = os.getloadavg()[0]
                         best_any = min(v for e, v in med.items() if e != "auto" and not e.endswith("_median"))
                         best_any_median = min(v for e, v in med.items() if e != "auto_median" and e.endswith("_median"))
                         row = {"key": key, "data": args.data, "n": n, "nbits": nbits, "op": op, "param": params,
-                               "batch": batch, "threads": threads, "calls": len(calls),
+                               "batch": batch, "threads": threads, "calls": len(calls), "load": load,
                                **{f"{e}_s": v / len(calls) for e, v in med.items()},
                                "ratio": med["auto"] / min(med["scan"], med["mih"]),
                                "ratio_median": med["auto_median"] / min(med["scan_median"], med["mih_median"]),
@@ -172,6 +202,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--nbits", default="32,64,128,256", type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--threads", default="1,2", type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--data", default="clustered", choices=["clustered", "uniform"])
+    ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
+    p.add_argument("--ks", default=",".join(map(str, KS)), type=ints)
+    p.add_argument("--radii", default=",".join(map(str, RADII)), type=ints)
+    p.add_argument("--batches", default=",".join(map(str, BATCHES)), type=ints)
     p.add_argument("--min-rounds", type=int, default=3)
     p.add_argument("--budget", type=float, default=1.0, help="seconds of rounds per cell beyond the minimum")
     p.add_argument("--calibrate", action="store_true", help="calibrate the cost model first (and store it)")
@@ -184,8 +218,15 @@ def main(argv: list[str] | None = None) -> None:
                         "1: query 0 alone (as before December 8)")
     p.add_argument("--all-m", action="store_true",
                    help="time MIH at every substring count auto may pick as well (ratio_any_m: against the best)")
+    p.add_argument("--lock", default=None, metavar="PATH",
+                   help="hold this lock file (flock) around each cell's timed rounds only, not builds")
+    p.add_argument("--nice", type=int, default=0, help="niceness of everything but the timed rounds")
+    p.add_argument("--usual-m-only", action="store_true",
+                   help="skip the cells where auto would build MIH tables of another m (memory at large n)")
     p.add_argument("--table", action="store_true", help="print the markdown table of --out and stop")
     args = p.parse_args(argv)
+    if args.nice:
+        set_niceness(args.nice)
     if args.table:
         print(table(Path(args.out)))
         return

@@ -456,9 +456,11 @@ def _split_prices(searches: list, repeats: int = 25, gap_s: float = 0.04) -> tup
     2-thread times against the work's 1-thread time W fit T = W / (1 + eff) + pool. The 2-thread calls
     of the two searches alternate, so that both see the same states of the machine, and are spread over
     a second (`gap_s` apart): on a shared machine the other core is free in some stretches, taken in others."""
-    one = [_best_time(fn, 9) for fn in searches]
-    numba.set_num_threads(2)
+    before = numba.get_num_threads()
     try:
+        numba.set_num_threads(1)
+        one = [_best_time(fn, 9) for fn in searches]
+        numba.set_num_threads(2)
         for fn in searches:
             fn()
         two = [[], []]
@@ -469,7 +471,7 @@ def _split_prices(searches: list, repeats: int = 25, gap_s: float = 0.04) -> tup
                 fn()
                 into.append(time.perf_counter() - t0)
     finally:
-        numba.set_num_threads(1)
+        numba.set_num_threads(before)
     out = []
     for stat in (np.median, np.min):
         small, large = (float(stat(t)) for t in two)
