@@ -51,7 +51,7 @@ class Costs:
     insert_ns: float = 0.98  # per candidate top-k keeps, times 1 + k / 64 (the compactions it causes)
     probe_ns: tuple = (103.0, 210.0)  # per MIH bucket probe over 2**PROBE_SIZES rows (log-linear
     # between and beyond; the binary searches miss cache more as n grows)
-    direct_probe_ns: float = 30.0  # per probe of a table of substrings of at most DIRECT_BITS bits (its
+    direct_probe_ns: float = 24.0  # per probe of a table of substrings of at most DIRECT_BITS bits (its
     # bucket bounds read from an array, no binary search)
     pass_ns: float = 150.0  # per query and radius pass of MIH (set-up, sort)
     table_ns: float = 48.0  # per table and radius pass (its substring, radii, bucket bounds)
@@ -67,8 +67,8 @@ class Costs:
     # (1: a perfect speed-up; low on a busy machine, where the other core is taken)
     pool_us: float = 7900.0  # fixed cost of a typical split call: waking the threads and waiting for the last
     # (on a busy machine the time a thread waits to be scheduled; ~10 us on a quiet one)
-    parallel_eff_fast: float = 0.7  # the same two in the fastest split calls (the other core free)
-    pool_fast_us: float = 30.0
+    parallel_eff_fast: float = 1.0  # the same two in the fastest split calls (the other core free)
+    pool_fast_us: float = 160.0
 
     def threads(self, used: int, fast: bool = False) -> float:
         """Effective threads when `used` threads share a task's work (in a typical or the fastest call)."""
