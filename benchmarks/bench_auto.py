@@ -73,19 +73,39 @@ def set_niceness(value: int) -> None:
             os.setpriority(os.PRIO_PROCESS, int(tid), value)
 
 
+class HeldLock:
+    """The machine-wide lock file (flock), kept over the timed rounds of successive cells for up to
+    `hold_s` seconds, then let go (others time too); released before each large build."""
+
+    def __init__(self, path: str | None, hold_s: float):
+        self.path, self.hold_s, self.file, self.since = path, hold_s, None, 0.0
+
+    def acquire(self) -> None:
+        if self.path and self.file is None:
+            self.file = open(self.path, "a")
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+            self.since = time.monotonic()
+
+    def release(self, unless_younger: bool = False) -> None:
+        if self.file is not None and not (unless_younger and time.monotonic() - self.since < self.hold_s):
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
+            self.file = None
+
+
 @contextlib.contextmanager
-def timing(args: argparse.Namespace):
+def timing(args: argparse.Namespace, lock: HeldLock):
     """Around one cell's timed rounds: the machine-wide lock (--lock) and niceness 0 (--nice: the rest,
     builds and warm-ups, runs nice)."""
-    with contextlib.ExitStack() as stack:
-        if args.lock:
-            f = stack.enter_context(open(args.lock, "a"))
-            fcntl.flock(f, fcntl.LOCK_EX)
-            stack.callback(fcntl.flock, f, fcntl.LOCK_UN)
-        if args.nice:
-            set_niceness(0)
-            stack.callback(set_niceness, args.nice)
+    lock.acquire()
+    if args.nice:
+        set_niceness(0)
+    try:
         yield
+    finally:
+        if args.nice:
+            set_niceness(args.nice)
+        lock.release(unless_younger=True)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -99,8 +119,10 @@ def run(args: argparse.Namespace) -> None:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.replace(out)
     done = {tuple(r["key"]): r for r in rows}
+    lock = HeldLock(args.lock, args.lock_hold)
     for n in args.sizes:
         for nbits in args.nbits:
+            lock.release()
             if only is not None and not any(key[:3] == (args.data, n, nbits) for key in only | set(done)):
                 continue  # a re-check of other sizes
             db = codes(args.data, n, nbits, 0)
@@ -144,7 +166,7 @@ def run(args: argparse.Namespace) -> None:
                         answers = {name: fn() for name, fn in engines.items()}  # warm: builds what auto needs
                         if not all(same(x, y) for a in answers.values() for x, y in zip(a, answers["scan"])):
                             raise AssertionError(f"answers differ in cell {key}")
-                        with timing(args):
+                        with timing(args, lock):
                             med = time_cell(engines, args.min_rounds, args.budget)
                             load = os.getloadavg()[0]
                         best_any = min(v for e, v in med.items() if e != "auto" and not e.endswith("_median"))
@@ -170,6 +192,7 @@ def run(args: argparse.Namespace) -> None:
                               f"auto {row['auto_s'] * 1e3:8.3f} scan {row['scan_s'] * 1e3:8.3f} mih {row['mih_s'] * 1e3:8.3f} ms "
                               f"ratio {row['ratio']:.2f} ({plan.plan}{'' if plan.m is None else plan.m}){flag}", flush=True)
             del auto, mih, others
+    lock.release()
 
 
 def table(path: Path) -> str:
@@ -220,6 +243,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="time MIH at every substring count auto may pick as well (ratio_any_m: against the best)")
     p.add_argument("--lock", default=None, metavar="PATH",
                    help="hold this lock file (flock) around each cell's timed rounds only, not builds")
+    p.add_argument("--lock-hold", type=float, default=0.0, metavar="S",
+                   help="keep --lock over successive cells for up to S seconds (released before builds)")
     p.add_argument("--nice", type=int, default=0, help="niceness of everything but the timed rounds")
     p.add_argument("--usual-m-only", action="store_true",
                    help="skip the cells where auto would build MIH tables of another m (memory at large n)")
