@@ -229,16 +229,6 @@ def topk_work(within: np.ndarray, n: int, rows: int, k: int, allowed: float = 1.
     return first + integral(opened), (first + integral(below)) * allowed
 
 
-def batch_mean(per_query: np.ndarray, nq: int) -> float:
-    """The per-query price of a batch of nq random queries whose costs are the sample `per_query`:
-    exp E[log(batch mean)], from the geometric mean of one query (a single query is typically the
-    median one, not the mean that a few heavy queries set) to the arithmetic mean of a large batch,
-    the gap in log shrinking as 1 / nq (as the variance of the batch mean does)."""
-    per = np.maximum(np.asarray(per_query, float), 1e-3)
-    am, gm = float(per.mean()), float(np.exp(np.log(per).mean()))
-    return am * (gm / am) ** (1.0 / max(nq, 1))
-
-
 # ----------------------------------------------------------------------------------------------- model
 
 @dataclass
@@ -314,15 +304,8 @@ class CostModel:
     def mih_features(self, m: int, k: int | None = None, radius: int | None = None,
                      allowed: float = 1.0) -> tuple[np.ndarray, float]:
         """Mean over the sample queries of one query's MIH_FEATURES and of the ns of scans it falls back
-        to (see `mih_sample_features`)."""
-        feats, scanned = self.mih_sample_features(m, k, radius, allowed)
-        return feats.mean(axis=0), float(scanned.mean())
-
-    def mih_sample_features(self, m: int, k: int | None = None, radius: int | None = None,
-                            allowed: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-        """Per sample query: its MIH_FEATURES and the ns of the scans it falls back to. A radius search
-        is one pass; top-k grows the radius from 0 until k allowed rows lie within it, each pass from
-        scratch."""
+        to: a radius search is one pass; top-k grows the radius from 0 until k allowed rows lie within
+        it, each pass from scratch."""
         key = ("features", m, k, radius, round(allowed, 3))
         if key not in self._per_query:
             if k is None:
@@ -341,17 +324,14 @@ class CostModel:
                     open_ &= self.s.within[:, r] * allowed < k
                     if not open_.any():
                         break
-            self._per_query[key] = (feats, scanned)
+            self._per_query[key] = (feats.mean(axis=0), float(scanned.mean()))
         return self._per_query[key]
 
-    def mih_query(self, m: int, k: int | None = None, radius: int | None = None, allowed: float = 1.0,
-                  nq: int | None = None) -> float:
-        """ns of one query's MIH search with m tables (top-k when k is given, else radius search): the
-        mean over the sample queries, or, for a batch of nq queries, `batch_mean` of theirs."""
-        feats, scanned = self.mih_sample_features(m, k, radius, allowed)
+    def mih_query(self, m: int, k: int | None = None, radius: int | None = None, allowed: float = 1.0) -> float:
+        """ns of one query's MIH search with m tables (top-k when k is given, else radius search)."""
+        feats, scanned = self.mih_features(m, k, radius, allowed)
         c = self.c
-        per = feats @ np.array([c.pass_ns, c.table_ns, self.probe(m), c.verify_row, c.mih_hit]) + scanned
-        return float(per.mean()) if nq is None else batch_mean(per, nq)
+        return float(feats @ np.array([c.pass_ns, c.table_ns, self.probe(m), c.verify_row, c.mih_hit])) + scanned
 
     def mih(self, per_query_ns: float, nq: int, threads: int) -> float:
         """Queries run in one chunk a thread (all on the calling thread over small tables, as

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hashsearch.planner import (LARGE_ROWS, PROBE_SIZES, CodeStats, CostModel, Costs, _nonneg_lstsq, _split_prices,
-                                batch_mean, candidate_substrings, substring_bounds, topk_work)
+                                candidate_substrings, substring_bounds, topk_work)
 
 
 def test_code_stats_count_rows_within_each_distance():
@@ -107,16 +107,6 @@ def test_substrings_cover_the_bits_and_stay_within_a_word():
     assert all(-(-200 // m) <= 64 for m in candidate_substrings(200, 10**6))
 
 
-def test_batch_mean_runs_from_the_geometric_mean_of_one_query_to_the_mean_of_many():
-    """A few heavy queries set the mean; a single query is typically a light one."""
-    per = np.array([10.0] * 9 + [1000.0])
-    gm = float(np.exp(np.log(per).mean()))
-    assert batch_mean(per, 1) == pytest.approx(gm)
-    assert gm < batch_mean(per, 2) < batch_mean(per, 100) < per.mean()
-    assert batch_mean(per, 10**6) == pytest.approx(per.mean(), rel=1e-4)
-    assert batch_mean(np.full(5, 7.0), 1) == pytest.approx(7.0)
-
-
 def test_split_call_is_priced_between_its_typical_and_fastest_states():
     c = Costs(parallel_eff=0.0, pool_us=1000.0, parallel_eff_fast=1.0, pool_fast_us=0.0)
     assert c.split(5e6, 1) == 5e6
@@ -130,13 +120,6 @@ def test_direct_addressed_probes_are_priced_apart():
     codes = np.random.default_rng(5).integers(0, 256, (1 << 12, 8), dtype=np.uint8)
     model = CostModel(Costs(probe_ns=(100.0, 200.0), direct_probe_ns=7.0), CodeStats(codes, 64, [2, 4]))
     assert model.probe(4) == 7.0 and model.probe(2) == 100.0
-
-
-def test_one_query_is_priced_at_most_at_the_sample_mean():
-    codes = np.random.default_rng(6).integers(0, 256, (1 << 14, 8), dtype=np.uint8)
-    model = CostModel(Costs(), CodeStats(codes, 64, [4]))
-    assert model.mih_query(4, k=10, nq=1) <= model.mih_query(4, k=10) + 1e-9
-    assert model.mih_query(4, k=10, nq=10**6) == pytest.approx(model.mih_query(4, k=10), rel=1e-3)
 
 
 def test_split_prices_fit_efficiency_and_pool_from_two_sizes():
