@@ -75,7 +75,8 @@ def set_niceness(value: int) -> None:
 
 class HeldLock:
     """The machine-wide lock file (flock), kept over the timed rounds of successive cells for up to
-    `hold_s` seconds, then let go (others time too); released before each large build."""
+    `hold_s` seconds, then let go (others time too); released before each (n, nbits) set-up (codes,
+    tables)."""
 
     def __init__(self, path: str | None, hold_s: float):
         self.path, self.hold_s, self.file, self.since = path, hold_s, None, 0.0
