@@ -8,14 +8,19 @@ may pick too (columns mih<m>_s), and `ratio_any_m` compares auto with the best o
 
 Run:  python benchmarks/bench_auto.py [--sizes 1e4,1e5,1e6] [--nbits 32,64,128,256] [--threads 1,2]
                                       [--data clustered|uniform] [--calibrate] --out results.json
+A batch of 1 is --single-queries calls of one query each (different queries: one query alone may be an
+outlier for either plan), timed together and reported per call.
 A cell's rows are appended to --out as soon as it is measured (a long run can be stopped and resumed:
 cells already in the file are skipped). `--table` prints the markdown table of a results file.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import itertools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,6 +66,49 @@ def time_cell(engines: dict, min_rounds: int, budget_s: float) -> dict[str, floa
             **{f"{name}_median": float(np.median(t)) for name, t in times.items()}}
 
 
+def set_niceness(value: int) -> None:
+    """Niceness of every thread of this process (numba's workers included; Linux: per thread)."""
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, int(tid), value)
+
+
+class HeldLock:
+    """The machine-wide lock file (flock), kept over the timed rounds of successive cells for up to
+    `hold_s` seconds, then let go (others time too); released before each (n, nbits) set-up (codes,
+    tables)."""
+
+    def __init__(self, path: str | None, hold_s: float):
+        self.path, self.hold_s, self.file, self.since = path, hold_s, None, 0.0
+
+    def acquire(self) -> None:
+        if self.path and self.file is None:
+            self.file = open(self.path, "a")
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+            self.since = time.monotonic()
+
+    def release(self, unless_younger: bool = False) -> None:
+        if self.file is not None and not (unless_younger and time.monotonic() - self.since < self.hold_s):
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
+            self.file = None
+
+
+@contextlib.contextmanager
+def timing(args: argparse.Namespace, lock: HeldLock):
+    """Around one cell's timed rounds: the machine-wide lock (--lock) and niceness 0 (--nice: the rest,
+    builds and warm-ups, runs nice)."""
+    lock.acquire()
+    if args.nice:
+        set_niceness(0)
+    try:
+        yield
+    finally:
+        if args.nice:
+            set_niceness(args.nice)
+        lock.release(unless_younger=True)
+
+
 def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
@@ -72,12 +120,14 @@ def run(args: argparse.Namespace) -> None:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.replace(out)
     done = {tuple(r["key"]): r for r in rows}
+    lock = HeldLock(args.lock, args.lock_hold)
     for n in args.sizes:
         for nbits in args.nbits:
+            lock.release()
             if only is not None and not any(key[:3] == (args.data, n, nbits) for key in only | set(done)):
                 continue  # a re-check of other sizes
             db = codes(args.data, n, nbits, 0)
-            q = codes(args.data, max(BATCHES), nbits, n)
+            q = codes(args.data, max(args.batches + [args.single_queries]), nbits, n)
             auto = AutoBackend(db, nbits)
             m0 = default_substrings(nbits, n)
             t0 = time.perf_counter()
@@ -86,8 +136,8 @@ def run(args: argparse.Namespace) -> None:
             others = {m: auto.tables(m) for m in auto.substring_choices if m != m0} if args.all_m else {}
             for threads in args.threads:
                 numba.set_num_threads(threads)
-                for op, params in [("knn", k) for k in KS] + [("range", r) for r in RADII]:
-                    for batch in BATCHES:
+                for op, params in [("knn", k) for k in args.ks] + [("range", r) for r in args.radii]:
+                    for batch in args.batches:
                         key = [args.data, n, nbits, op, params, batch, threads]
                         plan = auto.plan(batch, **({"k": params} if op == "knn" else {"radius": params}))
                         old = done.get(tuple(key))
@@ -97,43 +147,53 @@ def run(args: argparse.Namespace) -> None:
                             out.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
                         elif tuple(key) in done or (only is not None and tuple(key) not in only):
                             continue
-                        qb = q[:batch]  # each engine converts the packed codes itself, as its backend does
+                        # each engine converts the packed codes itself, as its backend does; a batch of 1 is
+                        # --single-queries calls of one query each (different queries), timed together
+                        calls = [q[i:i + 1] for i in range(args.single_queries)] if batch == 1 else [q[:batch]]
                         if op == "knn":
-                            engines = {"auto": lambda: auto.search(qb, params), "scan": lambda: auto.scan.search(qb, params),
-                                       "mih": lambda: mih.search(as_words(qb), params),
-                                       **{f"mih{m}": (lambda t=t: t.search(as_words(qb), params)) for m, t in others.items()}}
+                            fns = {"auto": lambda x: auto.search(x, params), "scan": lambda x: auto.scan.search(x, params),
+                                   "mih": lambda x: mih.search(as_words(x), params),
+                                   **{f"mih{m}": (lambda x, t=t: t.search(as_words(x), params)) for m, t in others.items()}}
                         else:
-                            engines = {"auto": lambda: auto.range_search(qb, params),
-                                       "scan": lambda: auto.scan.range_search(qb, params),
-                                       "mih": lambda: mih.range_search(as_words(qb), params),
-                                       **{f"mih{m}": (lambda t=t: t.range_search(as_words(qb), params))
-                                          for m, t in others.items()}}
+                            fns = {"auto": lambda x: auto.range_search(x, params),
+                                   "scan": lambda x: auto.scan.range_search(x, params),
+                                   "mih": lambda x: mih.range_search(as_words(x), params),
+                                   **{f"mih{m}": (lambda x, t=t: t.range_search(as_words(x), params))
+                                      for m, t in others.items()}}
+                        engines = {name: (lambda f=f: [f(x) for x in calls]) for name, f in fns.items()}
+                        if args.usual_m_only and plan.plan == "mih" and plan.m != m0:
+                            print(f"skipped {key}: auto's plan needs the tables of m={plan.m} (memory)", flush=True)
+                            continue
                         answers = {name: fn() for name, fn in engines.items()}  # warm: builds what auto needs
-                        if not all(same(a, answers["scan"]) for a in answers.values()):
+                        if not all(same(x, y) for a in answers.values() for x, y in zip(a, answers["scan"])):
                             raise AssertionError(f"answers differ in cell {key}")
-                        med = time_cell(engines, args.min_rounds, args.budget)
+                        with timing(args, lock):
+                            med = time_cell(engines, args.min_rounds, args.budget)
+                            load = os.getloadavg()[0]
                         best_any = min(v for e, v in med.items() if e != "auto" and not e.endswith("_median"))
                         best_any_median = min(v for e, v in med.items() if e != "auto_median" and e.endswith("_median"))
                         row = {"key": key, "data": args.data, "n": n, "nbits": nbits, "op": op, "param": params,
-                               "batch": batch, "threads": threads, **{f"{e}_s": v for e, v in med.items()},
+                               "batch": batch, "threads": threads, "calls": len(calls), "load": load,
+                               **{f"{e}_s": v / len(calls) for e, v in med.items()},
                                "ratio": med["auto"] / min(med["scan"], med["mih"]),
                                "ratio_median": med["auto_median"] / min(med["scan_median"], med["mih_median"]),
                                **({"ratio_any_m": med["auto"] / best_any,
                                    "ratio_any_m_median": med["auto_median"] / best_any_median} if others else {}),
                                "plan": plan.plan, "plan_m": plan.m, "est_scan_s": plan.scan_s,
                                "est_mih_s": plan.mih_s.get(m0), "mih_m": m0, "mih_build_s": build_s,
-                               "hits": float(np.diff(answers["scan"][0]).mean()) if op == "range" else None}
+                               "hits": float(np.mean([np.diff(a[0]).mean() for a in answers["scan"]])) if op == "range" else None}
                         done[tuple(key)] = row
                         with out.open("a") as f:
                             f.write(json.dumps(row) + "\n")
                         flag = "  <-- above 1.2" if row["ratio"] > 1.2 else ""
                         if others:
-                            flag += "  any m: " + " ".join(f"{e}={med[e] * 1e3:.3f}" for e in engines if e.startswith("mih")) + \
+                            flag += "  any m: " + " ".join(f"{e}={row[e + '_s'] * 1e3:.3f}" for e in engines if e.startswith("mih")) + \
                                 f" ratio {row['ratio_any_m']:.2f} (median {row['ratio_any_m_median']:.2f})"
                         print(f"{args.data} n={n:.0e} {nbits}b {op} {params:>4} batch {batch:>3} {threads}t: "
-                              f"auto {med['auto'] * 1e3:8.3f} scan {med['scan'] * 1e3:8.3f} mih {med['mih'] * 1e3:8.3f} ms "
+                              f"auto {row['auto_s'] * 1e3:8.3f} scan {row['scan_s'] * 1e3:8.3f} mih {row['mih_s'] * 1e3:8.3f} ms "
                               f"ratio {row['ratio']:.2f} ({plan.plan}{'' if plan.m is None else plan.m}){flag}", flush=True)
             del auto, mih, others
+    lock.release()
 
 
 def table(path: Path) -> str:
@@ -166,6 +226,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--nbits", default="32,64,128,256", type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--threads", default="1,2", type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--data", default="clustered", choices=["clustered", "uniform"])
+    ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
+    p.add_argument("--ks", default=",".join(map(str, KS)), type=ints)
+    p.add_argument("--radii", default=",".join(map(str, RADII)), type=ints)
+    p.add_argument("--batches", default=",".join(map(str, BATCHES)), type=ints)
     p.add_argument("--min-rounds", type=int, default=3)
     p.add_argument("--budget", type=float, default=1.0, help="seconds of rounds per cell beyond the minimum")
     p.add_argument("--calibrate", action="store_true", help="calibrate the cost model first (and store it)")
@@ -173,10 +237,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--recheck", type=float, default=None, metavar="RATIO",
                    help="measure again, with --budget, only the cells of --out whose ratio (fastest or median "
                         "rounds) is above RATIO (their rows are replaced)")
+    p.add_argument("--single-queries", type=int, default=10, metavar="N",
+                   help="a batch of 1 is N calls of one query each, different queries (times per call); "
+                        "1: query 0 alone (as before December 8)")
     p.add_argument("--all-m", action="store_true",
                    help="time MIH at every substring count auto may pick as well (ratio_any_m: against the best)")
+    p.add_argument("--lock", default=None, metavar="PATH",
+                   help="hold this lock file (flock) around each cell's timed rounds only, not builds")
+    p.add_argument("--lock-hold", type=float, default=0.0, metavar="S",
+                   help="keep --lock over successive cells for up to S seconds (released before builds)")
+    p.add_argument("--nice", type=int, default=0, help="niceness of everything but the timed rounds")
+    p.add_argument("--usual-m-only", action="store_true",
+                   help="skip the cells where auto would build MIH tables of another m (memory at large n)")
     p.add_argument("--table", action="store_true", help="print the markdown table of --out and stop")
     args = p.parse_args(argv)
+    if args.nice:
+        set_niceness(args.nice)
     if args.table:
         print(table(Path(args.out)))
         return

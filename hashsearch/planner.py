@@ -26,7 +26,7 @@ from numba import njit, prange
 from hashsearch.kernels import mih as mih_kernels
 from hashsearch.kernels.popcount import as_words, popcount64
 from hashsearch.kernels.scan import BLOCK, MIN_PART, QGROUP, SMALL_WORK
-from hashsearch.mih import MAX_SUBSTRING_BITS, SMALL_TABLE_ROWS, default_substrings
+from hashsearch.mih import DIRECT_BITS, MAX_SUBSTRING_BITS, SMALL_TABLE_ROWS, default_substrings
 
 COSTS_FILE = "costs.json"
 CALIBRATION_ROWS = 1 << 16  # rows of the calibration scans (the codes sit in the caches)
@@ -51,6 +51,8 @@ class Costs:
     insert_ns: float = 0.98  # per candidate top-k keeps, times 1 + k / 64 (the compactions it causes)
     probe_ns: tuple = (103.0, 210.0)  # per MIH bucket probe over 2**PROBE_SIZES rows (log-linear
     # between and beyond; the binary searches miss cache more as n grows)
+    direct_probe_ns: float = 24.0  # per probe of a table of substrings of at most DIRECT_BITS bits (its
+    # bucket bounds read from an array, no binary search)
     pass_ns: float = 150.0  # per query and radius pass of MIH (set-up, sort)
     table_ns: float = 48.0  # per table and radius pass (its substring, radii, bucket bounds)
     verify_row: float = 0.72  # per candidate row MIH verifies (64-bit codes)
@@ -61,13 +63,26 @@ class Costs:
     word_cost: tuple = (0.78, 1.0, 1.78, 3.97)  # row cost of 32-, 64-, 128-, 256-bit codes against 64-bit ones
     large_cost: tuple = (0.56, 0.79, 0.99, 1.02)  # row cost of those widths over LARGE_ROWS rows against
     # CALIBRATION_ROWS rows (the rows stream from memory instead of the caches)
-    parallel_eff: float = 0.05  # what each thread beyond the first adds (1: a perfect speed-up; low on a busy machine)
-    pool_us: float = 7900.0  # fixed cost of a search split over threads: waking them and waiting for the last
-    # (a typical call's: on a busy machine the time a thread waits to be scheduled; ~10 us on a quiet one)
+    parallel_eff: float = 0.05  # what each thread beyond the first adds in a typical (median) split call
+    # (1: a perfect speed-up; low on a busy machine, where the other core is taken)
+    pool_us: float = 7900.0  # fixed cost of a typical split call: waking the threads and waiting for the last
+    # (on a busy machine the time a thread waits to be scheduled; ~10 us on a quiet one)
+    parallel_eff_fast: float = 1.0  # the same two in the fastest split calls (the other core free)
+    pool_fast_us: float = 160.0
 
-    def threads(self, used: int) -> float:
-        """Effective threads when `used` threads share a task's work."""
-        return 1 + (max(used, 1) - 1) * self.parallel_eff
+    def threads(self, used: int, fast: bool = False) -> float:
+        """Effective threads when `used` threads share a task's work (in a typical or the fastest call)."""
+        return 1 + (max(used, 1) - 1) * (self.parallel_eff_fast if fast else self.parallel_eff)
+
+    def split(self, work_ns: float, used: int) -> float:
+        """ns of `work_ns` (one thread's worth) shared by `used` threads: the geometric mean of its price
+        in a typical call and in the fastest one. On a shared machine a split call is either; a plan
+        priced so is within the smallest ratio of the better one in both states (minimax of the ratio)."""
+        if used <= 1:
+            return work_ns
+        typical = work_ns / self.threads(used) + self.pool_us * 1e3
+        fast = work_ns / self.threads(used, fast=True) + self.pool_fast_us * 1e3
+        return math.sqrt(typical * fast)
 
     def words_factor(self, nbits: int, n: int = CALIBRATION_ROWS) -> float:
         """Cost of reading one row of `nbits` bits out of n, relative to a 64-bit row out of CALIBRATION_ROWS:
@@ -256,20 +271,25 @@ class CostModel:
             g = max(1, min(QGROUP, nq // threads))
             per_row = c.scan_row_batch + (c.scan_row_single - c.scan_row_batch) * (1 / g - 1 / QGROUP) / (1 - 1 / QGROUP)
             tasks = -(-nq // g)
-            rows_time = tasks * g * n * per_row / c.threads(min(threads, tasks))
-            t = rows_time * self.row + (c.pool_us * 1e3 if min(threads, tasks) > 1 else 0.0)
+            work = tasks * g * n * per_row * self.row + hits * c.hit
             if k is not None:
-                t += nq * self.topk_extra(k, n, allowed) / c.threads(min(threads, tasks))
-        else:  # each query split over parts, each part keeping its own top-k, merged after
+                work += nq * self.topk_extra(k, n, allowed)
+            t = c.split(work, min(threads, tasks))
+        else:  # each query split over parts, each part keeping its own top-k, merged after (serially)
             parts = max(1, min(threads // nq, n // MIN_PART))
-            t = n * c.scan_row_single * self.row / c.threads(parts) + (c.pool_us * 1e3 if parts > 1 else 0.0)
+            work = n * c.scan_row_single * self.row
             if k is not None:
-                t += parts * self.topk_extra(k, -(-n // parts), allowed) / c.threads(parts)
+                work += parts * self.topk_extra(k, -(-n // parts), allowed)
                 hits += (parts - 1) * k * nq
-        t += hits * c.hit / c.threads(min(threads, max(nq, 1)))
+            t = c.split(work, parts) + hits * c.hit
         return (t + c.scan_call_us * 1e3) * 1e-9
 
     # --- multi-index hashing, per query (averaged over the sample queries)
+    def probe(self, m: int) -> float:
+        """ns of one bucket probe with m tables: an array read when the substrings are short enough
+        for direct addressing, else binary searches over n rows."""
+        return self.c.direct_probe_ns if substring_bounds(self.nbits, m)[1].max() <= DIRECT_BITS else self.c.probe(self.n)
+
     def _pass(self, m: int, r: int, allowed: float) -> tuple[np.ndarray, np.ndarray | None]:
         """Per sample query, one MIH radius-r pass with m tables: its MIH_FEATURES (the work each
         constant prices), or the ns of the linear scan it falls back to instead (then None features)."""
@@ -311,14 +331,13 @@ class CostModel:
         """ns of one query's MIH search with m tables (top-k when k is given, else radius search)."""
         feats, scanned = self.mih_features(m, k, radius, allowed)
         c = self.c
-        return float(feats @ np.array([c.pass_ns, c.table_ns, c.probe(self.n), c.verify_row, c.mih_hit])) + scanned
+        return float(feats @ np.array([c.pass_ns, c.table_ns, self.probe(m), c.verify_row, c.mih_hit])) + scanned
 
     def mih(self, per_query_ns: float, nq: int, threads: int) -> float:
         """Queries run in one chunk a thread (all on the calling thread over small tables, as
         `mih._query_chunks` splits them)."""
         chunks = 1 if nq <= 1 or self.n < SMALL_TABLE_ROWS else min(threads, nq)
-        pool = self.c.pool_us * 1e3 if chunks > 1 else 0.0
-        return (self.c.mih_call_us * 1e3 + pool + per_query_ns * nq / self.c.threads(chunks)) * 1e-9
+        return (self.c.mih_call_us * 1e3 + self.c.split(per_query_ns * nq, chunks)) * 1e-9
 
     # --- the choice
     def choose(self, nq: int, threads: int, ms: list[int], k: int | None = None, radius: int | None = None,
@@ -342,16 +361,6 @@ class CostModel:
 
 # ----------------------------------------------------------------------------------------------- calibration
 
-def _median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def _best_time(fn, repeats: int = 5) -> float:
     fn()
     best = math.inf
@@ -362,24 +371,31 @@ def _best_time(fn, repeats: int = 5) -> float:
     return best
 
 
-def _probe_costs(seed: int) -> tuple:
-    """ns of one MIH bucket probe over 2**PROBE_SIZES rows: uniform codes in 2 tables of 32 bits hold
-    at most a row or so a bucket, so a pass is a fixed part plus its probes (radius 0: 1 probe,
-    radius 2: 34); never lower for more rows."""
+def _probe_costs(seed: int) -> tuple[tuple, float]:
+    """ns of one MIH bucket probe over 2**PROBE_SIZES rows (never lower for more rows), and of one probe
+    by direct addressing: uniform codes hold a row or so a bucket, so a pass is a fixed part plus its
+    probes. Binary searches: 2 tables of 32 bits (radius 0: 1 probe, radius 2: 34); direct: 4 tables
+    of 16 bits over 2**16 rows (radius 3: 4 probes, radius 7: 68)."""
     from hashsearch.mih import MultiIndexHash
 
     rng = np.random.default_rng(seed)
     qs = as_words(rng.integers(0, 256, (256, 8), dtype=np.uint8))
+
+    def per_probe(mi: MultiIndexHash, r0: int, r1: int, probes: int) -> float:
+        t0, t1 = (_best_time(lambda: mi.range_search(qs, r), 5) / qs.shape[0] for r in (r0, r1))
+        return max(t1 - t0, 0.0) / probes * 1e9
+
     out = []
     for size in PROBE_SIZES:
         mi = MultiIndexHash(as_words(rng.integers(0, 256, (1 << size, 8), dtype=np.uint8)), 64, 2, probe_cost=0.0)
-        t0, t2 = (_best_time(lambda: mi.range_search(qs, r), 5) / qs.shape[0] for r in (0, 2))
-        out.append(max(max(t2 - t0, 0.0) / 33 * 1e9, out[-1] if out else 0.0))
-    return tuple(out)
+        out.append(max(per_probe(mi, 0, 2, 33), out[-1] if out else 0.0))
+    mi = MultiIndexHash(as_words(rng.integers(0, 256, (1 << PROBE_SIZES[0], 8), dtype=np.uint8)), 64, 4, probe_cost=0.0)
+    return tuple(out), per_probe(mi, 3, 7, 64)
 
 
-def _calibrate_mih(seed: int) -> tuple[float, float, tuple, float, float, float]:
-    """(pass ns, table ns, probe ns per PROBE_SIZES, verify ns a row, ns a reported row, call us) of MIH.
+def _calibrate_mih(seed: int) -> tuple[float, float, tuple, float, float, float, float]:
+    """(pass ns, table ns, probe ns per PROBE_SIZES, verify ns a row, ns a reported row, call us, direct
+    probe ns) of MIH.
     Probes are timed alone (`_probe_costs`); the other prices are a least-squares fit (relative errors) of
     the time left over, in radius (0 to 4) and top-k (k = 1, 10, 100) searches of clustered codes (a cluster's rows share
     buckets, as learned codes' do) with 2 to 8 tables at two sizes, against the work the model itself
@@ -387,13 +403,13 @@ def _calibrate_mih(seed: int) -> tuple[float, float, tuple, float, float, float]
     from hashsearch.mih import MultiIndexHash
     from hashsearch.synthetic_codes import clustered_codes
 
-    probe_ns = _probe_costs(seed)
+    probe_ns, direct_ns = _probe_costs(seed)
     nq, ms = 64, (2, 3, 4, 5, 8)
     cols, times = [], []
-    for si, size in enumerate(PROBE_SIZES):
+    for size in PROBE_SIZES:
         packed = clustered_codes((1 << size) + nq, 64, 2000, 0.05, seed)
         db, qs = as_words(packed[nq:]), as_words(packed[:nq])
-        model = CostModel(Costs(), CodeStats(packed[nq:], 64, list(ms), seed))
+        model = CostModel(Costs(probe_ns=probe_ns, direct_probe_ns=direct_ns), CodeStats(packed[nq:], 64, list(ms), seed))
         for m in ms:
             mi = MultiIndexHash(db, 64, m)
             runs = [({"radius": r}, lambda r=r: mi.range_search(qs, r)) for r in range(5)]
@@ -404,14 +420,44 @@ def _calibrate_mih(seed: int) -> tuple[float, float, tuple, float, float, float]
                     continue
                 t = _best_time(fn, 3) / nq * 1e9
                 cols.append(feats[[0, 1, 3, 4]])
-                times.append((t - feats[2] * probe_ns[si], t))
+                times.append((t - feats[2] * model.probe(m), t))
             del mi
     a, (y, t) = np.array(cols), np.array(times).T
     w = 1 / np.maximum(t, 1.0)
     pass_ns, table_ns, verify, hit = _nonneg_lstsq(a * w[:, None], y * w)
     tiny = MultiIndexHash(db[:256], 64, 2)
     call = _best_time(lambda: tiny.range_search(qs[:1], 0), 50) * 1e9 - pass_ns - 2 * table_ns - probe_ns[0]
-    return float(pass_ns), float(table_ns), probe_ns, float(verify), float(hit), max(call, 0.0) / 1e3
+    return float(pass_ns), float(table_ns), probe_ns, float(verify), float(hit), max(call, 0.0) / 1e3, direct_ns
+
+
+def _split_prices(searches: list, repeats: int = 25, gap_s: float = 0.04) -> tuple[float, float, float, float]:
+    """(efficiency of a second thread, pool us) of a typical (median) 2-thread call and of the fastest,
+    from a small and a larger search (two of the same shape, split in groups of queries): each state's
+    2-thread times against the work's 1-thread time W fit T = W / (1 + eff) + pool. The 2-thread calls
+    of the two searches alternate, so that both see the same states of the machine, and are spread over
+    a second (`gap_s` apart): on a shared machine the other core is free in some stretches, taken in others."""
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = [_best_time(fn, 9) for fn in searches]
+        numba.set_num_threads(2)
+        for fn in searches:
+            fn()
+        two = [[], []]
+        for _ in range(repeats):
+            time.sleep(gap_s)
+            for fn, into in zip(searches, two):
+                t0 = time.perf_counter()
+                fn()
+                into.append(time.perf_counter() - t0)
+    finally:
+        numba.set_num_threads(before)
+    out = []
+    for stat in (np.median, np.min):
+        small, large = (float(stat(t)) for t in two)
+        eff = min(max((one[1] - one[0]) / max(large - small, 1e-9) - 1, 0.05), 1.0)
+        out += [eff, max(small - one[0] / (1 + eff), 0.0) * 1e6]
+    return tuple(out)
 
 
 def _nonneg_lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -463,19 +509,11 @@ def calibrate(save: bool = True, seed: int = 0) -> Costs:
         hit_n = 1 << 12
         t_hits = _best_time(lambda: scan.range_search(q64, w64[:hit_n], 64, 64), 9)
         hit = max(t_hits - QGROUP * hit_n * row_batch, 0.0) / (QGROUP * hit_n)
-        pass_ns, table_ns, probe_ns, verify, mih_hit, mih_call = _calibrate_mih(seed)
-        parallel_eff, pool = Costs.parallel_eff, Costs.pool_us
-        if numba.config.NUMBA_NUM_THREADS >= 2:  # one query over n rows, split in two parts or not
-            one = _best_time(lambda: scan.topk(q64[:1], w64, 1, 64), 9)
-            numba.set_num_threads(2)
-            two = _best_time(lambda: scan.topk(q64[:1], w64, 1, 64), 9)
-            # a typical (median) short split search against its one-thread time: the pool's cost
-            small = w64[:SMALL_WORK // QGROUP * 2]
-            two_small = _median_time(lambda: scan.topk(q64, small, 1, 64), 15)
-            numba.set_num_threads(1)
-            one_small = _median_time(lambda: scan.topk(q64, small, 1, 64), 15)
-            parallel_eff = float(min(max(one / two - 1, 0.05), 1.0))
-            pool = max(two_small - one_small / (1 + parallel_eff), 0.0) * 1e6
+        pass_ns, table_ns, probe_ns, verify, mih_hit, mih_call, direct_ns = _calibrate_mih(seed)
+        split = (Costs.parallel_eff, Costs.pool_us, Costs.parallel_eff_fast, Costs.pool_fast_us)
+        if numba.config.NUMBA_NUM_THREADS >= 2:
+            split = _split_prices([lambda rows=rows: scan.topk(q64, w64[:rows], 1, 64)
+                                   for rows in (SMALL_WORK // QGROUP * 2, TOPK_ROWS // 4)])
         costs = Costs(
             scan_row_single=row_single * 1e9, scan_row_batch=row_batch * 1e9,
             open_row=open_row, insert_ns=insert,
@@ -483,7 +521,8 @@ def calibrate(save: bool = True, seed: int = 0) -> Costs:
             scan_call_us=max(scan_call, 0.0) * 1e6, mih_call_us=float(mih_call),
             word_cost=tuple(float(np.mean(per_row[b]) / np.mean(per_row[64])) for b in (32, 64, 128, 256)),
             large_cost=tuple(float(np.mean(large[b]) / np.mean(per_row[b])) for b in (32, 64, 128, 256)),
-            parallel_eff=parallel_eff, pool_us=pool,
+            parallel_eff=split[0], pool_us=split[1], parallel_eff_fast=split[2], pool_fast_us=split[3],
+            direct_probe_ns=direct_ns,
         )
     finally:
         numba.set_num_threads(threads)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from hashsearch.planner import (LARGE_ROWS, PROBE_SIZES, CodeStats, CostModel, Costs, _nonneg_lstsq,
+from hashsearch.planner import (LARGE_ROWS, PROBE_SIZES, CodeStats, CostModel, Costs, _nonneg_lstsq, _split_prices,
                                 candidate_substrings, substring_bounds, topk_work)
 
 
@@ -97,7 +97,7 @@ def test_mih_price_is_its_features_priced():
     assert model.mih_features(4, radius=64)[1] > 0  # probing 2**16 buckets: scanned instead
     topk, _ = model.mih_features(4, k=10)
     assert topk[0] > 1 and topk[1] == 4 * topk[0]
-    c = Costs(pass_ns=1, table_ns=0, probe_ns=(0, 0), verify_row=0, mih_hit=0)
+    c = Costs(pass_ns=1, table_ns=0, probe_ns=(0, 0), direct_probe_ns=0, verify_row=0, mih_hit=0)
     assert CostModel(c, model.s).mih_query(4, k=10) == pytest.approx(topk[0] + model.mih_features(4, k=10)[1])
 
 
@@ -105,3 +105,38 @@ def test_substrings_cover_the_bits_and_stay_within_a_word():
     lo, ln = substring_bounds(200, 4)
     assert lo.tolist() == [0, 50, 100, 150] and ln.sum() == 200
     assert all(-(-200 // m) <= 64 for m in candidate_substrings(200, 10**6))
+
+
+def test_split_call_is_priced_between_its_typical_and_fastest_states():
+    c = Costs(parallel_eff=0.0, pool_us=1000.0, parallel_eff_fast=1.0, pool_fast_us=0.0)
+    assert c.split(5e6, 1) == 5e6
+    typical, fast = 5e6 + 1e6, 2.5e6
+    assert c.split(5e6, 2) == pytest.approx(math.sqrt(typical * fast))
+    assert c.threads(2) == 1 and c.threads(2, fast=True) == 2
+
+
+def test_direct_addressed_probes_are_priced_apart():
+    """64-bit codes: 4 tables of 16 bits read bucket bounds from an array; 2 tables of 32 bits search."""
+    codes = np.random.default_rng(5).integers(0, 256, (1 << 12, 8), dtype=np.uint8)
+    model = CostModel(Costs(probe_ns=(100.0, 200.0), direct_probe_ns=7.0), CodeStats(codes, 64, [2, 4]))
+    assert model.probe(4) == 7.0 and model.probe(2) == 100.0
+
+
+def test_split_prices_fit_efficiency_and_pool_from_two_sizes():
+    """Fake searches: W / threads + 1 ms of pool at 2 threads. The fit recovers a perfect second thread
+    and the 1 ms pool, in both states."""
+    import time
+
+    import numba
+
+    def fake(w_s):
+        def fn():
+            t = numba.get_num_threads()
+            time.sleep(w_s / t + (1e-3 if t > 1 else 0.0))
+        return fn
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 threads")
+    eff, pool, eff_fast, pool_fast = _split_prices([fake(0.004), fake(0.02)], repeats=3, gap_s=0.0)
+    assert eff == pytest.approx(1.0, abs=0.15) and eff_fast == pytest.approx(1.0, abs=0.15)
+    assert pool == pytest.approx(1000, abs=600) and pool_fast == pytest.approx(1000, abs=600)
