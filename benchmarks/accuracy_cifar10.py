@@ -8,8 +8,9 @@ paper's CIFAR-10 table.
 
 One extraction pass (`hashsearch.features.cifar10_maps`, cached on disk) gives every image's pooled frozen
 features and, when fine-tuned rows are asked for, the maps of MobileNet's first INPUT_BLOCK blocks
-(frozen); the fine-tuned rows ("-ft") train
-the last FT_BLOCKS blocks + hash head on those maps, so only the suffix runs. Every learner is fitted on
+(frozen); the fine-tuned rows ("-ft") train the last FT_BLOCKS blocks + hash head on those maps, so only
+the suffix runs; the end-to-end rows ("-e2e") train the whole network on pixels with augmented batches
+(mirror + shift). Every learner is fitted on
 the 5,000 training images (the frozen ones also on their left-right mirror images); fitted
 models are kept under --models so that a later run only encodes and evaluates. `--database cached`
 evaluates against the database rows already in the cache, the training images kept at the rate of the
@@ -47,28 +48,40 @@ SCHN_SETTINGS = dict(label_dim=256, latent_dim=512, mlp_hidden=512, max_iter=10,
 DPSH_SETTINGS = dict(epochs=5, feature_dim=256)  # validation: 0.559 at 5 epochs, 0.535 at 10 (seen db 0.74 / 0.76)
 SCHN_FT_SETTINGS = dict(SCHN_SETTINGS, max_iter=6)  # not validated (CPU time): ~2.4 passes
 DPSH_FT_SETTINGS = dict(DPSH_SETTINGS, epochs=3)  # validation: 0.593 (frozen 0.559); lr scale 1: 0.554
+# End to end from pixels (all 14 blocks at 0.1 x lr), each batch mirrored and shifted by up to 4 pixels:
+# not validated (~9 min an epoch on this CPU when quiet, 0.104 s an image)
+E2E_OPTIONS = {"trainable_blocks": None}
+DPSH_E2E_SETTINGS = dict(DPSH_SETTINGS, epochs=3, augment=True)
+SCHN_E2E_SETTINGS = dict(SCHN_SETTINGS, max_iter=6, augment=True)
 PUBLISHED = {"DPSH (paper, CNN-F fine-tuned)": {12: .713, 24: .727, 32: .744, 48: .757},
              "DSDH (paper, CNN-F fine-tuned)": {12: .740, 24: .786, 32: .801, 48: .820}}
 
 
-def finetuned(settings: dict, resolution: int) -> dict:
-    """`settings` plus the MobileNet options of the fine-tuned rows (last FT_BLOCKS blocks on cached maps)."""
+def finetuned(settings: dict, resolution: int, options: dict | None = None) -> dict:
+    """`settings` plus the MobileNet options of the fine-tuned rows (default: last FT_BLOCKS blocks on cached maps)."""
     return dict(settings, image_net="mobilenet_v1", image_net_options={
-        "resolution": resolution, "trainable_blocks": FT_BLOCKS, "input_block": INPUT_BLOCK})
+        "resolution": resolution, **(options or {"trainable_blocks": FT_BLOCKS, "input_block": INPUT_BLOCK})})
 
 
-LEARNERS = {  # name: (class, maker(nbits, resolution), input: frozen "features" or prefix "maps", fit on mirrors too)
+LEARNERS = {  # name: (class, maker(nbits, resolution), input: frozen "features", prefix "maps" or "pixels",
+    # fit on the mirror images too)
     "SCHN": (SCHN, lambda nbits, res: SCHN(nbits, verbose=False, **SCHN_SETTINGS), "features", True),
     "DPSH": (DPSH, lambda nbits, res: DPSH(nbits, verbose=False, **DPSH_SETTINGS), "features", True),
     "ITQ": (ITQ, lambda nbits, res: ITQ(nbits), "features", True),
     "LSH": (LSH, lambda nbits, res: LSH(nbits), "features", True),
     "SCHN-ft": (SCHN, lambda nbits, res: SCHN(nbits, verbose=False, **finetuned(SCHN_FT_SETTINGS, res)), "maps", False),
     "DPSH-ft": (DPSH, lambda nbits, res: DPSH(nbits, verbose=False, **finetuned(DPSH_FT_SETTINGS, res)), "maps", False),
+    "SCHN-e2e": (SCHN, lambda nbits, res: SCHN(nbits, verbose=False, **finetuned(SCHN_E2E_SETTINGS, res, E2E_OPTIONS)),
+                 "pixels", False),
+    "DPSH-e2e": (DPSH, lambda nbits, res: DPSH(nbits, verbose=False, **finetuned(DPSH_E2E_SETTINGS, res, E2E_OPTIONS)),
+                 "pixels", False),
 }
 TITLES = {"SCHN": "SCHN (frozen MobileNet{}, ours)", "DPSH": "DPSH (frozen MobileNet{}, ours)",
           "ITQ": "ITQ (frozen MobileNet{}, ours)", "LSH": "LSH (frozen MobileNet{}, ours)",
           "SCHN-ft": f"SCHN (MobileNet{{}}, last {FT_BLOCKS} blocks fine-tuned, ours)",
-          "DPSH-ft": f"DPSH (MobileNet{{}}, last {FT_BLOCKS} blocks fine-tuned, ours)"}
+          "DPSH-ft": f"DPSH (MobileNet{{}}, last {FT_BLOCKS} blocks fine-tuned, ours)",
+          "SCHN-e2e": "SCHN (MobileNet{}, fine-tuned end to end with augmentation, ours)",
+          "DPSH-e2e": "DPSH (MobileNet{}, fine-tuned end to end with augmentation, ours)"}
 
 
 def passes(model, n: int) -> float:
@@ -127,7 +140,8 @@ def evaluate(args) -> tuple[list[dict], dict]:
     inputs = {"features": lambda rows, flip=False: cifar10_features(rows, resolution=args.resolution, flip=flip,
                                                                    maps_depth=maps_too),
               "maps": lambda rows, flip=False: cifar10_maps(rows, depth=INPUT_BLOCK, resolution=args.resolution,
-                                                            flip=flip)}
+                                                            flip=flip),
+              "pixels": lambda rows, flip=False: archive.decode_rows(rows)[..., ::-1 if flip else 1] / np.float32(255)}
     database = split.database
     if args.database == "cached":
         have = cifar10_cache("features", args.resolution).stored_rows()
@@ -200,6 +214,7 @@ def markdown(rows: list[dict], info: dict, args, seconds: float, load: tuple[flo
     header = ["| method | " + " | ".join(f"{b} bits" for b in bits) + " |", "|---" * (len(bits) + 1) + "|"]
     full = info["database_rows"] == 59000
     any_ft = any(LEARNERS[m][2] == "maps" for m in args.methods)
+    any_e2e = any(LEARNERS[m][2] == "pixels" for m in args.methods)
     maps_shape = MobileNetV1.maps_shape(INPUT_BLOCK, args.resolution)
     lines = [
         "# CIFAR-10 protocol (a): deep hashing with ImageNet MobileNet v1, frozen and last blocks fine-tuned",
@@ -220,12 +235,16 @@ def markdown(rows: list[dict], info: dict, args, seconds: float, load: tuple[flo
         + (f" and its {INPUT_BLOCK}-block maps ({' x '.join(map(str, maps_shape))}, float16)" if any_ft else "")
         + ". Frozen rows: the learners on the pooled features."
         + (f" Fine-tuned rows: the last {FT_BLOCKS} blocks (batch norm in training mode) + the hash head trained on"
-           " the cached maps" if any_ft else ""),
+           " the cached maps" if any_ft else "")
+        + (" End-to-end rows: all blocks + the head trained on pixels, each batch mirrored and shifted (up to 4 px)"
+           if any_e2e else ""),
         "- training rows: the 5,000 training images and their left-right mirror images (10,000 rows) for the frozen"
         " rows; the 5,000 alone for the fine-tuned rows (half the CPU time)",
         "- mAP over the whole ranked database (relevance = same class, ties by database index); mAP@1000 below",
         f"- SCHN: {SCHN_SETTINGS}; fine-tuned: max_iter {SCHN_FT_SETTINGS['max_iter']}. DPSH: {DPSH_SETTINGS};"
-        f" fine-tuned: epochs {DPSH_FT_SETTINGS['epochs']}. Adam lr 1e-3, batch 64. ITQ (PCA + 50 iterations) and"
+        f" fine-tuned: epochs {DPSH_FT_SETTINGS['epochs']}"
+        + (f"; end to end: SCHN max_iter {SCHN_E2E_SETTINGS['max_iter']}, DPSH epochs {DPSH_E2E_SETTINGS['epochs']}"
+           if any_e2e else "") + ". Adam lr 1e-3 (backbone 0.1 x), batch 64. ITQ (PCA + 50 iterations) and"
         " LSH on the frozen features.",
         "",
         *header,
