@@ -1,9 +1,11 @@
 """Validation for CIFAR-10 protocol (a) inside its 5,000 training images only (never the protocol's
 queries): 400 a class fitted, the other 100 a class held out (50 queries, 50 database), frozen MobileNet
-features at one resolution (cached by `hashsearch.features`; missing rows are extracted).
+features (or, for the "-ft" rows, block maps) at one resolution, cached by `hashsearch.features`
+(missing rows are extracted); the learners and settings of `accuracy_cifar10.py`.
 
     python benchmarks/validate_cifar10.py --resolution 160 --probe
     python benchmarks/validate_cifar10.py --resolution 160 --methods SCHN,DPSH --set DPSH.epochs=3
+    python benchmarks/validate_cifar10.py --methods DPSH-ft --set DPSH-ft.augment=true
 
 `--probe`: accuracy of logistic regression (standardised features) on the held-out 1,000, per C: how
 separable the frozen features are, which bounds what a hasher on them can reach. Hashers: mAP of the
@@ -19,12 +21,10 @@ import time
 import numpy as np
 import torch
 
-from accuracy_cifar10 import DPSH_SETTINGS, LEARNERS, SCHN_SETTINGS
+from accuracy_cifar10 import INPUT_BLOCK, LEARNERS
 from hashsearch.datasets.cifar10 import Cifar10Archive, cifar10_split
-from hashsearch.features import cifar10_features
+from hashsearch.features import cifar10_features, cifar10_maps
 from hashsearch.metrics import mean_average_precision
-
-SETTINGS = {"SCHN": SCHN_SETTINGS, "DPSH": DPSH_SETTINGS}
 
 
 def validation_split(label: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--methods", default="", type=lambda s: [m for m in s.split(",") if m])
     parser.add_argument("--bits", default="32", type=lambda s: [int(b) for b in s.split(",")])
     parser.add_argument("--set", action="append", default=[], type=override, metavar="METHOD.key=value",
-                        help="change one setting of SCHN or DPSH (repeatable)")
+                        help="change one setting of a learner (repeatable)")
     parser.add_argument("--no-mirror", action="store_true", help="fit without the left-right mirror images")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -81,20 +81,21 @@ def main() -> None:
     train = cifar10_split(archive.label, archive.is_test, "a", seed=0).train
     y = archive.label[train]
     fit, held_q, held_db = validation_split(y)
-    x = cifar10_features(train, resolution=args.resolution)
-    x_mirror = None if args.no_mirror else cifar10_features(train, resolution=args.resolution, flip=True)
+    inputs = {"features": lambda flip: cifar10_features(train, resolution=args.resolution, flip=flip),
+              "maps": lambda flip: cifar10_maps(train, depth=INPUT_BLOCK, resolution=args.resolution, flip=flip)}
     common = {"resolution": args.resolution, "mirror": not args.no_mirror}
     if args.probe:
         held = np.sort(np.concatenate([held_q, held_db]))
-        print(json.dumps({**common, "probe": probe(x, y, fit, held, x_mirror, args.c)}), flush=True)
+        x_mirror = None if args.no_mirror else inputs["features"](True)
+        print(json.dumps({**common, "probe": probe(inputs["features"](False), y, fit, held, x_mirror, args.c)}), flush=True)
     onehot = np.eye(10, dtype=np.uint8)
-    xf, yf = (x[fit], y[fit]) if x_mirror is None else (np.concatenate([x[fit], x_mirror[fit]]), np.tile(y[fit], 2))
     for method in args.methods:
         changes = {k: v for m, k, v in args.set if m == method}
+        x = inputs[LEARNERS[method][2]](False)
+        xf, yf = (x[fit], y[fit]) if args.no_mirror else (
+            np.concatenate([x[fit], inputs[LEARNERS[method][2]](True)[fit]]), np.tile(y[fit], 2))
         for nbits in args.bits:
-            cls = LEARNERS[method][0]
-            model = (cls(nbits, verbose=False, **{**SETTINGS[method], **changes}) if method in SETTINGS
-                     else LEARNERS[method][1](nbits, args.resolution))
+            model = LEARNERS[method][1](nbits, args.resolution).set_params(**changes)
             load0, t0 = os.getloadavg()[0], time.perf_counter()
             model.fit(xf, yf)
             seconds = time.perf_counter() - t0
