@@ -217,7 +217,8 @@ def markdown(rows: list[dict], info: dict, args, seconds: float, load: tuple[flo
     any_e2e = any(LEARNERS[m][2] == "pixels" for m in args.methods)
     maps_shape = MobileNetV1.maps_shape(INPUT_BLOCK, args.resolution)
     lines = [
-        "# CIFAR-10 protocol (a): deep hashing with ImageNet MobileNet v1, frozen and last blocks fine-tuned",
+        "# CIFAR-10 protocol (a): deep hashing with ImageNet MobileNet v1" + (", frozen and fine-tuned" if any_ft or any_e2e
+                                                                              else ", frozen") + f", {args.resolution} px",
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; machine: {platform.machine()}, {os.cpu_count()} CPU"
         f" cores **shared with other engineers' jobs** (1-min load average {load[0]:.1f} at the start, {load[1]:.1f}"
@@ -239,7 +240,7 @@ def markdown(rows: list[dict], info: dict, args, seconds: float, load: tuple[flo
         + (" End-to-end rows: all blocks + the head trained on pixels, each batch mirrored and shifted (up to 4 px)"
            if any_e2e else ""),
         "- training rows: the 5,000 training images and their left-right mirror images (10,000 rows) for the frozen"
-        " rows; the 5,000 alone for the fine-tuned rows (half the CPU time)",
+        " rows" + ("; the 5,000 alone for the fine-tuned rows (half the CPU time)" if any_ft or any_e2e else ""),
         "- mAP over the whole ranked database (relevance = same class, ties by database index); mAP@1000 below",
         f"- SCHN: {SCHN_SETTINGS}; fine-tuned: max_iter {SCHN_FT_SETTINGS['max_iter']}. DPSH: {DPSH_SETTINGS};"
         f" fine-tuned: epochs {DPSH_FT_SETTINGS['epochs']}"
