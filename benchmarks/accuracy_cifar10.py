@@ -49,7 +49,7 @@ DPSH_SETTINGS = dict(epochs=5, feature_dim=256)  # validation: 0.559 at 5 epochs
 SCHN_FT_SETTINGS = dict(SCHN_SETTINGS, max_iter=6)  # not validated (CPU time): ~2.4 passes
 DPSH_FT_SETTINGS = dict(DPSH_SETTINGS, epochs=3)  # validation: 0.593 (frozen 0.559); lr scale 1: 0.554
 # End to end from pixels (all 14 blocks at 0.1 x lr), each batch mirrored and shifted by up to 4 pixels:
-# not validated (~9 min an epoch on this CPU when quiet, 0.104 s an image)
+# not validated; 78 s an epoch here at load ~3; at 3 epochs it underfits (32 bits: .528, seen database .559)
 E2E_OPTIONS = {"trainable_blocks": None}
 DPSH_E2E_SETTINGS = dict(DPSH_SETTINGS, epochs=3, augment=True)
 SCHN_E2E_SETTINGS = dict(SCHN_SETTINGS, max_iter=6, augment=True)
