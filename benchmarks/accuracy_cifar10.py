@@ -3,15 +3,19 @@ blocks fine-tuned, ITQ and LSH on the frozen features, at 16/24/32/48/64 bits, l
 paper's CIFAR-10 table.
 
     python benchmarks/accuracy_cifar10.py --models /tmp/cifar10-models --out benchmarks/results/cifar10.md
+    python benchmarks/accuracy_cifar10.py --resolution 160 --methods SCHN,DPSH,ITQ,LSH --out benchmarks/results/cifar10_160px.md
     python benchmarks/accuracy_cifar10.py --finetune-timing 256 --out benchmarks/results/cifar10_finetune.json
 
 One extraction pass (`hashsearch.features.cifar10_maps`, cached on disk) gives every image's pooled frozen
-features and the maps of MobileNet's first INPUT_BLOCK blocks (frozen); the fine-tuned rows ("-ft") train
-the last FT_BLOCKS blocks + hash head on those maps, so only the suffix runs. Every learner is fitted on
+features and, when fine-tuned rows are asked for, the maps of MobileNet's first INPUT_BLOCK blocks
+(frozen); the fine-tuned rows ("-ft") train the last FT_BLOCKS blocks + hash head on those maps, so only
+the suffix runs; the end-to-end rows ("-e2e") train the whole network on pixels with augmented batches
+(mirror + shift). Every learner is fitted on
 the 5,000 training images (the frozen ones also on their left-right mirror images); fitted
 models are kept under --models so that a later run only encodes and evaluates. `--database cached`
-evaluates against the database rows already in the cache, cut to the same number per class (stated in
-the output); `full` (default) extracts any missing rows first.
+evaluates against the database rows already in the cache, the training images kept at the rate of the
+others and cut to the same number per class (stated in the output); `full` (default) extracts any
+missing rows first.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from hashsearch.datasets.cifar10 import Cifar10Archive, cifar10_split
 from hashsearch.features import cifar10_cache, cifar10_features, cifar10_maps
 from hashsearch.metrics import mean_average_precision
 from hashsearch.models.baselines import ITQ, LSH
+from hashsearch.models.backbones import MobileNetV1
 from hashsearch.models.dpsh import DPSH
 from hashsearch.models.schn import SCHN
 
@@ -41,24 +46,42 @@ INPUT_BLOCK, FT_BLOCKS = 10, 4  # cached maps after blocks 0..9 (512 x 6 x 6 at 
 SCHN_SETTINGS = dict(label_dim=256, latent_dim=512, mlp_hidden=512, max_iter=10, max_epoch=1, num_samples=2000,
                      feature_dim=512)
 DPSH_SETTINGS = dict(epochs=5, feature_dim=256)  # validation: 0.559 at 5 epochs, 0.535 at 10 (seen db 0.74 / 0.76)
-FT_OPTIONS = dict(image_net="mobilenet_v1", image_net_options={"resolution": 96, "trainable_blocks": FT_BLOCKS,
-                                                               "input_block": INPUT_BLOCK})
-SCHN_FT_SETTINGS = dict(SCHN_SETTINGS, max_iter=6, **FT_OPTIONS)  # not validated (CPU time): ~2.4 passes
-DPSH_FT_SETTINGS = dict(DPSH_SETTINGS, epochs=3, **FT_OPTIONS)  # validation: 0.593 (frozen 0.559); lr scale 1: 0.554
+SCHN_FT_SETTINGS = dict(SCHN_SETTINGS, max_iter=6)  # not validated (CPU time): ~2.4 passes
+DPSH_FT_SETTINGS = dict(DPSH_SETTINGS, epochs=3)  # validation: 0.593 (frozen 0.559); lr scale 1: 0.554
+# End to end from pixels (all 14 blocks at 0.1 x lr), each batch mirrored and shifted by up to 4 pixels:
+# not validated; 78 s an epoch here at load ~3; at 3 epochs it underfits (32 bits: .528, seen database .559)
+E2E_OPTIONS = {"trainable_blocks": None}
+DPSH_E2E_SETTINGS = dict(DPSH_SETTINGS, epochs=3, augment=True)
+SCHN_E2E_SETTINGS = dict(SCHN_SETTINGS, max_iter=6, augment=True)
 PUBLISHED = {"DPSH (paper, CNN-F fine-tuned)": {12: .713, 24: .727, 32: .744, 48: .757},
              "DSDH (paper, CNN-F fine-tuned)": {12: .740, 24: .786, 32: .801, 48: .820}}
-LEARNERS = {  # name: (class, maker, input: frozen "features" or prefix "maps", fit on mirror images too)
-    "SCHN": (SCHN, lambda nbits: SCHN(nbits, verbose=False, **SCHN_SETTINGS), "features", True),
-    "DPSH": (DPSH, lambda nbits: DPSH(nbits, verbose=False, **DPSH_SETTINGS), "features", True),
-    "ITQ": (ITQ, lambda nbits: ITQ(nbits), "features", True),
-    "LSH": (LSH, lambda nbits: LSH(nbits), "features", True),
-    "SCHN-ft": (SCHN, lambda nbits: SCHN(nbits, verbose=False, **SCHN_FT_SETTINGS), "maps", False),
-    "DPSH-ft": (DPSH, lambda nbits: DPSH(nbits, verbose=False, **DPSH_FT_SETTINGS), "maps", False),
+
+
+def finetuned(settings: dict, resolution: int, options: dict | None = None) -> dict:
+    """`settings` plus the MobileNet options of the fine-tuned rows (default: last FT_BLOCKS blocks on cached maps)."""
+    return dict(settings, image_net="mobilenet_v1", image_net_options={
+        "resolution": resolution, **(options or {"trainable_blocks": FT_BLOCKS, "input_block": INPUT_BLOCK})})
+
+
+LEARNERS = {  # name: (class, maker(nbits, resolution), input: frozen "features", prefix "maps" or "pixels",
+    # fit on the mirror images too)
+    "SCHN": (SCHN, lambda nbits, res: SCHN(nbits, verbose=False, **SCHN_SETTINGS), "features", True),
+    "DPSH": (DPSH, lambda nbits, res: DPSH(nbits, verbose=False, **DPSH_SETTINGS), "features", True),
+    "ITQ": (ITQ, lambda nbits, res: ITQ(nbits), "features", True),
+    "LSH": (LSH, lambda nbits, res: LSH(nbits), "features", True),
+    "SCHN-ft": (SCHN, lambda nbits, res: SCHN(nbits, verbose=False, **finetuned(SCHN_FT_SETTINGS, res)), "maps", False),
+    "DPSH-ft": (DPSH, lambda nbits, res: DPSH(nbits, verbose=False, **finetuned(DPSH_FT_SETTINGS, res)), "maps", False),
+    "SCHN-e2e": (SCHN, lambda nbits, res: SCHN(nbits, verbose=False, **finetuned(SCHN_E2E_SETTINGS, res, E2E_OPTIONS)),
+                 "pixels", False),
+    "DPSH-e2e": (DPSH, lambda nbits, res: DPSH(nbits, verbose=False, **finetuned(DPSH_E2E_SETTINGS, res, E2E_OPTIONS)),
+                 "pixels", False),
 }
-TITLES = {"SCHN": "SCHN (frozen MobileNet, ours)", "DPSH": "DPSH (frozen MobileNet, ours)",
-          "ITQ": "ITQ (frozen MobileNet, ours)", "LSH": "LSH (frozen MobileNet, ours)",
-          "SCHN-ft": f"SCHN (MobileNet, last {FT_BLOCKS} blocks fine-tuned, ours)",
-          "DPSH-ft": f"DPSH (MobileNet, last {FT_BLOCKS} blocks fine-tuned, ours)"}
+TITLES = {"SCHN": "SCHN (frozen MobileNet{}, ours)", "DPSH": "DPSH (frozen MobileNet{}, ours)",
+          "ITQ": "ITQ (frozen MobileNet{}, ours)", "LSH": "LSH (frozen MobileNet{}, ours)",
+          "SCHN-ft": f"SCHN (MobileNet{{}}, last {FT_BLOCKS} blocks fine-tuned, ours)",
+          "DPSH-ft": f"DPSH (MobileNet{{}}, last {FT_BLOCKS} blocks fine-tuned, ours)",
+          "SCHN-e2e": "SCHN (MobileNet{}, fine-tuned end to end with augmentation, ours)",
+          "DPSH-e2e": "DPSH (MobileNet{}, fine-tuned end to end with augmentation, ours)"}
 
 
 def passes(model, n: int) -> float:
@@ -76,7 +99,7 @@ def encode(model, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
     return np.concatenate([model.encode(x[i:i + chunk]) for i in range(0, len(x), chunk)])
 
 
-def fitted(method: str, nbits: int, x: np.ndarray, y: np.ndarray, models: Path | None,
+def fitted(method: str, nbits: int, resolution: int, x: np.ndarray, y: np.ndarray, models: Path | None,
            saved_only: bool = False) -> tuple[object | None, float]:
     """The learner fitted on (x, y), loaded from `models` when saved there before; (model, fit seconds).
     With `saved_only`, (None, 0) for one not saved yet."""
@@ -88,7 +111,7 @@ def fitted(method: str, nbits: int, x: np.ndarray, y: np.ndarray, models: Path |
     if saved_only:
         return None, 0.0
     t0 = time.perf_counter()
-    model = make(nbits).fit(x, y)
+    model = make(nbits, resolution).fit(x, y)
     seconds = time.perf_counter() - t0
     if path is not None:
         model.save(path)
@@ -96,11 +119,16 @@ def fitted(method: str, nbits: int, x: np.ndarray, y: np.ndarray, models: Path |
     return model, seconds
 
 
-def balanced_cached(database: np.ndarray, label: np.ndarray, cached: set[int]) -> np.ndarray:
-    """Database rows whose features are cached, the same number per class (the smallest class count)."""
+def balanced_cached(database: np.ndarray, train: np.ndarray, label: np.ndarray, cached: set[int]) -> np.ndarray:
+    """Database rows whose features are cached, as a sample of the database that does not favour the
+    training images (cached first, and ranked well by a hasher that has seen them): they are kept at
+    the rate of the other cached rows; then the same number per class (the smallest class count)."""
     have = np.array([r for r in database.tolist() if r in cached], dtype=np.int64)
-    per_class = min(int((label[have] == c).sum()) for c in range(10))
+    seen = np.isin(have, train)
+    rate = (~seen).sum() / (len(database) - len(train))
     rng = np.random.default_rng(0)
+    have = np.concatenate([have[~seen], rng.choice(have[seen], round(rate * seen.sum()), replace=False)])
+    per_class = min(int((label[have] == c).sum()) for c in range(10))
     keep = [rng.choice(have[label[have] == c], per_class, replace=False) for c in range(10)]
     return np.sort(np.concatenate(keep))
 
@@ -108,15 +136,18 @@ def balanced_cached(database: np.ndarray, label: np.ndarray, cached: set[int]) -
 def evaluate(args) -> tuple[list[dict], dict]:
     archive = Cifar10Archive()
     split = cifar10_split(archive.label, archive.is_test, "a", seed=args.seed)
+    maps_too = INPUT_BLOCK if any(LEARNERS[m][2] == "maps" for m in args.methods) else 0  # one pass caches both
     inputs = {"features": lambda rows, flip=False: cifar10_features(rows, resolution=args.resolution, flip=flip,
-                                                                   maps_depth=INPUT_BLOCK),
+                                                                   maps_depth=maps_too),
               "maps": lambda rows, flip=False: cifar10_maps(rows, depth=INPUT_BLOCK, resolution=args.resolution,
-                                                            flip=flip)}
+                                                            flip=flip),
+              "pixels": lambda rows, flip=False: archive.decode_rows(rows)[..., ::-1 if flip else 1] / np.float32(255)}
     database = split.database
     if args.database == "cached":
-        have = (cifar10_cache("features", args.resolution).stored_rows()
-                & cifar10_cache("maps", args.resolution, depth=INPUT_BLOCK).stored_rows())
-        database = balanced_cached(database, archive.label, have)
+        have = cifar10_cache("features", args.resolution).stored_rows()
+        if maps_too:
+            have &= cifar10_cache("maps", args.resolution, depth=INPUT_BLOCK).stored_rows()
+        database = balanced_cached(database, split.train, archive.label, have)
     onehot = np.eye(10, dtype=np.uint8)
     ytr = archive.label[split.train]
     yq, ydb = onehot[archive.label[split.query]], onehot[archive.label[database]]
@@ -124,12 +155,15 @@ def evaluate(args) -> tuple[list[dict], dict]:
     for kind in dict.fromkeys(LEARNERS[m][2] for m in args.methods):
         x_train = inputs[kind](split.train)
         mirrored = (np.concatenate([x_train, inputs[kind](split.train, True)]), np.concatenate([ytr, ytr]))
-        x_query, x_db = (inputs[kind](split.query), inputs[kind](database)) if not args.fit_only else (None, None)
+        # database rows extracted in a class-mixed order (the archive is sorted by class): a partial cache is a fair sample
+        order = np.random.default_rng(0).permutation(len(database))
+        x_query, x_db = ((inputs[kind](split.query), inputs[kind](database[order])[np.argsort(order)])
+                         if not args.fit_only else (None, None))
         for nbits in args.bits:
             for method in (m for m in args.methods if LEARNERS[m][2] == kind):
                 torch.set_num_threads(args.threads)
                 x_fit, y_fit = mirrored if LEARNERS[method][3] else (x_train, ytr)
-                model, seconds = fitted(method, nbits, x_fit, y_fit, args.models,
+                model, seconds = fitted(method, nbits, args.resolution, x_fit, y_fit, args.models,
                                         args.saved_only and method not in ("ITQ", "LSH"))
                 if model is None or args.fit_only:
                     continue
@@ -179,8 +213,12 @@ def markdown(rows: list[dict], info: dict, args, seconds: float, load: tuple[flo
     cell = {(r["method"], r["nbits"]): r for r in rows}
     header = ["| method | " + " | ".join(f"{b} bits" for b in bits) + " |", "|---" * (len(bits) + 1) + "|"]
     full = info["database_rows"] == 59000
+    any_ft = any(LEARNERS[m][2] == "maps" for m in args.methods)
+    any_e2e = any(LEARNERS[m][2] == "pixels" for m in args.methods)
+    maps_shape = MobileNetV1.maps_shape(INPUT_BLOCK, args.resolution)
     lines = [
-        "# CIFAR-10 protocol (a): deep hashing with ImageNet MobileNet v1, frozen and last blocks fine-tuned",
+        "# CIFAR-10 protocol (a): deep hashing with ImageNet MobileNet v1" + (", frozen and fine-tuned" if any_ft or any_e2e
+                                                                              else ", frozen") + f", {args.resolution} px",
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; machine: {platform.machine()}, {os.cpu_count()} CPU"
         f" cores **shared with other engineers' jobs** (1-min load average {load[0]:.1f} at the start, {load[1]:.1f}"
@@ -190,23 +228,30 @@ def markdown(rows: list[dict], info: dict, args, seconds: float, load: tuple[flo
         f"- data: the shared lossy JPEG copy of CIFAR-10 (quality 75, see its PROVENANCE); protocol (a): 1,000 queries"
         f" (100 a class), 5,000 training images (500 a class), seed {args.seed}; database searched: {info['database_rows']:,}"
         f" images ({info['database_per_class']:,} a class)" + (" - **the full 59,000-image database**" if full else
-                                                                " - **a class-balanced subset of the 59,000** (the rows"
-                                                                " extracted by then), not the full database"),
+                                                                " - **a class-balanced sample of the 59,000** (the rows"
+                                                                " extracted by then, training images at the same rate"
+                                                                " as the others), not the full database"),
         f"- backbone: ImageNet MobileNet v1 1.0 (shared TF weights), images upscaled 32 -> {args.resolution} px (bilinear);"
-        f" one extraction pass cached every image's pooled 1,024-d features and its {INPUT_BLOCK}-block maps"
-        f" (512 x 6 x 6, float16). Frozen rows: the learners on the pooled features. Fine-tuned rows: the last"
-        f" {FT_BLOCKS} blocks (batch norm in training mode) + the hash head trained on the cached maps",
+        f" one extraction pass cached every image's pooled 1,024-d features"
+        + (f" and its {INPUT_BLOCK}-block maps ({' x '.join(map(str, maps_shape))}, float16)" if any_ft else "")
+        + ". Frozen rows: the learners on the pooled features."
+        + (f" Fine-tuned rows: the last {FT_BLOCKS} blocks (batch norm in training mode) + the hash head trained on"
+           " the cached maps" if any_ft else "")
+        + (" End-to-end rows: all blocks + the head trained on pixels, each batch mirrored and shifted (up to 4 px)"
+           if any_e2e else ""),
         "- training rows: the 5,000 training images and their left-right mirror images (10,000 rows) for the frozen"
-        " rows; the 5,000 alone for the fine-tuned rows (half the CPU time)",
+        " rows" + ("; the 5,000 alone for the fine-tuned rows (half the CPU time)" if any_ft or any_e2e else ""),
         "- mAP over the whole ranked database (relevance = same class, ties by database index); mAP@1000 below",
         f"- SCHN: {SCHN_SETTINGS}; fine-tuned: max_iter {SCHN_FT_SETTINGS['max_iter']}. DPSH: {DPSH_SETTINGS};"
-        f" fine-tuned: epochs {DPSH_FT_SETTINGS['epochs']}. Adam lr 1e-3, batch 64. ITQ (PCA + 50 iterations) and"
+        f" fine-tuned: epochs {DPSH_FT_SETTINGS['epochs']}"
+        + (f"; end to end: SCHN max_iter {SCHN_E2E_SETTINGS['max_iter']}, DPSH epochs {DPSH_E2E_SETTINGS['epochs']}"
+           if any_e2e else "") + ". Adam lr 1e-3 (backbone 0.1 x), batch 64. ITQ (PCA + 50 iterations) and"
         " LSH on the frozen features.",
         "",
         *header,
     ]
     for method in args.methods:
-        lines.append(f"| {TITLES[method]} | " + " | ".join(
+        lines.append(f"| {TITLES[method].format(f', {args.resolution} px')} | " + " | ".join(
             f"{cell[(method, b)]['map_all']:.3f}" if (method, b) in cell else "not run" for b in bits) + " |")
     for name, values in PUBLISHED.items():
         lines.append(f"| {name} | " + " | ".join(f"{values[b]:.3f}" if b in values else "-" for b in bits) + " |")

@@ -1,4 +1,4 @@
-"""Side by side, one run, 2 torch threads: frozen extraction img/s at 96/128 px (TorchScript), and seconds per
+"""Side by side, one run, 2 torch threads: frozen extraction img/s at 96/128/160/224 px (TorchScript), and seconds per
 image per epoch of DPSH fine-tuning the last 4 blocks on cached block-10 maps vs end to end on pixels.
 
 Run under the lock: `flock /work/bench.lock python benchmarks/timing_cifar10.py --out benchmarks/results/cifar10_timing.json`.
@@ -20,13 +20,14 @@ from hashsearch.models.dpsh import DPSH
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", type=Path, required=True)
+parser.add_argument("--resolutions", default="96,128,160,224", type=lambda s: [int(r) for r in s.split(",")])
 args = parser.parse_args()
 torch.set_num_threads(2)
 a = Cifar10Archive(); s = cifar10_split(a.label, a.is_test, "a", seed=0)
 out = {"load_start": os.getloadavg()}
 rows = s.train[np.random.default_rng(0).permutation(len(s.train))[:256]]
 px = a.decode_rows(rows)
-for res in (96, 128):
+for res in args.resolutions:
     net = inference_module(make_image_net("mobilenet_v1", resolution=res), (3, 32, 32)); backbone_features(net, px[:32])
     r = []
     for _ in range(3):

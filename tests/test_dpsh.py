@@ -84,6 +84,16 @@ def test_seeded_fit_is_deterministic_and_save_load_round_trip(digits, tmp_path):
     np.testing.assert_array_equal(loaded.encode(x[q]), a.encode(x[q]))
 
 
+def test_augmented_fit_is_seeded_saved_and_differs_from_plain(digits, tmp_path):
+    x, y, q, db = digits
+    fit = lambda augment: DPSH(8, epochs=1, verbose=False, seed=3, augment=augment).fit(x[db[:200]], y[db[:200]])
+    a, b, plain = fit(True), fit(True), fit(False)
+    np.testing.assert_array_equal(a.encode(x[q]), b.encode(x[q]))
+    assert not np.array_equal(a.encode(x[q]), plain.encode(x[q]))
+    a.save(tmp_path / "m")
+    assert load_model(tmp_path / "m").augment is True
+
+
 def test_clear_errors():
     x = np.random.default_rng(0).random((10, 1, 8, 8)).astype(np.float32)
     with pytest.raises(HashsearchError, match="not fitted"):
@@ -98,6 +108,10 @@ def test_clear_errors():
         DPSH(16, verbose=False).fit(x, np.arange(9) % 2)
     with pytest.raises(InvalidInputError, match="labels are required"):
         DPSH(16, verbose=False).fit(x, None)
+    with pytest.raises(InvalidInputError, match="augment=True needs images"):
+        DPSH(16, verbose=False, augment=True).fit(x.reshape(10, -1), np.arange(10) % 2)
+    with pytest.raises(InvalidInputError, match="augment must be"):
+        DPSH(16, augment=1)
     model = DPSH(8, epochs=1, verbose=False).fit(x, np.arange(10) % 2)
     with pytest.raises(InvalidInputError, match="fitted on"):
         model.encode(np.zeros((2, 1, 9, 9), np.float32))

@@ -270,3 +270,11 @@ def test_invalid_settings_are_named():
         model.fit(np.zeros((4, 8), np.float32), np.arange(4) % 2)
     with pytest.raises(InvalidInputError, match="labels are required"):
         SCHN(16, verbose=False).fit(np.zeros((4, 1, 8, 8), np.float32), None)
+
+
+def test_augmented_fit_on_images_is_seeded_and_differs_from_plain(digits):
+    x, y, q, db = digits
+    fit = lambda augment: SCHN(8, max_iter=1, verbose=False, augment=augment, **SMALL).fit(x[db[:100]], y[db[:100]])
+    a, b, plain = fit(True), fit(True), fit(False)
+    np.testing.assert_array_equal(a.encode(x[q]), b.encode(x[q]))
+    assert not np.array_equal(a.encode(x[q]), plain.encode(x[q]))

@@ -37,7 +37,8 @@ class DPSH(DeepImageHasher):
     from-scratch encoder (the paper fine-tunes pretrained CNN-F), batch 64; `epochs="auto"` is 30
     (an MLP on feature rows, a small CNN on pixels), more on small sets so that training takes at
     least 600 steps. With a pretrained `image_net` fine-tuned, its blocks train at `backbone_lr_scale` x lr
-    (0.1). A non-finite step restores the last finite epoch with half the step size
+    (0.1). `augment=True` mirrors and shifts each training batch of images or maps (`augment_batch`).
+    A non-finite step restores the last finite epoch with half the step size
     (recorded in `history_`).
     """
 
@@ -46,11 +47,11 @@ class DPSH(DeepImageHasher):
     def __init__(self, nbits: int, seed: int = 0, eta: float = 10.0, epochs: int | str = AUTO, lr: float = 1e-3,
                  weight_decay: float = 1e-5, batch_size: int = 64, feature_dim: int | str = AUTO,
                  device: str | None = None, verbose: bool = True, image_net: str | None = None,
-                 image_net_options: dict | None = None, backbone_lr_scale: float = 0.1):
+                 image_net_options: dict | None = None, backbone_lr_scale: float = 0.1, augment: bool = False):
         self.eta, self.epochs = eta, epochs
         super().__init__(nbits, seed=seed, feature_dim=feature_dim, lr=lr, weight_decay=weight_decay,
                          batch_size=batch_size, device=device, verbose=verbose, image_net=image_net,
-                         image_net_options=image_net_options, backbone_lr_scale=backbone_lr_scale)
+                         image_net_options=image_net_options, backbone_lr_scale=backbone_lr_scale, augment=augment)
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -97,7 +98,7 @@ class DPSH(DeepImageHasher):
         total = 0.0
         for idx in self._batches(len(xt), gen):
             idx = idx.to(xt.device)
-            u = self.encoder_(xt[idx])[1]
+            u = self.encoder_(self._train_input(xt[idx], gen))[1]
             U[idx] = u.detach()
             loss = dpsh_loss(u, U, label_similarity(lt[idx], lt), self.eta)
             check_finite({"loss": loss}, "DPSH training")

@@ -183,6 +183,7 @@ class SCHN(DeepImageHasher):
     pixels (the authors': 512 / 1024 / 1024); `num_samples` = min(n, 2000) (authors: 2000);
     `max_epoch` 1; `max_iter` rounds for about 8 passes over the set, 10 to 50 rounds (authors: 50
     rounds of 3 epochs). A fine-tuned pretrained `image_net` trains at `backbone_lr_scale` x lr (0.1).
+    `augment=True` mirrors and shifts each training batch of images or maps (`augment_batch`).
     A non-finite step restores the state at the start of its round with half the step size (recorded
     in `history_`). `train_codes_` holds the learned database codes of the
     training items (the asymmetric protocol).
@@ -195,7 +196,7 @@ class SCHN(DeepImageHasher):
                  latent_dim: int | str = AUTO, mlp_hidden: int | str = AUTO, lr: float = 1e-3,
                  weight_decay: float = 1e-5, batch_size: int = 64, feature_dim: int | str = AUTO,
                  device: str | None = None, verbose: bool = True, image_net: str | None = None,
-                 image_net_options: dict | None = None, backbone_lr_scale: float = 0.1):
+                 image_net_options: dict | None = None, backbone_lr_scale: float = 0.1, augment: bool = False):
         self.gamma, self.alpha, self.beta = gamma, alpha, beta
         self.semantic_weight, self.latent_weight, self.rec_weight, self.adv_weight = (
             semantic_weight, latent_weight, rec_weight, adv_weight)
@@ -203,7 +204,7 @@ class SCHN(DeepImageHasher):
         self.label_dim, self.latent_dim, self.mlp_hidden = label_dim, latent_dim, mlp_hidden
         super().__init__(nbits, seed=seed, feature_dim=feature_dim, lr=lr, weight_decay=weight_decay,
                          batch_size=batch_size, device=device, verbose=verbose, image_net=image_net,
-                         image_net_options=image_net_options, backbone_lr_scale=backbone_lr_scale)
+                         image_net_options=image_net_options, backbone_lr_scale=backbone_lr_scale, augment=augment)
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -326,7 +327,8 @@ class SCHN(DeepImageHasher):
         for _epoch in range(epochs):
             for idx in self._batches(m, gen):
                 idx = idx.to(xs.device)
-                terms = self._train_step(label_net, cycle, disc, opts, xs[idx], ls[idx], B[idx], U, idx)
+                x = self._train_input(xs[idx], gen)
+                terms = self._train_step(label_net, cycle, disc, opts, x, ls[idx], B[idx], U, idx)
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v * len(idx)
         check_finite(U, "SCHN codes")

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from hashsearch.codes import check_nbits, encode_sign
 from hashsearch.errors import HashsearchError, InvalidInputError
@@ -89,6 +90,21 @@ def as_images(x: np.ndarray, name: str = "x") -> torch.Tensor:
 def as_multihot(labels: np.ndarray, n: int) -> torch.Tensor:
     """Labels as a float32 (n, c) 0/1 tensor (`base.multihot_labels`: class ids or multi-hot)."""
     return torch.from_numpy(multihot_labels(labels, n))
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A training batch of images or backbone maps (n, c, h, w), each mirrored left-right with
+    probability 1/2 and shifted by up to 1/8 of its side (at least 1) with zero padding: the usual
+    CIFAR augmentation (4 pixels of 32), which also applies to cached maps (1 cell of 6)."""
+    n, c, h, w = x.shape
+    pad = max(1, round(h / 8))
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=gen).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch, channel = torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None]
+    return F.pad(x, (pad, pad, pad, pad))[batch, channel, rows, cols]
 
 
 AUTO = "auto"
@@ -169,8 +185,9 @@ class DeepImageHasher(Learner):
     def __init__(self, nbits: int, seed: int = 0, feature_dim: int | str = AUTO, lr: float = 1e-3,
                  weight_decay: float = 1e-5, batch_size: int = 64, device: str | None = None,
                  verbose: bool = True, image_net: str | None = None, image_net_options: dict | None = None,
-                 backbone_lr_scale: float = 0.1):
+                 backbone_lr_scale: float = 0.1, augment: bool = False):
         self.nbits, self.seed, self.feature_dim, self.lr = nbits, seed, feature_dim, lr
+        self.augment = augment
         self.image_net, self.image_net_options, self.backbone_lr_scale = image_net, image_net_options, backbone_lr_scale
         self.weight_decay, self.batch_size, self.device, self.verbose = weight_decay, batch_size, device, verbose
         self._check_params()
@@ -185,6 +202,8 @@ class DeepImageHasher(Learner):
         check_real(self.backbone_lr_scale, "backbone_lr_scale", strictly_positive=False)
         if self.image_net is not None and not is_image_net_name(self.image_net):
             raise InvalidInputError(f"image_net must be None or a pretrained backbone such as 'mobilenet_v1', got {self.image_net!r}")
+        if not isinstance(self.augment, bool):
+            raise InvalidInputError(f"augment must be True or False, got {self.augment!r}")
         if self.image_net_options is not None and not isinstance(self.image_net_options, dict):
             raise InvalidInputError(f"image_net_options must be a dict, got {type(self.image_net_options).__name__}")
         if check_count(self.batch_size, "batch_size") < 2:
@@ -205,6 +224,8 @@ class DeepImageHasher(Learner):
         mean/std, build the encoder."""
         self._check_params()
         xt = as_images(x)
+        if self.augment and xt.ndim != 4:
+            raise InvalidInputError("augment=True needs images or backbone maps (n, c, h, w), not feature vectors")
         lt = as_multihot(labels, len(xt))
         training.seed_everything(self.seed)
         dev = training.select_device(self.device)
@@ -239,6 +260,10 @@ class DeepImageHasher(Learner):
         if len(batches) > 1 and len(batches[-1]) == 1:
             batches[-2:] = [torch.cat(batches[-2:])]
         return batches
+
+    def _train_input(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """A training batch as the encoder sees it: augmented (`augment_batch`) when `augment` is set."""
+        return augment_batch(x, gen) if self.augment else x
 
     def _log(self, record: dict[str, Any]) -> None:
         """Append to `history_`; recoveries are also reported when verbose."""
