@@ -53,6 +53,15 @@ ops = st.lists(st.one_of(
 ), min_size=1, max_size=12)
 
 
+def remove_share(index, model: dict, rng: np.random.Generator, share: float) -> None:
+    """Remove each live id of `model` with probability `share`, from the index and the model."""
+    live = np.array(sorted(model))
+    gone = live[rng.random(live.size) < share]
+    index.remove(gone)
+    for i in gone:
+        del model[int(i)]
+
+
 @settings(max_examples=examples(25), deadline=None)
 @given(ops=ops, nbits=st.sampled_from([8, 24, 64, 128]), backend=st.sampled_from(["numba", "mih", "faiss"]),
        segment_rows=st.integers(1, 50), k=st.integers(1, 30), r=st.integers(0, 140), seed=st.integers(0, 999))
@@ -162,11 +171,7 @@ def test_fused_auto_search_matches_a_brute_force_model(ops, nbits, plan, small_r
                 for i in range(size):
                     model[start + i], codes_of[start + i] = int(labels[i]), codes[i]
             elif op == "remove" and model:
-                live = np.array(sorted(model))
-                gone = live[rng.random(live.size) < size]
-                index.remove(gone)
-                for i in gone:
-                    del model[int(i)]
+                remove_share(index, model, rng, size)
             elif flag:
                 index.compact()
             snap = index.snapshot()
@@ -377,11 +382,7 @@ def test_background_merge_policy_matches_a_brute_force_model(ops, nbits, backend
             index.add(codes)
             model.update({start + i: c.tobytes() for i, c in enumerate(codes)})
         elif op == "remove" and model:
-            live = np.array(sorted(model))
-            gone = live[rng.random(live.size) < size]
-            index.remove(gone)
-            for i in gone:
-                del model[int(i)]
+            remove_share(index, model, rng, size)
         else:
             index.wait_for_compaction()
         snap = index.snapshot()
